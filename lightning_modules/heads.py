@@ -4,9 +4,23 @@ Every head takes ``hidden_states`` — the tuple HF returns with ``output_hidden
 the embedding output followed by each of the L layers, each ``[batch, seq, hidden]`` — and
 the ``attention_mask``, and returns ``[batch, out_dim]``. The classifier picks one by name
 and never looks inside it.
+
+The multi-layer heads follow Sun et al. 2019, "How to Fine-Tune BERT for Text
+Classification?" (Table 3: first token of the last four layers concatenated / mean- /
+max-pooled, and of all layers concatenated) and Mozafari, Farahbakhsh & Crespi, "A
+BERT-based transfer learning approach for hate speech detection in online social media"
+(Complex Networks 2019, arXiv:1910.12574; reused in their PLOS ONE 2020 paper on racial
+bias): the "insert CNN" head over every layer's [CLS].
+
+"All layers" means the L encoder layers, never the embedding output: at the first
+position that output is the [CLS] embedding, the same for every example, so it carries
+no information about the text.
 """
 
 from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -15,6 +29,8 @@ from bertlab.errors import BertlabError
 
 
 class Head(nn.Module):
+    """Built as ``Head(hidden_size, num_layers, **options)``; ``out_dim`` is the width of what it returns."""
+
     out_dim: int
 
 
@@ -47,10 +63,110 @@ class MeanHead(Head):
         return (hidden_states[-1] * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
 
-HEADS: dict[str, type[Head]] = {"cls": ClsHead, "mean": MeanHead}
+def _check_k(k: int, num_layers: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= num_layers:
+        raise BertlabError(f"head k={k} must be between 1 and the encoder's number of layers L={num_layers}; lower k or use concat_all")
+    return int(k)
+
+
+def _first_tokens(hidden_states, k: int) -> torch.Tensor:
+    """[B, k, H]: the first token of the last k layers, lowest layer first."""
+    return torch.stack([h[:, 0] for h in hidden_states[-k:]], dim=1)
+
+
+class ConcatLastKHead(Head):
+    """First token of the last k layers concatenated, lowest layer first (Sun et al. 2019, Table 3); out_dim k·H."""
+
+    def __init__(self, hidden_size: int, num_layers: int, k: int = 4):
+        super().__init__()
+        self.k = _check_k(k, num_layers)
+        self.out_dim = self.k * hidden_size
+
+    def forward(self, hidden_states, attention_mask):
+        return _first_tokens(hidden_states, self.k).flatten(1)
+
+
+class MeanLastKHead(Head):
+    """Element-wise mean of the first token over the last k layers (Sun et al. 2019, Table 3); out_dim H."""
+
+    def __init__(self, hidden_size: int, num_layers: int, k: int = 4):
+        super().__init__()
+        self.k = _check_k(k, num_layers)
+        self.out_dim = hidden_size
+
+    def forward(self, hidden_states, attention_mask):
+        return _first_tokens(hidden_states, self.k).mean(1)
+
+
+class MaxLastKHead(Head):
+    """Element-wise max of the first token over the last k layers (Sun et al. 2019, Table 3); out_dim H."""
+
+    def __init__(self, hidden_size: int, num_layers: int, k: int = 4):
+        super().__init__()
+        self.k = _check_k(k, num_layers)
+        self.out_dim = hidden_size
+
+    def forward(self, hidden_states, attention_mask):
+        return _first_tokens(hidden_states, self.k).amax(1)
+
+
+class ConcatAllHead(ConcatLastKHead):
+    """First token of every encoder layer concatenated, embedding output excluded (Sun et al. 2019); out_dim L·H."""
+
+    def __init__(self, hidden_size: int, num_layers: int):
+        super().__init__(hidden_size, num_layers, k=num_layers)
+
+
+class LayerCnnHead(Head):
+    """A CNN over the stack of every layer's [CLS] (Mozafari et al. 2019/2020).
+
+    The L first-token vectors form a 1-channel L × H map. For each kernel height k a
+    conv with ``num_filters`` kernels of size (k, H) slides over the layers only, then
+    ReLU and a max over the L−k+1 positions; the pooled features of all heights are
+    concatenated and passed through dropout. out_dim = len(kernel_sizes) · num_filters.
+    The kernel heights and filter count are ours to tune, not taken from the paper.
+    """
+
+    def __init__(self, hidden_size: int, num_layers: int, kernel_sizes: Sequence[int] = (2, 3, 4), num_filters: int = 32, dropout: float = 0.1):
+        super().__init__()
+        kernel_sizes = tuple(int(k) for k in kernel_sizes)
+        if not kernel_sizes or num_filters < 1:
+            raise BertlabError(f"layer_cnn needs at least one kernel size and num_filters >= 1, got kernel_sizes={kernel_sizes}, num_filters={num_filters}")
+        bad = [k for k in kernel_sizes if not 1 <= k <= num_layers]
+        if bad:
+            raise BertlabError(f"layer_cnn kernel sizes {bad} do not fit the encoder's L={num_layers} layers; use kernel sizes between 1 and {num_layers}")
+        if not 0.0 <= dropout < 1.0:
+            raise BertlabError(f"layer_cnn dropout must be in [0, 1), got {dropout}")
+        self.num_layers = num_layers
+        self.kernel_sizes = kernel_sizes
+        self.convs = nn.ModuleList(nn.Conv2d(1, num_filters, (k, hidden_size)) for k in kernel_sizes)
+        self.dropout = nn.Dropout(dropout)
+        self.out_dim = len(kernel_sizes) * num_filters
+
+    def forward(self, hidden_states, attention_mask):
+        x = _first_tokens(hidden_states, self.num_layers).unsqueeze(1)  # [B, 1, L, H]
+        pooled = [torch.relu(conv(x)).squeeze(-1).amax(-1) for conv in self.convs]  # each [B, F]
+        return self.dropout(torch.cat(pooled, dim=-1))
+
+
+HEADS: dict[str, type[Head]] = {
+    "cls": ClsHead,
+    "mean": MeanHead,
+    "concat_last_k": ConcatLastKHead,
+    "mean_last_k": MeanLastKHead,
+    "max_last_k": MaxLastKHead,
+    "concat_all": ConcatAllHead,
+    "layer_cnn": LayerCnnHead,
+}
 
 
 def build_head(name: str, hidden_size: int, num_layers: int, **kwargs) -> Head:
+    """The head called ``name`` in config; a wrong name or option is a ``BertlabError``."""
     if name not in HEADS:
         raise BertlabError(f"unknown head {name!r}; known heads: {', '.join(sorted(HEADS))}")
+    params = inspect.signature(HEADS[name]).parameters
+    options = [p for p in params if p not in ("hidden_size", "num_layers")]
+    unknown = sorted(set(kwargs) - set(options))
+    if unknown and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        raise BertlabError(f"head {name!r} takes no option(s) {', '.join(unknown)}; its options: {', '.join(options) or 'none'}")
     return HEADS[name](hidden_size, num_layers, **kwargs)

@@ -7,7 +7,8 @@ One function turns (model, lr, weight_decay, layer_decay) into AdamW groups:
   the head (everything that is not the encoder) gets ``lr``; encoder layer k
   (1-based, k = L is the top) gets ``lr · ξ^(L−k+1)``; the embeddings get
   ``lr · ξ^(L+1)``. So every step down the stack multiplies by ξ, and neither the
-  embeddings nor the head silently keep a wrong rate. ξ = 1 gives one plain group pair.
+  embeddings nor the head silently keep a wrong rate. With ξ = 1 every group has ``lr``.
+  Parameters of the encoder outside its layer stack (e.g. BERT's pooler) count as its top: ``lr``.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ def build_param_groups(
     if not (0.0 < layer_decay <= 1.0):
         raise BertlabError(f"layer_decay must be in (0, 1], got {layer_decay}")
     encoder = getattr(model, encoder_attr, None)
+    if encoder is None and layer_decay != 1.0:
+        raise BertlabError(f"layer_decay needs the encoder at attribute {encoder_attr!r} of {type(model).__name__}")
     num_layers = num_encoder_layers(encoder) if encoder is not None else 0
     prefix = f"{encoder_attr}."
     groups: dict[tuple[int, bool], list[torch.nn.Parameter]] = {}

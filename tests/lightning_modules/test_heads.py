@@ -1,0 +1,200 @@
+"""Heads: shapes, exact values against hand computations, where gradients reach, config errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bertlab.errors import BertlabError
+from lightning_modules.heads import HEADS, LayerCnnHead, build_head
+
+B, T, H, L = 3, 5, 8, 4
+
+
+def hidden(seed: int = 0, dtype=torch.float64):
+    """A leaf [L+1, B, T, H] tensor and its unbound tuple, as HF's ``hidden_states``."""
+    g = torch.Generator().manual_seed(seed)
+    stack = torch.randn(L + 1, B, T, H, generator=g, dtype=dtype).requires_grad_()
+    return stack, tuple(stack.unbind(0))
+
+
+def mask():
+    return torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]])
+
+
+OUT_DIMS = {
+    ("cls", ()): H,
+    ("mean", ()): H,
+    ("concat_last_k", ()): 4 * H,
+    ("concat_last_k", (("k", 2),)): 2 * H,
+    ("mean_last_k", (("k", 3),)): H,
+    ("max_last_k", (("k", 1),)): H,
+    ("concat_all", ()): L * H,
+    ("layer_cnn", ()): 3 * 32,
+    ("layer_cnn", (("kernel_sizes", (1, 4)), ("num_filters", 5))): 2 * 5,
+}
+
+
+def test_every_head_is_covered():
+    assert {name for name, _ in OUT_DIMS} == set(HEADS)
+
+
+@pytest.mark.parametrize("name,kwargs", list(OUT_DIMS))
+def test_shape_out_dim_and_finite_gradient(name, kwargs):
+    torch.manual_seed(0)
+    head = build_head(name, H, L, **dict(kwargs)).double()
+    stack, hs = hidden()
+    out = head(hs, mask())
+    assert out.shape == (B, head.out_dim) and head.out_dim == OUT_DIMS[(name, kwargs)]
+    out.square().sum().backward()
+    assert torch.isfinite(stack.grad).all() and stack.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "name,kwargs,reached",
+    [
+        ("cls", {}, {L}),
+        ("mean", {}, {L}),
+        ("concat_last_k", {"k": 2}, {L - 1, L}),
+        ("mean_last_k", {"k": 3}, {L - 2, L - 1, L}),
+        ("concat_all", {}, set(range(1, L + 1))),
+        ("layer_cnn", {"dropout": 0.0}, set(range(1, L + 1))),
+    ],
+)
+def test_gradient_reaches_exactly_the_pooled_layers_and_first_token(name, kwargs, reached):
+    torch.manual_seed(0)
+    head = build_head(name, H, L, **kwargs).double()
+    stack, hs = hidden()
+    head(hs, mask()).sum().backward()
+    per_layer = stack.grad.abs().sum(dim=(1, 2, 3))
+    for layer in range(L + 1):  # index 0 is the embedding output
+        assert (per_layer[layer] > 0) == (layer in reached), (layer, per_layer)
+    if name != "mean":
+        assert stack.grad[:, :, 1:].abs().sum() == 0  # only the first token is read
+
+
+def test_max_last_k_gradient_goes_to_the_argmax_layer_only():
+    head = build_head("max_last_k", H, L, k=2)
+    stack, hs = hidden()
+    head(hs, mask()).sum().backward()
+    first = stack.detach()[:, :, 0]  # [L+1, B, H]
+    winner_is_top = first[L] > first[L - 1]
+    assert torch.equal(stack.grad[L, :, 0], winner_is_top.double())
+    assert torch.equal(stack.grad[L - 1, :, 0], (~winner_is_top).double())
+    assert stack.grad[: L - 1].abs().sum() == 0
+
+
+def test_values_equal_hand_computation():
+    _, hs = hidden()
+    first = [h[:, 0].detach() for h in hs]  # per layer, [B, H]
+    with torch.no_grad():
+        concat = build_head("concat_last_k", H, L, k=3)(hs, mask())
+        mean = build_head("mean_last_k", H, L, k=3)(hs, mask())
+        maxed = build_head("max_last_k", H, L, k=3)(hs, mask())
+        everything = build_head("concat_all", H, L)(hs, mask())
+    for b in range(B):
+        for i in range(H):
+            vals = [first[layer][b, i].item() for layer in (L - 2, L - 1, L)]
+            assert [concat[b, j * H + i].item() for j in range(3)] == vals  # lowest layer first
+            assert mean[b, i].item() == pytest.approx(sum(vals) / 3, abs=1e-12)
+            assert maxed[b, i].item() == max(vals)
+            assert [everything[b, j * H + i].item() for j in range(L)] == [first[layer][b, i].item() for layer in range(1, L + 1)]
+
+
+def test_masked_mean_ignores_padding_exactly():
+    _, hs = hidden()
+    m = mask()
+    with torch.no_grad():
+        out = build_head("mean", H, L)(hs, m)
+        poisoned = [h.clone() for h in hs]
+        poisoned[-1][m == 0] = 1e6  # whatever sits under padding must not matter
+        out_poisoned = build_head("mean", H, L)(tuple(poisoned), m)
+    top = hs[-1].detach()
+    for b, n in enumerate([5, 3, 1]):
+        for i in range(H):
+            assert out[b, i].item() == pytest.approx(sum(top[b, t, i].item() for t in range(n)) / n, abs=1e-12)
+    assert torch.equal(out, out_poisoned)
+
+
+def test_layer_cnn_equals_hand_computed_convolution_and_pooling():
+    torch.manual_seed(0)
+    head = LayerCnnHead(H, L, kernel_sizes=(1, 2, 4), num_filters=3, dropout=0.5).double().eval()
+    _, hs = hidden()
+    with torch.no_grad():
+        out = head(hs, mask())
+    first = torch.stack([h[:, 0] for h in hs[1:]], 1).detach()  # [B, L, H]
+    expected = []
+    for conv in head.convs:
+        w, bias = conv.weight[:, 0].detach(), conv.bias.detach()  # [F, k, H], [F]
+        k = w.shape[1]
+        for f in range(w.shape[0]):
+            windows = [sum((w[f, j] * first[:, s + j]).sum(-1) for j in range(k)) + bias[f] for s in range(L - k + 1)]
+            expected.append(torch.stack(windows, 1).clamp_min(0).amax(1))
+    torch.testing.assert_close(out, torch.stack(expected, 1), rtol=0, atol=1e-12)
+
+
+def test_layer_cnn_dropout_only_in_training():
+    torch.manual_seed(0)
+    head = build_head("layer_cnn", H, L, dropout=0.5).double()
+    _, hs = hidden()
+    with torch.no_grad():
+        evaluated = head.eval()(hs, mask())
+        trained = head.train()(hs, mask())
+    kept = trained != 0
+    assert not kept.all()  # some features dropped
+    torch.testing.assert_close(trained[kept], 2 * evaluated[kept])
+
+
+def test_k_out_of_range_is_an_error_naming_k_and_l():
+    for name in ("concat_last_k", "mean_last_k", "max_last_k"):
+        with pytest.raises(BertlabError, match=r"k=5.*L=4"):
+            build_head(name, H, L, k=5)
+        with pytest.raises(BertlabError, match=r"k=0.*L=4"):
+            build_head(name, H, L, k=0)
+
+
+def test_k_must_be_a_whole_number():
+    with pytest.raises(BertlabError, match=r"k=2.5"):
+        build_head("concat_last_k", H, L, k=2.5)
+
+
+def test_default_k_of_four_needs_four_layers():
+    assert build_head("concat_last_k", H, 4).out_dim == 4 * H
+    with pytest.raises(BertlabError, match=r"k=4.*L=2"):
+        build_head("mean_last_k", H, 2)
+
+
+def test_unknown_head_lists_known_heads():
+    with pytest.raises(BertlabError, match="unknown head 'attention'.*concat_all.*layer_cnn.*max_last_k"):
+        build_head("attention", H, L)
+
+
+def test_unknown_option_is_an_error_listing_the_options():
+    with pytest.raises(BertlabError, match="'concat_all' takes no option.*k; its options: none"):
+        build_head("concat_all", H, L, k=2)
+    with pytest.raises(BertlabError, match="kernel_size; its options: kernel_sizes, num_filters, dropout"):
+        build_head("layer_cnn", H, L, kernel_size=3)
+
+
+def test_cnn_kernel_taller_than_the_stack_is_an_error():
+    with pytest.raises(BertlabError, match=r"kernel sizes \[5\].*L=4"):
+        build_head("layer_cnn", H, L, kernel_sizes=(2, 5))
+    with pytest.raises(BertlabError, match=r"kernel sizes \[3, 4\].*L=2"):
+        build_head("layer_cnn", H, 2)  # the default (2, 3, 4) on a 2-layer model
+    with pytest.raises(BertlabError, match="at least one kernel size"):
+        build_head("layer_cnn", H, L, kernel_sizes=())
+    with pytest.raises(BertlabError, match="dropout"):
+        build_head("layer_cnn", H, L, dropout=1.0)
+
+
+def test_heads_on_a_real_tiny_bert(tiny_bert_dir):
+    from transformers import AutoModel
+
+    encoder = AutoModel.from_pretrained(tiny_bert_dir).eval()
+    ids = torch.tensor([[2, 10, 11, 3, 0], [2, 12, 3, 0, 0]])
+    with torch.no_grad():
+        out = encoder(input_ids=ids, attention_mask=(ids != 0).long(), output_hidden_states=True)
+    layers, width = encoder.config.num_hidden_layers, encoder.config.hidden_size
+    assert len(out.hidden_states) == layers + 1
+    for name, kwargs in [("concat_all", {}), ("concat_last_k", {"k": 2}), ("layer_cnn", {"kernel_sizes": [1, 2]})]:
+        assert build_head(name, width, layers, **kwargs)(out.hidden_states, ids != 0).shape == (2, layers * width if name != "layer_cnn" else 64)
