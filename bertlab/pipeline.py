@@ -1,0 +1,222 @@
+"""Multi-stage pipelines: ``bertlab pipeline configs/pipelines/NAME.yaml [--root DIR] [--set STAGE.KEY=VALUE]``.
+
+A pipeline is a list of named stages under one root directory. Each stage is one run in its
+own process — a LightningCLI run (``fit`` and optionally ``test``) or a built-in step such as
+``init_model`` — and hands over one ``save_pretrained`` directory, ``ROOT/STAGE/export``.
+By default stage N+1 starts from stage N's export (``--model.init_args.model_name_or_path``);
+``init_from: none`` keeps the model of the stage's own config, ``init_from: NAME`` names a stage.
+
+Arguments may use ``{root}``, ``{prev}`` (previous export) and ``{export:NAME}`` / ``{dir:NAME}``.
+
+Re-runs: a finished stage is skipped when its export exists and its fingerprint — its config
+files' contents, its arguments and the fingerprints of all stages before it — is unchanged.
+So a changed stage re-runs together with every stage after it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import yaml
+
+from bertlab.errors import BertlabError
+
+STAGE_FILE = "stage.json"
+KINDS = ("lightning", "init_model")
+
+
+@dataclass
+class Stage:
+    name: str
+    kind: str = "lightning"
+    config: list[str] = field(default_factory=list)
+    args: list[str] = field(default_factory=list)
+    init_from: str = "previous"
+    test: bool = False
+    subcommand: str = "fit"
+
+
+def _as_args(raw, where: str) -> list[str]:
+    if raw is None:
+        return []
+    if isinstance(raw, dict):
+        out = []
+        for k, v in raw.items():
+            out += [f"--{k}", v if isinstance(v, str) else json.dumps(v)]
+        return out
+    if isinstance(raw, list):
+        return [str(x) for x in raw]
+    raise BertlabError(f"{where}: `args` must be a mapping or a list, got {type(raw).__name__}")
+
+
+def load_pipeline(path: str) -> tuple[str, list[Stage]]:
+    if not os.path.isfile(path):
+        raise BertlabError(f"pipeline file {path!r} does not exist")
+    with open(path, encoding="utf-8") as f:
+        spec = yaml.safe_load(f) or {}
+    unknown = set(spec) - {"name", "root", "stages"}
+    if unknown:
+        raise BertlabError(f"{path}: unknown key(s) {sorted(unknown)}; a pipeline has name, root, stages")
+    stages = []
+    for i, raw in enumerate(spec.get("stages") or []):
+        where = f"{path}: stage {i + 1}"
+        bad = set(raw) - {"name", "kind", "config", "args", "init_from", "test", "subcommand"}
+        if bad or "name" not in raw:
+            raise BertlabError(f"{where}: needs a `name`; unknown key(s) {sorted(bad)}" if bad else f"{where}: needs a `name`")
+        config = raw.get("config") or []
+        stage = Stage(name=str(raw["name"]), kind=raw.get("kind", "lightning"), config=[config] if isinstance(config, str) else list(config),
+                      args=_as_args(raw.get("args"), where), init_from=str(raw.get("init_from", "previous")), test=bool(raw.get("test", False)),
+                      subcommand=raw.get("subcommand", "fit"))
+        if stage.kind not in KINDS:
+            raise BertlabError(f"{where} ({stage.name}): unknown kind {stage.kind!r}; kinds: {', '.join(KINDS)}")
+        for cfg in stage.config:
+            if not os.path.isfile(cfg):
+                raise BertlabError(f"{where} ({stage.name}): config file {cfg!r} does not exist")
+        stages.append(stage)
+    if not stages:
+        raise BertlabError(f"{path}: no stages")
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names):
+        raise BertlabError(f"{path}: stage names must be unique, got {names}")
+    return spec.get("root") or os.path.join("runs", spec.get("name") or os.path.splitext(os.path.basename(path))[0]), stages
+
+
+def stage_dir(root: str, name: str) -> str:
+    return os.path.join(root, name)
+
+
+def export_dir(root: str, name: str) -> str:
+    return os.path.join(root, name, "export")
+
+
+def _fill(arg: str, root: str, prev: str | None, names: list[str]) -> str:
+    def sub(m: re.Match) -> str:
+        key, _, ref = m.group(1).partition(":")
+        if key == "root":
+            return root
+        if key == "prev":
+            if prev is None:
+                raise BertlabError(f"argument {arg!r} uses {{prev}} in the first stage")
+            return prev
+        if key in ("export", "dir") and ref in names:
+            return export_dir(root, ref) if key == "export" else stage_dir(root, ref)
+        raise BertlabError(f"argument {arg!r}: unknown placeholder {m.group(0)} (stages: {names})")
+
+    return re.sub(r"\{(root|prev|export:[^}]*|dir:[^}]*)\}", sub, arg)
+
+
+def _fingerprint(stage: Stage, args: list[str], upstream: str) -> str:
+    h = hashlib.sha256(upstream.encode())
+    h.update(json.dumps([stage.kind, stage.subcommand, stage.test, args]).encode())
+    for cfg in stage.config:
+        with open(cfg, "rb") as f:
+            h.update(f.read())
+    return h.hexdigest()[:16]
+
+
+def _run(cmd: list[str], where: str) -> None:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
+    proc = subprocess.run(cmd, env=env)
+    if proc.returncode != 0:
+        raise BertlabError(f"stage {where} failed with exit code {proc.returncode}: {' '.join(cmd)}")
+
+
+def _read_json(path: str) -> dict:
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def run_stage(stage: Stage, root: str, args: list[str]) -> dict:
+    out = stage_dir(root, stage.name)
+    os.makedirs(out, exist_ok=True)
+    if stage.kind == "init_model":
+        _run([sys.executable, "-m", "bertlab.scratch", "--out", export_dir(root, stage.name), *args], stage.name)
+        return {}
+    base = [sys.executable, "-m", "bertlab.cli", stage.subcommand]
+    base += [a for cfg in stage.config for a in ("--config", cfg)] + args
+    base += ["--trainer.default_root_dir", out, "--export.dirpath", export_dir(root, stage.name)]
+    _run(base, stage.name)
+    metrics = {"fit": _read_json(os.path.join(out, "fit_metrics.json"))}
+    if stage.test:
+        info = _read_json(os.path.join(export_dir(root, stage.name), "bertlab_export.json"))
+        if not info.get("checkpoint"):
+            raise BertlabError(f"stage {stage.name}: `test: true` needs a ModelCheckpoint in its config (the export names no checkpoint)")
+        test = [sys.executable, "-m", "bertlab.cli", "test"] + base[4:] + ["--ckpt_path", info["checkpoint"]]
+        _run(test, f"{stage.name} (test)")
+        metrics["test"] = _read_json(os.path.join(out, "test_metrics.json"))
+    return metrics
+
+
+def run_pipeline(path: str, root: str | None = None, force: bool = False) -> dict:
+    default_root, stages = load_pipeline(path)
+    root = root or default_root
+    names = [s.name for s in stages]
+    summary = {"pipeline": path, "root": root, "stages": []}
+    upstream, prev = "", None
+    for stage in stages:
+        args = [_fill(a, root, prev, names) for a in stage.args]
+        source = prev if stage.init_from == "previous" else None if stage.init_from == "none" else export_dir(root, stage.init_from)
+        if stage.init_from not in ("previous", "none") and stage.init_from not in names:
+            raise BertlabError(f"stage {stage.name}: init_from {stage.init_from!r} names no stage (stages: {names})")
+        if source is not None and stage.kind == "lightning":
+            if not os.path.isdir(source):
+                raise BertlabError(f"stage {stage.name}: the export it starts from, {source!r}, is missing; run the stages before it")
+            args = ["--model.init_args.model_name_or_path", source] + args
+        fp = _fingerprint(stage, args, upstream)
+        record_path = os.path.join(stage_dir(root, stage.name), STAGE_FILE)
+        record = _read_json(record_path)
+        done = record.get("fingerprint") == fp and os.path.isdir(export_dir(root, stage.name))
+        t0 = time.time()
+        if done and not force:
+            status, metrics = "skipped (unchanged)", record.get("metrics", {})
+            print(f"[bertlab pipeline] {stage.name}: unchanged, skipped", flush=True)
+        else:
+            print(f"[bertlab pipeline] {stage.name}: running", flush=True)
+            metrics = run_stage(stage, root, args)
+            status = "ran"
+            with open(record_path, "w") as f:
+                json.dump({"fingerprint": fp, "args": args, "config": stage.config, "metrics": metrics, "seconds": round(time.time() - t0, 1)}, f, indent=1)
+        summary["stages"].append({"name": stage.name, "kind": stage.kind, "status": status, "export": export_dir(root, stage.name), "metrics": metrics,
+                                  "seconds": record.get("seconds") if status != "ran" else round(time.time() - t0, 1)})
+        upstream, prev = fp, export_dir(root, stage.name)
+    write_summary(root, summary)
+    return summary
+
+
+def _fmt(metrics: dict, keys=("val/acc", "val/f1", "val/loss", "val/perplexity", "probe/acc")) -> str:
+    return ", ".join(f"{k} {metrics[k]:.4f}" for k in keys if k in metrics)
+
+
+def write_summary(root: str, summary: dict) -> None:
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    lines = [f"# Pipeline {summary['pipeline']}", "", "| stage | status | final validation | test | export |", "|---|---|---|---|---|"]
+    for s in summary["stages"]:
+        fit, test = s["metrics"].get("fit", {}), s["metrics"].get("test", {})
+        lines.append(f"| {s['name']} | {s['status']} | {_fmt(fit)} | {_fmt(test, ('test/acc', 'test/f1', 'test/loss'))} | {s['export']} |")
+    with open(os.path.join(root, "summary.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="bertlab pipeline", description="Run a multi-stage pipeline.")
+    parser.add_argument("pipeline", help="pipeline YAML (configs/pipelines/NAME.yaml)")
+    parser.add_argument("--root", help="output root (default: the pipeline's `root`, else runs/NAME)")
+    parser.add_argument("--force", action="store_true", help="re-run every stage")
+    ns = parser.parse_args(argv)
+    summary = run_pipeline(ns.pipeline, ns.root, ns.force)
+    with open(os.path.join(summary["root"], "summary.md")) as f:
+        print(f.read())
+    return 0

@@ -1,0 +1,83 @@
+"""``HFExport``: after fit, write the best checkpoint as a ``save_pretrained`` directory.
+
+The directory holds the model (with ``id2label``/``label2id`` in its config for classifiers),
+the tokenizer and ``bertlab_export.json`` (which checkpoint, which step, which metric). The
+write is atomic: a temporary sibling directory is filled and then renamed into place, so a
+crash never leaves a half-written export for the next stage to load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+import pytorch_lightning as pl
+import torch
+
+from lightning_modules.hf_loading import quiet_transformers
+
+EXPORT_INFO = "bertlab_export.json"
+
+
+def atomic_export(module: pl.LightningModule, tokenizer, directory: str, info: dict) -> None:
+    """Export ``module`` (which must have ``export_pretrained(dir)``) into ``directory`` atomically."""
+    parent = os.path.dirname(os.path.abspath(directory))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
+    try:
+        with quiet_transformers():
+            native = module.export_pretrained(tmp)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp)
+        with open(os.path.join(tmp, EXPORT_INFO), "w") as f:
+            json.dump({**info, "hf_native": bool(native)}, f, indent=1, default=str)
+        old = None
+        if os.path.exists(directory):
+            old = tempfile.mkdtemp(prefix=".old-export-", dir=parent)
+            os.rename(directory, os.path.join(old, "x"))
+        os.rename(tmp, directory)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class HFExport(pl.Callback):
+    def __init__(self, dirpath: str | None = None, use_best: bool = True):
+        """
+        Args:
+            dirpath: where the export goes (default: ``<default_root_dir>/export``).
+            use_best: export the best checkpoint of the ``ModelCheckpoint`` callback (else the final weights).
+        """
+        self.dirpath = dirpath
+        self.use_best = use_best
+        self.exported_to: str | None = None
+
+    def target(self, trainer: pl.Trainer) -> str:
+        return self.dirpath or os.path.join(trainer.default_root_dir, "export")
+
+    def export(self, trainer: pl.Trainer, pl_module: pl.LightningModule, directory: str | None = None, info: dict | None = None) -> str:
+        """Export the current weights (rank 0 writes; every rank returns the path)."""
+        directory = directory or self.target(trainer)
+        if trainer.is_global_zero:
+            tokenizer = getattr(trainer.datamodule, "tokenizer", None) if trainer.datamodule is not None else None
+            atomic_export(pl_module, tokenizer, directory, {"global_step": trainer.global_step, **(info or {})})
+        trainer.strategy.barrier("hf_export")
+        return directory
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        ckpt = trainer.checkpoint_callback
+        best = getattr(ckpt, "best_model_path", "") if self.use_best else ""
+        info = {"checkpoint": best or None}
+        if best:
+            info.update(monitor=ckpt.monitor, best_score=float(ckpt.best_model_score) if ckpt.best_model_score is not None else None)
+            current = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+            pl_module.load_state_dict(torch.load(best, map_location=pl_module.device, weights_only=False)["state_dict"])
+            try:
+                self.exported_to = self.export(trainer, pl_module, info=info)
+            finally:
+                pl_module.load_state_dict(current)
+        else:
+            self.exported_to = self.export(trainer, pl_module, info=info)

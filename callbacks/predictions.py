@@ -1,0 +1,55 @@
+"""``PredictionCSV``: write predictions as CSV — input text, predicted label, one probability column per class.
+
+Under DDP the ``DistributedSampler`` pads the last batch by repeating examples, so rows are
+gathered on rank 0 and de-duplicated by example id: each input appears exactly once, in input order.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import BasePredictionWriter
+
+
+class PredictionCSV(BasePredictionWriter):
+    def __init__(self, output_path: str | None = None):
+        """
+        Args:
+            output_path: CSV to write (default: ``<default_root_dir>/predictions.csv``).
+        """
+        super().__init__(write_interval="epoch")
+        self.output_path = output_path
+        self.written_to: str | None = None
+
+    def write_on_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions, batch_indices) -> None:
+        preds = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
+        idx = torch.cat([p["idx"] for p in preds]).cpu().numpy() if preds else np.zeros(0, dtype=np.int64)
+        probs = torch.cat([p["probs"] for p in preds]).cpu().numpy() if preds else np.zeros((0, 0))
+        if trainer.world_size > 1:
+            gathered = [None] * trainer.world_size
+            torch.distributed.all_gather_object(gathered, (idx, probs))
+            idx = np.concatenate([g[0] for g in gathered])
+            probs = np.concatenate([g[1] for g in gathered if len(g[1])])
+        if not trainer.is_global_zero:
+            return
+        _, first = np.unique(idx, return_index=True)
+        idx, probs = idx[first], probs[first]
+        dm = trainer.datamodule
+        frame = dm.texts("predict")
+        names = dm.label_names
+        out = frame.iloc[idx].reset_index(drop=True).copy()
+        out.insert(len(out.columns), "predicted_label", [names[i] for i in probs.argmax(1)])
+        for j, name in enumerate(names):
+            out[f"prob_{name}"] = probs[:, j]
+        path = self.output_path or os.path.join(trainer.default_root_dir, "predictions.csv")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".predictions-", suffix=".csv", dir=os.path.dirname(os.path.abspath(path)))
+        os.close(fd)
+        out.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+        self.written_to = path

