@@ -1,0 +1,234 @@
+"""``MaskedLM``: masked-language-model (further) pre-training of any BERT-family encoder.
+
+The objective is BERT's (Devlin et al. 2019, §3.1); which tokens are masked is decided by the
+maskers (``datamodules.maskers``), so RoBERTa's dynamic masking (Liu et al. 2019), whole-word,
+span (SpanBERT, Joshi et al. 2020) and selective masking all feed this one module. A batch holds
+``input_ids``, ``attention_mask``, [``token_type_ids``] and ``labels`` (-100 where there is
+nothing to predict).
+
+Speed: vocabulary logits are computed only at the masked positions. The encoder runs on the
+whole batch, the ~15% masked rows of its output are gathered, and only those go through the
+model's own MLM head — the ``[B·T, V]`` logits tensor of HF's ``forward`` is never built. The
+loss is the same number (tested against HF's to 1e-5).
+
+Within-task / in-domain further pre-training (Sun et al. 2019, §4 and §5.4) is this module run
+on the task's own or in-domain text, then ``export_pretrained`` for the classifier stage.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torchmetrics import Metric
+
+from bertlab.errors import BertlabError
+from lightning_modules.hf_loading import from_pretrained
+from lightning_modules.param_groups import build_param_groups, configure_adamw
+
+# Keys of ``from_scratch`` besides ``tokenizer``: BertConfig fields.
+SCRATCH_CONFIG_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "max_position_embeddings",
+                       "type_vocab_size", "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob", "layer_norm_eps", "initializer_range")
+
+
+def mlm_head_fn(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The MLM head of an HF ``*ForMaskedLM`` as a function ``hidden [N, H] -> logits [N, V]``.
+
+    Each branch applies exactly what the model's own ``forward`` applies after the encoder; the
+    decoder's bias is tied to the head's ``bias`` parameter in transformers v5, so calling the
+    decoder module adds it, as HF does.
+    """
+    if hasattr(model, "cls") and hasattr(model.cls, "predictions"):  # BERT, MiniLM: transform + decoder
+        return model.cls
+    if hasattr(model, "lm_head"):  # RoBERTa family: dense, gelu, layer_norm, decoder
+        return model.lm_head
+    if all(hasattr(model, k) for k in ("vocab_transform", "activation", "vocab_layer_norm", "vocab_projector")):  # DistilBERT
+        return lambda h: model.vocab_projector(model.vocab_layer_norm(model.activation(model.vocab_transform(h))))
+    raise BertlabError(f"no masked-LM head known for {type(model).__name__}; supported: BERT/MiniLM (cls), RoBERTa (lm_head), DistilBERT (vocab_projector)")
+
+
+def encoder_hidden(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """Last hidden states ``[B, T, H]`` of the encoder inside an HF ``*ForMaskedLM``."""
+    base = model.base_model
+    kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if token_type_ids is not None and getattr(model.config, "type_vocab_size", 0) >= 2 and "token_type_ids" in inspect.signature(base.forward).parameters:
+        kwargs["token_type_ids"] = token_type_ids
+    return base(**kwargs, return_dict=True).last_hidden_state
+
+
+def sparse_mlm_logits(model: nn.Module, head: Callable, batch: dict, prefix: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits ``[N, V]``, targets ``[N]``) at the N positions whose label is not -100.
+
+    ``prefix`` selects the keys, e.g. ``mlm_`` reads ``mlm_input_ids``, ``mlm_attention_mask``, ``mlm_labels``.
+    """
+    labels = batch[f"{prefix}labels"]
+    hidden = encoder_hidden(model, batch[f"{prefix}input_ids"], batch[f"{prefix}attention_mask"], batch.get(f"{prefix}token_type_ids"))
+    keep = labels != -100
+    return head(hidden[keep]), labels[keep]
+
+
+def masked_lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over masked tokens; exactly 0 (still attached to the graph) when none are masked.
+
+    HF's mean over zero tokens is NaN; a summed loss over ``max(N, 1)`` gives 0 instead, and every
+    parameter still receives a (zero) gradient, so DDP's reducer sees the same graph on every rank.
+    """
+    return nn.functional.cross_entropy(logits.float(), targets, reduction="sum") / max(targets.numel(), 1)
+
+
+class MLMStats(Metric):
+    """Token-weighted sums (loss, correct, count), summed across ranks: epoch loss, perplexity and accuracy."""
+
+    full_state_update = False
+
+    def __init__(self):
+        super().__init__()
+        for name in ("loss_sum", "correct", "count"):
+            self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        logits = logits.detach().float()
+        self.loss_sum += nn.functional.cross_entropy(logits, targets, reduction="sum").double()
+        self.correct += (logits.argmax(-1) == targets).sum()
+        self.count += targets.numel()
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        n = self.count.clamp_min(1)
+        loss = self.loss_sum / n
+        return {"loss": loss.float(), "perplexity": loss.exp().float(), "mlm_acc": (self.correct / n).float()}
+
+
+def load_tokenizer_dir(name_or_path: str):
+    """A tokenizer from a model directory or from a tokenizer-only directory (a trained char vocabulary)."""
+    from transformers import AutoTokenizer
+
+    from bertlab.paths import BUILTIN_MODELS, load_tokenizer
+
+    path = os.path.expanduser(str(name_or_path))
+    if name_or_path in BUILTIN_MODELS or os.path.isfile(os.path.join(path, "config.json")):
+        return load_tokenizer(name_or_path)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, TypeError) as e:
+        raise BertlabError(f"from_scratch.tokenizer {name_or_path!r}: no tokenizer there ({type(e).__name__}); save one with tokenizer.save_pretrained") from None
+
+
+def build_from_scratch(spec: dict) -> nn.Module:
+    """A freshly initialised ``BertForMaskedLM`` whose vocabulary is the given tokenizer's."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    allowed = ("tokenizer", *SCRATCH_CONFIG_KEYS)
+    unknown = sorted(set(spec) - set(allowed))
+    if unknown:
+        raise BertlabError(f"from_scratch: unknown key(s) {unknown}; allowed keys: {', '.join(allowed)}")
+    if "tokenizer" not in spec:
+        raise BertlabError("from_scratch needs `tokenizer`: the directory of the tokenizer whose vocabulary the new model uses")
+    tokenizer = load_tokenizer_dir(spec["tokenizer"])
+    if tokenizer.mask_token_id is None or tokenizer.pad_token_id is None:
+        raise BertlabError(f"from_scratch.tokenizer {spec['tokenizer']!r} needs both a mask and a pad token")
+    fields = {k: v for k, v in spec.items() if k != "tokenizer"}
+    try:
+        return BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **fields))
+    except ValueError as e:
+        raise BertlabError(f"from_scratch: {str(e).splitlines()[0]}") from None
+
+
+def load_mlm_model(model_name_or_path: str | None, from_scratch: dict | None = None) -> tuple[nn.Module, set[str]]:
+    """(an HF ``*ForMaskedLM`` in train mode, its missing keys): built from ``from_scratch`` if given,
+    else loaded; a checkpoint without an MLM head (MiniLM) gets a fresh one, listed in the missing keys."""
+    from transformers import AutoModelForMaskedLM
+
+    if from_scratch is not None:
+        model, missing = build_from_scratch(from_scratch), set()
+    elif model_name_or_path is None:
+        raise BertlabError("give `model_name_or_path` (a model directory or `minilm`) or `from_scratch` (a tokenizer and a model size)")
+    else:
+        model, missing = from_pretrained(AutoModelForMaskedLM, model_name_or_path)
+    mlm_head_fn(model)  # unknown architectures fail here, at the edge
+    return model.train(), missing  # from_pretrained leaves eval mode
+
+
+class MaskedLM(pl.LightningModule):
+    def __init__(
+        self,
+        model_name_or_path: str | None = "minilm",
+        from_scratch: dict | None = None,
+        lr: float = 1e-4,
+        weight_decay: float = 0.01,
+        warmup_ratio: float = 0.06,
+        warmup_steps: int | None = None,
+        compile: bool = False,
+    ):
+        """
+        Args:
+            model_name_or_path: a local HF directory (or ``minilm``); a bare encoder gets a fresh MLM head
+                (its decoder tied to the word embeddings).
+            from_scratch: build a new BERT instead of loading (``model_name_or_path`` is then ignored):
+                ``{"tokenizer": DIR, "hidden_size": 256, "num_hidden_layers": 4, ...}``; keys: ``tokenizer``
+                and the BertConfig fields in ``SCRATCH_CONFIG_KEYS``.
+            warmup_ratio, warmup_steps: linear warmup (RoBERTa: 6%); ``warmup_steps`` wins when given.
+            compile: ``torch.compile`` the encoder in ``configure_model`` (the head sees a varying
+                number of rows, so it stays eager).
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.model, _ = load_mlm_model(model_name_or_path, from_scratch)
+        self.val_stats, self.test_stats = MLMStats(), MLMStats()
+
+    def configure_model(self) -> None:
+        if self.hparams.compile:
+            # The sparse path calls the encoder and the head directly, never ``self.model.__call__``.
+            self.model.base_model.compile()
+
+    @property
+    def head(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        # A property, not an attribute: registering ``model.cls`` twice would duplicate it in checkpoints.
+        return mlm_head_fn(self.model)
+
+    def forward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits ``[N, V]``, targets ``[N]``) at the masked positions only."""
+        return sparse_mlm_logits(self.model, self.head, batch)
+
+    def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
+        logits, targets = self(batch)
+        loss = masked_lm_loss(logits, targets)
+        if stage == "train":
+            # token-weighted, so the epoch value is the loss per masked token
+            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=targets.numel())
+        else:
+            getattr(self, f"{stage}_stats").update(logits, targets)
+        return loss
+
+    def _log_stats(self, stage: str) -> None:
+        stats = getattr(self, f"{stage}_stats")
+        self.log_dict({f"{stage}/{k}": v for k, v in stats.compute().items()}, prog_bar=stage == "val")
+        stats.reset()
+
+    def training_step(self, batch, batch_idx):
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._shared_step(batch, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_stats("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_stats("test")
+
+    def configure_optimizers(self):
+        h = self.hparams
+        groups = build_param_groups(self, h.lr, h.weight_decay, encoder_attr="model")
+        return configure_adamw(self, groups, h.lr, h.warmup_ratio, h.warmup_steps)
+
+    def export_pretrained(self, directory: str) -> bool:
+        """``save_pretrained`` of the MLM model: a fill-mask checkpoint whose encoder the classifier stage loads."""
+        self.model.save_pretrained(directory)
+        return True
