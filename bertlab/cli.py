@@ -1,4 +1,4 @@
-"""The ``bertlab`` command: LightningCLI in subclass mode, plus ``bertlab pipeline``.
+"""The ``bertlab`` command: LightningCLI in subclass mode, plus ``bertlab pipeline`` and ``bertlab demo``.
 
 ``bertlab fit|validate|test|predict --config FILE [--config DELTA.yaml] [--key value ...]``
 takes any LightningModule / LightningDataModule by ``class_path``. Errors of ours
@@ -7,6 +7,7 @@ takes any LightningModule / LightningDataModule by ``class_path``. Errors of our
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -15,57 +16,38 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import pytorch_lightning as pl  # noqa: E402
+from pytorch_lightning.cli import LightningCLI  # noqa: E402
+
+import datamodules.classification  # noqa: E402,F401  (imports register the class_path short names)
+import lightning_modules.classifier  # noqa: E402,F401
 from bertlab.errors import BertlabError  # noqa: E402
+from callbacks.hf_export import HFExport  # noqa: E402
+from callbacks.predictions import PredictionCSV  # noqa: E402
+
+for _optional in ("lightning_modules.masked_lm", "lightning_modules.pet", "datamodules.mlm", "datamodules.pet",
+                  "callbacks.step_budget", "callbacks.probe", "callbacks.soft_labels"):
+    try:
+        __import__(_optional)
+    except ModuleNotFoundError as _e:
+        if _e.name != _optional:
+            raise
 
 
-def _cli_class():
-    import pytorch_lightning as pl
-    from pytorch_lightning.cli import LightningCLI
+def data_num_labels(dm) -> int | None:
+    return getattr(dm, "num_labels", None)
 
-    import datamodules.classification  # noqa: F401  (registers the class_path short names)
-    import lightning_modules.classifier  # noqa: F401
-    from callbacks.hf_export import HFExport
-    from callbacks.predictions import PredictionCSV
 
-    for optional in ("lightning_modules.masked_lm", "lightning_modules.pet", "datamodules.mlm", "callbacks.step_budget", "callbacks.probe", "callbacks.soft_labels"):
-        try:
-            __import__(optional)
-        except ModuleNotFoundError as e:
-            if e.name != optional:
-                raise
+def data_id2label(dm) -> dict | None:
+    return getattr(dm, "id2label", None)
 
-    class BertlabCLI(LightningCLI):
-        def add_arguments_to_parser(self, parser) -> None:
-            parser.add_lightning_class_args(HFExport, "export")
-            parser.add_lightning_class_args(PredictionCSV, "predictions")
-            parser.add_argument("--wandb.project", type=str, default="bertlab", help="W&B project (runs offline unless WANDB_MODE says otherwise)")
-            parser.add_argument("--wandb.group", type=str | None, default=None, help="W&B group, e.g. the experiment or ablation name")
-            parser.add_argument("--wandb.tags", type=list[str], default=[], help="W&B tags")
-            parser.add_argument("--wandb.name", type=str | None, default=None, help="W&B run name")
-            parser.link_arguments("model.init_args.model_name_or_path", "data.init_args.tokenizer")
-            parser.link_arguments("data", "model.init_args.num_labels", compute_fn=lambda dm: dm.num_labels, apply_on="instantiate")
-            parser.link_arguments("data", "model.init_args.id2label", compute_fn=lambda dm: dm.id2label, apply_on="instantiate")
 
-        def _instantiate_trainer(self, config, callbacks):
-            if config.get("logger") in (None, True):  # default: CSV + W&B under the run's root
-                config["logger"] = default_loggers(config.get("default_root_dir") or os.getcwd(), self.config_init[self.subcommand]["wandb"])
-            return super()._instantiate_trainer(config, callbacks)
-
-        def _dump_metrics(self, name: str) -> None:
-            if self.trainer.is_global_zero:
-                metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items()}
-                write_json(os.path.join(self.trainer.default_root_dir, f"{name}_metrics.json"), metrics)
-
-        def after_fit(self) -> None:
-            self._dump_metrics("fit")
-
-        def after_validate(self) -> None:
-            self._dump_metrics("validate")
-
-        def after_test(self) -> None:
-            self._dump_metrics("test")
-
-    return BertlabCLI, pl
+def write_json(path: str, payload) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=1, sort_keys=True, default=str)
+    os.replace(tmp, path)
 
 
 def default_loggers(root: str, wandb_args) -> list:
@@ -74,30 +56,46 @@ def default_loggers(root: str, wandb_args) -> list:
     loggers = [CSVLogger(save_dir=root, name="csv")]
     if os.environ.get("WANDB_MODE", "offline") != "disabled":
         os.makedirs(root, exist_ok=True)
-        loggers.append(WandbLogger(save_dir=root, project=wandb_args["project"], group=wandb_args["group"], tags=list(wandb_args["tags"]), name=wandb_args["name"]))
+        loggers.append(WandbLogger(save_dir=root, project=wandb_args["project"], group=wandb_args["group"], tags=list(wandb_args["tags"]),
+                                   name=wandb_args["name"]))
     return loggers
 
 
-def write_json(path: str, payload) -> None:
-    import json
+class BertlabCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_lightning_class_args(HFExport, "export")
+        parser.add_lightning_class_args(PredictionCSV, "predictions")
+        parser.add_argument("--wandb.project", type=str, default="bertlab", help="W&B project (offline unless WANDB_MODE says otherwise)")
+        parser.add_argument("--wandb.group", type=str | None, default=None, help="W&B group, e.g. the experiment or ablation name")
+        parser.add_argument("--wandb.tags", type=list[str], default=[], help="W&B tags")
+        parser.add_argument("--wandb.name", type=str | None, default=None, help="W&B run name")
+        parser.link_arguments("model.init_args.model_name_or_path", "data.init_args.tokenizer")
+        parser.link_arguments("data", "model.init_args.num_labels", compute_fn=data_num_labels, apply_on="instantiate")
+        parser.link_arguments("data", "model.init_args.id2label", compute_fn=data_id2label, apply_on="instantiate")
 
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=1, sort_keys=True, default=str)
-    os.replace(tmp, path)
+    def _instantiate_trainer(self, config, callbacks):
+        if config.get("logger") in (None, True):  # default: CSV + W&B under the run's root
+            config["logger"] = default_loggers(config.get("default_root_dir") or os.getcwd(), self.config_init[self.subcommand]["wandb"])
+        return super()._instantiate_trainer(config, callbacks)
+
+    def _dump_metrics(self, name: str) -> None:
+        if self.trainer.is_global_zero:
+            metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items()}
+            write_json(os.path.join(self.trainer.default_root_dir, f"{name}_metrics.json"), metrics)
+
+    def after_fit(self) -> None:
+        self._dump_metrics("fit")
+
+    def after_validate(self) -> None:
+        self._dump_metrics("validate")
+
+    def after_test(self) -> None:
+        self._dump_metrics("test")
 
 
 def run_lightning(args: list[str] | None) -> None:
-    cli_class, pl = _cli_class()
-    cli_class(
-        pl.LightningModule,
-        pl.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=args,
-        save_config_kwargs={"overwrite": True},
-    )
+    BertlabCLI(pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True, args=args,
+               save_config_kwargs={"overwrite": True})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
             from bertlab.pipeline import main as pipeline_main
 
             return pipeline_main(args[1:])
+        if args and args[0] == "demo":
+            from bertlab.demo import main as demo_main
+
+            return demo_main(args[1:])
         run_lightning(argv)
     except BertlabError as e:
         print(f"bertlab: error: {e}", file=sys.stderr)

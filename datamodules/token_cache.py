@@ -154,7 +154,9 @@ def write_arrays(directory: str, ids: list[list[int]], types: list[list[int]] | 
     np.save(os.path.join(directory, "input_ids.npy"), flat)
     np.save(os.path.join(directory, "offsets.npy"), offsets)
     if types is not None:
-        np.save(os.path.join(directory, "token_type_ids.npy"), np.fromiter((t for x in types for t in x), dtype=np.int8, count=int(offsets[-1])))
+        flat_types = np.fromiter((t for x in types for t in x), dtype=np.int64, count=int(offsets[-1]))
+        small = flat_types.size == 0 or (flat_types.min() >= -128 and flat_types.max() <= 127)
+        np.save(os.path.join(directory, "token_type_ids.npy"), flat_types.astype(np.int8 if small else np.int32))
 
 
 def cache_key(**parts) -> str:

@@ -34,3 +34,20 @@ def from_pretrained(auto_class, name_or_path: str, **kwargs):
     except (OSError, ValueError, KeyError) as e:
         raise BertlabError(f"cannot load a model from {name_or_path!r} with {auto_class.__name__}: {str(e).splitlines()[0]}") from None
     return model, set(info.get("missing_keys", ()))
+
+
+def register_output_capture(module) -> None:
+    """Re-register HF models' output capturing in this process.
+
+    transformers 5 records ``hidden_states`` through a per-process registry filled when a model
+    is constructed. A model unpickled in a ``ddp_spawn`` worker was never constructed there, so
+    it would silently return ``hidden_states=None``. Call this from ``configure_model``.
+    """
+    try:
+        from transformers.modeling_utils import PreTrainedModel
+        from transformers.utils.output_capturing import _CAN_RECORD_REGISTRY
+    except ImportError:  # older transformers: no registry, nothing to do
+        return
+    for sub in module.modules():
+        if isinstance(sub, PreTrainedModel) and getattr(sub, "_can_record_outputs", None):
+            _CAN_RECORD_REGISTRY[sub] = sub._can_record_outputs

