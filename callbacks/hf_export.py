@@ -68,11 +68,16 @@ class HFExport(pl.Callback):
         return directory
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        ckpt = trainer.checkpoint_callback
+        # A downstream probe, when present, chooses the checkpoint (the best-probe step, not the last).
+        from callbacks.probe import DownstreamProbe
+
+        probe = next((c for c in trainer.callbacks if isinstance(c, DownstreamProbe) and c.best_model_path), None)
+        ckpt = probe or trainer.checkpoint_callback
         best = getattr(ckpt, "best_model_path", "") if self.use_best else ""
         info = {"checkpoint": best or None}
         if best:
-            info.update(monitor=ckpt.monitor, best_score=float(ckpt.best_model_score) if ckpt.best_model_score is not None else None)
+            info.update(monitor=ckpt.monitor, best_score=float(ckpt.best_model_score) if ckpt.best_model_score is not None else None,
+                        best_step=getattr(ckpt, "best_step", None))
             current = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
             pl_module.load_state_dict(torch.load(best, map_location=pl_module.device, weights_only=False)["state_dict"])
             try:
