@@ -105,15 +105,33 @@ def main(argv: list[str] | None = None) -> int:
             from bertlab.pipeline import main as pipeline_main
 
             return pipeline_main(args[1:])
+        if args and args[0] == "ablate":
+            from bertlab.ablation import main as ablation_main
+
+            return ablation_main(args[1:])
         if args and args[0] == "demo":
             from bertlab.demo import main as demo_main
 
             return demo_main(args[1:])
         run_lightning(argv)
-    except BertlabError as e:
-        print(f"bertlab: error: {e}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - ours may arrive wrapped by jsonargparse's instantiation
+        ours = find_ours(e)
+        if ours is None:
+            raise
+        print(f"bertlab: error: {ours}", file=sys.stderr)
         return 2
     return 0
+
+
+def find_ours(error: BaseException | None) -> BertlabError | None:
+    """The ``BertlabError`` behind ``error``, following ``__cause__``/``__context__``."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, BertlabError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ own process — a LightningCLI run (``fit`` and optionally ``test``) or a built-
 By default stage N+1 starts from stage N's export (``--model.init_args.model_name_or_path``);
 ``init_from: none`` keeps the model of the stage's own config, ``init_from: NAME`` names a stage.
 
-Arguments may use ``{root}``, ``{prev}`` (previous export) and ``{export:NAME}`` / ``{dir:NAME}``.
+Arguments may use ``{root}``, ``{prev}`` (previous export), ``{export:NAME}`` / ``{dir:NAME}`` and
+``{ckpt:NAME}`` (the best checkpoint behind stage NAME's export, e.g. for a ``predict`` stage).
 
 Re-runs: a finished stage is skipped when its export exists and its fingerprint — its config
 files' contents, its arguments and the fingerprints of all stages before it — is unchanged.
@@ -108,9 +109,14 @@ def _fill(arg: str, root: str, prev: str | None, names: list[str]) -> str:
             return prev
         if key in ("export", "dir") and ref in names:
             return export_dir(root, ref) if key == "export" else stage_dir(root, ref)
+        if key == "ckpt" and ref in names:
+            checkpoint = _read_json(os.path.join(export_dir(root, ref), "bertlab_export.json")).get("checkpoint")
+            if not checkpoint:
+                raise BertlabError(f"argument {arg!r}: stage {ref!r} has no best checkpoint in its export; give it a ModelCheckpoint and run it first")
+            return checkpoint
         raise BertlabError(f"argument {arg!r}: unknown placeholder {m.group(0)} (stages: {names})")
 
-    return re.sub(r"\{(root|prev|export:[^}]*|dir:[^}]*)\}", sub, arg)
+    return re.sub(r"\{(root|prev|export:[^}]*|dir:[^}]*|ckpt:[^}]*)\}", sub, arg)
 
 
 def _fingerprint(stage: Stage, args: list[str], upstream: str) -> str:
@@ -158,14 +164,36 @@ def run_stage(stage: Stage, root: str, args: list[str]) -> dict:
     return metrics
 
 
-def run_pipeline(path: str, root: str | None = None, force: bool = False) -> dict:
+def parse_overrides(items: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        stage, dot, arg = key.partition(".")
+        if not sep or not dot or not arg:
+            raise BertlabError(f"--set {item!r}: expected STAGE.KEY=VALUE, e.g. finetune.trainer.max_epochs=1")
+        out.setdefault(stage, []).extend([f"--{arg}", value])
+    return out
+
+
+def run_pipeline(path: str, root: str | None = None, force: bool = False, extra_args: list[str] | None = None,
+                 overrides: dict[str, list[str]] | None = None) -> dict:
     default_root, stages = load_pipeline(path)
-    root = root or default_root
     names = [s.name for s in stages]
-    summary = {"pipeline": path, "root": root, "stages": []}
+    for name, args in (overrides or {}).items():
+        if name not in names:
+            raise BertlabError(f"--set names stage {name!r}; stages: {names}")
+        stage = stages[names.index(name)]
+        stage.args = stage.args + args
+    return run_stages(stages, root or default_root, path, force, extra_args)
+
+
+def run_stages(stages: list[Stage], root: str, label: str, force: bool = False, extra_args: list[str] | None = None) -> dict:
+    """Run ``stages`` under ``root``; ``extra_args`` go to every LightningCLI stage (e.g. a seed)."""
+    names = [s.name for s in stages]
+    summary = {"pipeline": label, "root": root, "stages": []}
     upstream, prev = "", None
     for stage in stages:
-        args = [_fill(a, root, prev, names) for a in stage.args]
+        args = [_fill(a, root, prev, names) for a in stage.args] + (list(extra_args or []) if stage.kind == "lightning" else [])
         source = prev if stage.init_from == "previous" else None if stage.init_from == "none" else export_dir(root, stage.init_from)
         if stage.init_from not in ("previous", "none") and stage.init_from not in names:
             raise BertlabError(f"stage {stage.name}: init_from {stage.init_from!r} names no stage (stages: {names})")
@@ -176,7 +204,8 @@ def run_pipeline(path: str, root: str | None = None, force: bool = False) -> dic
         fp = _fingerprint(stage, args, upstream)
         record_path = os.path.join(stage_dir(root, stage.name), STAGE_FILE)
         record = _read_json(record_path)
-        done = record.get("fingerprint") == fp and os.path.isdir(export_dir(root, stage.name))
+        exports = stage.kind == "init_model" or stage.subcommand == "fit"
+        done = record.get("fingerprint") == fp and (not exports or os.path.isdir(export_dir(root, stage.name)))
         t0 = time.time()
         if done and not force:
             status, metrics = "skipped (unchanged)", record.get("metrics", {})
@@ -194,7 +223,7 @@ def run_pipeline(path: str, root: str | None = None, force: bool = False) -> dic
     return summary
 
 
-def _fmt(metrics: dict, keys=("val/acc", "val/f1", "val/loss", "val/perplexity", "probe/acc")) -> str:
+def _fmt(metrics: dict, keys=("val/acc", "val/f1", "val/loss", "val/perplexity", "probe/best_acc")) -> str:
     return ", ".join(f"{k} {metrics[k]:.4f}" for k in keys if k in metrics)
 
 
@@ -215,8 +244,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("pipeline", help="pipeline YAML (configs/pipelines/NAME.yaml)")
     parser.add_argument("--root", help="output root (default: the pipeline's `root`, else runs/NAME)")
     parser.add_argument("--force", action="store_true", help="re-run every stage")
+    parser.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE",
+                        help="override one stage's argument, e.g. finetune.trainer.max_epochs=1 (repeatable)")
     ns = parser.parse_args(argv)
-    summary = run_pipeline(ns.pipeline, ns.root, ns.force)
+    summary = run_pipeline(ns.pipeline, ns.root, ns.force, overrides=parse_overrides(ns.set))
     with open(os.path.join(summary["root"], "summary.md")) as f:
         print(f.read())
     return 0

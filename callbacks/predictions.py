@@ -10,10 +10,26 @@ import os
 import tempfile
 
 import numpy as np
-import pandas as pd
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
+
+
+def gather_predictions(trainer: pl.Trainer, predictions) -> tuple[np.ndarray, np.ndarray] | None:
+    """(idx, probs) of every rank's ``predict_step`` outputs on rank 0, one row per id in id order; None elsewhere."""
+    preds = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
+    idx = torch.cat([p["idx"] for p in preds]).cpu().numpy() if preds else np.zeros(0, dtype=np.int64)
+    probs = torch.cat([p["probs"] for p in preds]).float().cpu().numpy() if preds else None
+    if trainer.world_size > 1:
+        gathered = [None] * trainer.world_size
+        torch.distributed.all_gather_object(gathered, (idx, probs))
+        idx = np.concatenate([g[0] for g in gathered])
+        probs = np.concatenate([g[1] for g in gathered if g[1] is not None])
+    if not trainer.is_global_zero:
+        return None
+    ids, first = np.unique(idx, return_index=True)  # sorted ids, first occurrence of each
+    return ids.astype(np.int64), probs[first].astype(np.float32)
+
 
 
 class PredictionCSV(BasePredictionWriter):
@@ -27,18 +43,10 @@ class PredictionCSV(BasePredictionWriter):
         self.written_to: str | None = None
 
     def write_on_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions, batch_indices) -> None:
-        preds = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
-        idx = torch.cat([p["idx"] for p in preds]).cpu().numpy() if preds else np.zeros(0, dtype=np.int64)
-        probs = torch.cat([p["probs"] for p in preds]).cpu().numpy() if preds else np.zeros((0, 0))
-        if trainer.world_size > 1:
-            gathered = [None] * trainer.world_size
-            torch.distributed.all_gather_object(gathered, (idx, probs))
-            idx = np.concatenate([g[0] for g in gathered])
-            probs = np.concatenate([g[1] for g in gathered if len(g[1])])
-        if not trainer.is_global_zero:
+        gathered = gather_predictions(trainer, predictions)
+        if gathered is None:
             return
-        _, first = np.unique(idx, return_index=True)
-        idx, probs = idx[first], probs[first]
+        idx, probs = gathered
         dm = trainer.datamodule
         frame = dm.texts("predict")
         names = dm.label_names

@@ -8,7 +8,6 @@ order; the map goes into the model config so it travels with every export.
 
 from __future__ import annotations
 
-import os
 from functools import cached_property
 
 import numpy as np
@@ -21,6 +20,7 @@ from bertlab.errors import BertlabError
 from bertlab.paths import load_tokenizer
 from datamodules import sources
 from datamodules.batching import LengthGroupedSampler, PadCollator, TokenizedDataset
+from datamodules.extras import carry_columns, check_extras_args, split_extras
 from datamodules.token_cache import cache_key, cached_arrays, default_cache_dir, tokenize, tokenizer_fingerprint
 
 SPLITS = ("train", "val", "test", "predict")
@@ -51,6 +51,9 @@ class ClassificationDataModule(pl.LightningDataModule):
         pad_to_multiple_of: int | None = None,
         num_workers: int = 0,
         cache_dir: str | None = None,
+        predict_split: str = "predict",
+        soft_labels_file: str | None = None,
+        knowledge: dict | None = None,
     ):
         """
         Args:
@@ -62,6 +65,9 @@ class ClassificationDataModule(pl.LightningDataModule):
             truncation: ``head``, ``tail`` or ``head_tail`` (Sun et al. 2019, §5.3.1).
             head_tokens: tokens kept from the start with ``head_tail`` (default: a quarter of the budget).
             group_by_length: batch training examples of similar length (less padding).
+            predict_split: the split ``predict`` runs over; ``train`` dumps a teacher's soft labels.
+            soft_labels_file: a teacher's ``soft_labels.npz`` (SoftLabelWriter): train batches carry ``soft_labels``.
+            knowledge: per-example knowledge vectors for every split, e.g. ``{provider: vader}`` (see ``datamodules.extras``).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -69,6 +75,7 @@ class ClassificationDataModule(pl.LightningDataModule):
             raise BertlabError(f"unknown data source {source!r}; built-in sources: {', '.join(sources.BUILTIN_SOURCES)}")
         if source is None and train_file is None and labels is None:
             raise BertlabError("give data: a built-in `source`, a `train_file`, or (to predict only) the `labels`")
+        check_extras_args(predict_split, predict_file, soft_labels_file, knowledge)
         self.cache_dir = cache_dir or default_cache_dir()
         self.datasets: dict[str, TokenizedDataset] = {}
         self.built_now: dict[str, bool] = {}
@@ -77,7 +84,9 @@ class ClassificationDataModule(pl.LightningDataModule):
 
     def _read(self, path: str, with_labels: bool = True) -> pd.DataFrame:
         h = self.hparams
-        return sources.validate_frame(sources.read_table(path), path, h.text_column, h.label_column if with_labels else None, h.text_pair_column)
+        raw = sources.read_table(path)
+        df = sources.validate_frame(raw, path, h.text_column, h.label_column if with_labels else None, h.text_pair_column)
+        return carry_columns(raw, df, path, h.knowledge, skip=(h.text_column, h.label_column, h.text_pair_column))
 
     def _split(self, df: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
         if not 0.0 < fraction < 1.0:
@@ -106,6 +115,8 @@ class ClassificationDataModule(pl.LightningDataModule):
                 out["train"], out["val"] = self._split(out["train"], h.val_fraction)
         if h.predict_file:
             out["predict"] = self._read(h.predict_file, with_labels=False)
+        if h.predict_split != "predict" and h.predict_split in out:
+            out["predict"] = out[h.predict_split]
         self._check_labels(out)
         return out
 
@@ -159,6 +170,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         extras = {}
         if "label" in df:
             extras["labels"] = df["label"].map(self.label2id).to_numpy(np.int64)
+        extras.update(split_extras(self, split, df))
         return TokenizedDataset(arrays, np.arange(len(df)), extras)
 
     def prepare_data(self) -> None:

