@@ -121,6 +121,25 @@ def _plot(spec: dict, results: dict) -> None:
     plt.close(fig)
 
 
+def _record(store: str, arm: str | None, seed: int | None, test: dict | None, metrics: list[str]) -> dict:
+    """Merge one run into ``results.json`` under a file lock (several ``bertlab ablate --arms`` may share it)."""
+    import fcntl
+
+    with open(store + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = json.load(open(store)) if os.path.isfile(store) else {}
+        if arm is not None:
+            per = results.setdefault(arm, {})
+            runs = per.setdefault("_runs", {})
+            runs[str(seed)] = test
+            for m in metrics:
+                per[m] = [runs[s][m] for s in sorted(runs, key=int) if m in runs[s]]
+            with open(store + ".tmp", "w") as f:
+                json.dump(results, f, indent=1)
+            os.replace(store + ".tmp", store)
+    return results
+
+
 def run_ablation(path: str, arms: list[str] | None = None, seeds: list[int] | None = None) -> str:
     spec = load_ablation(path)
     if seeds:
@@ -131,17 +150,11 @@ def run_ablation(path: str, arms: list[str] | None = None, seeds: list[int] | No
         raise BertlabError(f"{path}: no arm(s) {sorted(unknown)}; arms: {[a['name'] for a in spec['arms']]}")
     os.makedirs(spec["root"], exist_ok=True)
     store = os.path.join(spec["root"], "results.json")
-    results = json.load(open(store)) if os.path.isfile(store) else {}
     for arm in chosen:
         for seed in spec["seeds"]:
             test = _run_arm(spec, arm, seed)
-            per = results.setdefault(arm["name"], {})
-            runs = per.setdefault("_runs", {})
-            runs[str(seed)] = test
-            for m in spec["metrics"]:
-                per[m] = [runs[s][m] for s in sorted(runs, key=int) if m in runs[s]]
-            with open(store, "w") as f:
-                json.dump(results, f, indent=1)
+            results = _record(store, arm["name"], seed, test, spec["metrics"])
+    results = _record(store, None, None, None, spec["metrics"])
     order = [a["name"] for a in spec["arms"] if a["name"] in results]
     return write_report(spec, {a: results[a] for a in order}, f"bertlab ablate {path}")
 

@@ -193,7 +193,8 @@ def run_stages(stages: list[Stage], root: str, label: str, force: bool = False, 
     summary = {"pipeline": label, "root": root, "stages": []}
     upstream, prev = "", None
     for stage in stages:
-        args = [_fill(a, root, prev, names) for a in stage.args] + (list(extra_args or []) if stage.kind == "lightning" else [])
+        # run-wide arguments (a seed, an ablation's budget) first: a stage's own arguments win over them
+        args = (list(extra_args or []) if stage.kind == "lightning" else []) + [_fill(a, root, prev, names) for a in stage.args]
         source = prev if stage.init_from == "previous" else None if stage.init_from == "none" else export_dir(root, stage.init_from)
         if stage.init_from not in ("previous", "none") and stage.init_from not in names:
             raise BertlabError(f"stage {stage.name}: init_from {stage.init_from!r} names no stage (stages: {names})")

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from bertlab.errors import BertlabError
 from bertlab.paths import load_tokenizer
 from datamodules import sources
+from datamodules.augment.apply import augment_frame
 from datamodules.batching import LengthGroupedSampler, PadCollator, TokenizedDataset
 from datamodules.extras import carry_columns, check_extras_args, split_extras
 from datamodules.token_cache import cache_key, cached_arrays, default_cache_dir, tokenize, tokenizer_fingerprint
@@ -51,6 +52,9 @@ class ClassificationDataModule(pl.LightningDataModule):
         pad_to_multiple_of: int | None = None,
         num_workers: int = 0,
         cache_dir: str | None = None,
+        train_subset: int | None = None,
+        augment: list[dict] | None = None,
+        augment_seed: int = 0,
         predict_split: str = "predict",
         soft_labels_file: str | None = None,
         knowledge: dict | None = None,
@@ -65,6 +69,10 @@ class ClassificationDataModule(pl.LightningDataModule):
             truncation: ``head``, ``tail`` or ``head_tail`` (Sun et al. 2019, §5.3.1).
             head_tokens: tokens kept from the start with ``head_tail`` (default: a quarter of the budget).
             group_by_length: batch training examples of similar length (less padding).
+            train_subset: keep a stratified, deterministic subset of this many training examples (small-data settings).
+            augment: augmenters for the training split only, e.g. ``[{name: eda, n_aug: 4}]``
+                (``eda``, ``contextual``, ``back_translation``; see ``datamodules.augment``). Results are cached.
+            augment_seed: the augmenters' seed (the same seed gives the same augmented data).
             predict_split: the split ``predict`` runs over; ``train`` dumps a teacher's soft labels.
             soft_labels_file: a teacher's ``soft_labels.npz`` (SoftLabelWriter): train batches carry ``soft_labels``.
             knowledge: per-example knowledge vectors for every split, e.g. ``{provider: vader}`` (see ``datamodules.extras``).
@@ -96,6 +104,14 @@ class ClassificationDataModule(pl.LightningDataModule):
         keep, held = train_test_split(df, test_size=fraction, random_state=self.hparams.split_seed, stratify=stratify)
         return keep.reset_index(drop=True), held.reset_index(drop=True)
 
+    def _subset(self, df: pd.DataFrame, n: int) -> pd.DataFrame:
+        if n < 1 or n > len(df):
+            raise BertlabError(f"train_subset must be in [1, {len(df)}] (the training examples), got {n}")
+        if n == len(df):
+            return df
+        keep, _ = train_test_split(df, train_size=n, random_state=self.hparams.split_seed, stratify=df["label"] if df["label"].value_counts().min() >= 2 else None)
+        return keep.reset_index(drop=True)
+
     @cached_property
     def frames(self) -> dict[str, pd.DataFrame]:
         """Every configured split as a validated DataFrame (text, [text_pair], [label])."""
@@ -113,6 +129,10 @@ class ClassificationDataModule(pl.LightningDataModule):
                 out["train"], out["test"] = self._split(out["train"], h.test_fraction)
             if "val" not in out:
                 out["train"], out["val"] = self._split(out["train"], h.val_fraction)
+            if h.train_subset:
+                out["train"] = self._subset(out["train"], h.train_subset)
+            if h.augment:
+                out["train"] = augment_frame(out["train"], h.augment, h.augment_seed, self.cache_dir)
         if h.predict_file:
             out["predict"] = self._read(h.predict_file, with_labels=False)
         if h.predict_split != "predict" and h.predict_split in out:
@@ -170,6 +190,8 @@ class ClassificationDataModule(pl.LightningDataModule):
         extras = {}
         if "label" in df:
             extras["labels"] = df["label"].map(self.label2id).to_numpy(np.int64)
+        if "source_idx" in df:
+            extras["source_idx"] = df["source_idx"].to_numpy(np.int64)
         extras.update(split_extras(self, split, df))
         return TokenizedDataset(arrays, np.arange(len(df)), extras)
 

@@ -71,6 +71,10 @@ def dir_identity(path: str) -> str:
 
 
 def check_model_dir(path: str | None, what: str, auto_class: str) -> str:
+    from bertlab.paths import BUILTIN_MODELS, resolve_model_dir
+
+    if path in BUILTIN_MODELS:
+        return resolve_model_dir(path)
     if path is None or not os.path.isfile(os.path.join(str(path), "config.json")):
         raise BertlabError(
             f"{what} {path!r} is not a model directory (no config.json there); pass a local directory "

@@ -1,0 +1,59 @@
+"""Growing a training frame with augmented copies, cached on disk.
+
+Each augmenter adds ``n_aug`` rows per original row. A new row copies its source row (label,
+extra columns) with the text replaced, and records ``source_idx``: the id of the example it
+came from, so soft labels, de-duplication and reports can map it back. Original rows have
+``source_idx`` equal to their own id. Results are cached under ``cache_dir/augment`` keyed by
+(the texts, the augmenter's fingerprint, the seed): a re-run does not augment again, which
+matters for back-translation and contextual substitution.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import pandas as pd
+
+from bertlab.errors import BertlabError
+from datamodules.augment import build_augmenter
+
+
+def _key(texts: list[str], fingerprint: str, seed: int) -> str:
+    h = hashlib.sha256(fingerprint.encode())
+    h.update(str(seed).encode())
+    h.update("\x1e".join(texts).encode("utf-8"))
+    return h.hexdigest()[:24]
+
+
+def augmented_texts(spec: dict, texts: list[str], seed: int, cache_dir: str) -> list[list[str]]:
+    """``n_aug`` variants of every text for one augmenter config (``{"name": ..., **settings}``)."""
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise BertlabError(f"each `augment` entry needs a `name` (eda, contextual, back_translation), got {spec!r}")
+    settings = {k: v for k, v in spec.items() if k != "name"}
+    augmenter = build_augmenter(spec["name"], **settings)
+    path = os.path.join(cache_dir, "augment", _key(texts, augmenter.fingerprint(), seed) + ".json")
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    variants = augmenter(texts, seed)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(variants, f, ensure_ascii=False)
+    os.replace(path + ".tmp", path)
+    return variants
+
+
+def augment_frame(df: pd.DataFrame, specs: list[dict], seed: int, cache_dir: str) -> pd.DataFrame:
+    """``df`` followed by every augmenter's rows, with a ``source_idx`` column."""
+    base = df.reset_index(drop=True).copy()
+    base["source_idx"] = range(len(base))
+    texts = base["text"].tolist()
+    parts = [base]
+    for spec in specs:
+        variants = augmented_texts(spec, texts, seed, cache_dir)
+        rows = base.loc[[i for i, vs in enumerate(variants) for _ in vs]].copy()
+        rows["text"] = [v for vs in variants for v in vs]
+        parts.append(rows)
+    return pd.concat(parts, ignore_index=True)
