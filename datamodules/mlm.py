@@ -215,12 +215,8 @@ class MLMDataModule(pl.LightningDataModule):
                         words=h.chinese_whole_word)
         # jieba word ids, when asked for, ride in the token-type slot of the cache
         arrays, self.built_now[split] = cached_arrays(self.cache_dir, key, lambda: self._tokenize(docs), meta={"split": split, "documents": len(docs), "mode": h.mode})
-        ds = TokenizedDataset(arrays, np.arange(len(arrays)))
-        if h.chinese_whole_word:
-            ds = _WordIds(ds)
-        if h.scorer:
-            ds = _Scores(ds, self._scores(split, arrays, key))
-        return ds
+        scores = self._scores(split, arrays, key) if h.scorer else None
+        return _MLMDataset(TokenizedDataset(arrays, np.arange(len(arrays))), h.chinese_whole_word, scores)
 
     def _scores(self, split: str, arrays, key: str) -> list[np.ndarray]:
         """Score every token once with the scorer model, cached beside the tokens."""
@@ -261,27 +257,12 @@ class MLMDataModule(pl.LightningDataModule):
                           num_workers=self.hparams.num_workers)
 
 
-class _WordIds(torch.utils.data.Dataset):
-    """Expose the cached jieba word ids (stored in the token-type slot) as ``word_ids``."""
+class _MLMDataset(torch.utils.data.Dataset):
+    """Cached token arrays plus what a masker may need: jieba ``word_ids`` (cached in the
+    token-type slot) and per-token ``scores`` for selective/entropy masking."""
 
-    def __init__(self, inner: TokenizedDataset):
-        self.inner = inner
-
-    def __len__(self):
-        return len(self.inner)
-
-    def lengths(self) -> np.ndarray:
-        return self.inner.lengths()
-
-    def __getitem__(self, i):
-        item = self.inner[i]
-        item["word_ids"] = item.pop("token_type_ids")
-        return item
-
-
-class _Scores(torch.utils.data.Dataset):
-    def __init__(self, inner, scores: list[np.ndarray]):
-        self.inner, self.scores = inner, scores
+    def __init__(self, inner: TokenizedDataset, word_ids: bool, scores: list[np.ndarray] | None):
+        self.inner, self.word_ids, self.scores = inner, word_ids, scores
 
     def __len__(self):
         return len(self.inner)
@@ -291,7 +272,10 @@ class _Scores(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         item = self.inner[i]
-        item["scores"] = np.asarray(self.scores[i], dtype=np.float32)
+        if self.word_ids:
+            item["word_ids"] = item.pop("token_type_ids")
+        if self.scores is not None:
+            item["scores"] = np.asarray(self.scores[i], dtype=np.float32)
         return item
 
 

@@ -23,7 +23,6 @@ import json
 import math
 import os
 
-import pytorch_lightning as pl
 import torch
 from torch import nn
 from torchmetrics import MetricCollection
@@ -35,12 +34,13 @@ from lightning_modules.hf_loading import from_pretrained, register_output_captur
 from lightning_modules.knowledge import build_fusion
 from lightning_modules.losses import kd_loss, label_description_contrastive
 from lightning_modules.param_groups import build_param_groups, configure_adamw
+from lightning_modules.shared_step import SharedStepModule
 
 HEAD_FILE = "bertlab_head.pt"
 HEAD_CONFIG = "bertlab_head.json"
 
 
-class TextClassifier(pl.LightningModule):
+class TextClassifier(SharedStepModule):
     def __init__(
         self,
         model_name_or_path: str = "minilm",
@@ -193,15 +193,6 @@ class TextClassifier(pl.LightningModule):
         metrics.update(logits.detach(), batch["labels"])
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=bs)
         return loss
-
-    def training_step(self, batch, batch_idx):
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        self._shared_step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._shared_step(batch, "test")
 
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
         """Probabilities at T = 1: what ``PredictionCSV`` and ``SoftLabelWriter`` write."""

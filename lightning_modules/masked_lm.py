@@ -21,7 +21,6 @@ import inspect
 import os
 from collections.abc import Callable
 
-import pytorch_lightning as pl
 import torch
 from torch import nn
 from torchmetrics import Metric
@@ -29,6 +28,7 @@ from torchmetrics import Metric
 from bertlab.errors import BertlabError
 from lightning_modules.hf_loading import from_pretrained
 from lightning_modules.param_groups import build_param_groups, configure_adamw
+from lightning_modules.shared_step import SharedStepModule
 
 # Keys of ``from_scratch`` besides ``tokenizer``: BertConfig fields.
 SCRATCH_CONFIG_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "max_position_embeddings",
@@ -152,7 +152,7 @@ def load_mlm_model(model_name_or_path: str | None, from_scratch: dict | None = N
     return model.train(), missing  # from_pretrained leaves eval mode
 
 
-class MaskedLM(pl.LightningModule):
+class MaskedLM(SharedStepModule):
     def __init__(
         self,
         model_name_or_path: str | None = "minilm",
@@ -207,15 +207,6 @@ class MaskedLM(pl.LightningModule):
         stats = getattr(self, f"{stage}_stats")
         self.log_dict({f"{stage}/{k}": v for k, v in stats.compute().items()}, prog_bar=stage == "val")
         stats.reset()
-
-    def training_step(self, batch, batch_idx):
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        self._shared_step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._shared_step(batch, "test")
 
     def on_validation_epoch_end(self) -> None:
         self._log_stats("val")

@@ -23,7 +23,6 @@ model, whose encoder initialises the classifier stage.
 
 from __future__ import annotations
 
-import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import nn
@@ -32,8 +31,15 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from bertlab.errors import BertlabError
 from bertlab.paths import load_tokenizer
-from lightning_modules.masked_lm import encoder_hidden, load_mlm_model, masked_lm_loss, mlm_head_fn, sparse_mlm_logits
+from lightning_modules.masked_lm import (
+    encoder_hidden,
+    load_mlm_model,
+    masked_lm_loss,
+    mlm_head_fn,
+    sparse_mlm_logits,
+)
 from lightning_modules.param_groups import build_param_groups, configure_adamw
+from lightning_modules.shared_step import SharedStepModule
 
 
 def verbalizer_token_ids(tokenizer, verbalizer: dict[str, str], labels: list[str]) -> list[int]:
@@ -66,7 +72,7 @@ def pet_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return nn.functional.cross_entropy(logits.reshape(b * p, c).float(), labels.repeat_interleave(p))
 
 
-class PET(pl.LightningModule):
+class PET(SharedStepModule):
     def __init__(
         self,
         model_name_or_path: str = "minilm",
@@ -139,15 +145,6 @@ class PET(pl.LightningModule):
         metrics.update(per_pattern.detach().mean(dim=1), batch["labels"])
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=bs)
         return loss
-
-    def training_step(self, batch, batch_idx):
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch, batch_idx):
-        self._shared_step(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._shared_step(batch, "test")
 
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
         return {"idx": batch["idx"], "probs": torch.softmax(self(batch).float(), dim=-1)}
