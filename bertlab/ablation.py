@@ -112,8 +112,12 @@ def _plot(spec: dict, results: dict) -> None:
     for i, a in enumerate(arms):
         ax.scatter([i] * len(results[a][metric]), results[a][metric], color="black", s=10, zorder=3)
     ax.set_xticks(range(len(arms)), arms, rotation=30, ha="right")
-    lo = min(min(results[a][metric]) for a in arms)
-    ax.set_ylim(max(0.0, lo - 0.05), min(1.0, max(m + s for m, s in stats) + 0.02))
+    lo, hi = min(min(results[a][metric]) for a in arms), max(max(results[a][metric]) for a in arms)
+    pad = 0.1 * (hi - lo) + 0.02
+    if 0.0 <= lo and hi <= 1.0:  # a rate: keep the axis inside [0, 1]
+        ax.set_ylim(max(0.0, lo - pad), min(1.0, hi + pad))
+    else:
+        ax.set_ylim(lo - pad, hi + pad)
     ax.set_ylabel(metric)
     ax.set_title(f"{spec['name']}: mean ± std over seeds {spec['seeds']}")
     fig.tight_layout()

@@ -34,11 +34,19 @@ def resolve_model_dir(name_or_path: str) -> str:
     return path
 
 
+# transformers 5 builds a tokenizer of special tokens only from a directory with none of these,
+# which would silently turn every word into [UNK].
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
+
+
 def load_tokenizer(name_or_path: str):
     """The fast tokenizer saved in a model directory, with a clear error when there is none."""
     from transformers import AutoTokenizer
 
     path = resolve_model_dir(name_or_path)
+    if not any(os.path.isfile(os.path.join(path, f)) for f in TOKENIZER_FILES):
+        raise BertlabError(f"model directory {name_or_path!r} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); "
+                           "save one there with tokenizer.save_pretrained")
     try:
         tok = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError, TypeError) as e:

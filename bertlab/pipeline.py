@@ -116,7 +116,36 @@ def _fill(arg: str, root: str, prev: str | None, names: list[str]) -> str:
             return checkpoint
         raise BertlabError(f"argument {arg!r}: unknown placeholder {m.group(0)} (stages: {names})")
 
-    return re.sub(r"\{(root|prev|export:[^}]*|dir:[^}]*|ckpt:[^}]*)\}", sub, arg)
+    out = re.sub(r"\{(root|prev|export:[^}]*|dir:[^}]*|ckpt:[^}]*)\}", sub, arg)
+    typo = _PLACEHOLDER.search(out)
+    if typo:
+        raise BertlabError(f"argument {arg!r}: unknown placeholder {typo.group(0)}; use {{root}}, {{prev}}, {{export:NAME}}, {{dir:NAME}} or {{ckpt:NAME}}")
+    return out
+
+
+# Anything shaped like a placeholder that survives substitution is a typo ({rot}, {exports:x}); JSON and
+# YAML flow mappings ({"a": 1}, {a: 1}) have a space or a quote and do not match.
+_PLACEHOLDER = re.compile(r"\{[A-Za-z_]+(?::[^}\s]*)?\}")
+
+
+def check_stages(stages: list[Stage]) -> None:
+    """Catch wiring mistakes before any stage runs (a late stage's typo should not cost hours)."""
+    for i, stage in enumerate(stages):
+        earlier = {s.name: s for s in stages[:i]}
+        refs = re.findall(r"\{(?:export|dir|ckpt):([^}]*)\}", " ".join(stage.args))
+        for ref in refs:
+            if ref not in earlier:
+                raise BertlabError(f"stage {stage.name}: a placeholder names {ref!r}, which is not an earlier stage ({list(earlier) or 'none'})")
+        if "{prev}" in " ".join(stage.args) and i == 0:
+            raise BertlabError(f"stage {stage.name}: {{prev}} in the first stage")
+        if stage.kind != "lightning" or stage.init_from == "none":
+            continue
+        source = stages[i - 1] if stage.init_from == "previous" and i > 0 else earlier.get(stage.init_from)
+        if stage.init_from not in ("previous",) and source is None:
+            raise BertlabError(f"stage {stage.name}: init_from {stage.init_from!r} names no earlier stage ({list(earlier) or 'none'})")
+        if source is not None and source.kind == "lightning" and source.subcommand != "fit":
+            raise BertlabError(f"stage {stage.name} starts from {source.name!r}, a `{source.subcommand}` stage that exports nothing; "
+                               "set `init_from: none` or name a fit stage")
 
 
 def _fingerprint(stage: Stage, args: list[str], upstream: str) -> str:
@@ -189,6 +218,7 @@ def run_pipeline(path: str, root: str | None = None, force: bool = False, extra_
 
 def run_stages(stages: list[Stage], root: str, label: str, force: bool = False, extra_args: list[str] | None = None) -> dict:
     """Run ``stages`` under ``root``; ``extra_args`` go to every LightningCLI stage (e.g. a seed)."""
+    check_stages(stages)
     names = [s.name for s in stages]
     summary = {"pipeline": label, "root": root, "stages": []}
     upstream, prev = "", None
@@ -196,8 +226,6 @@ def run_stages(stages: list[Stage], root: str, label: str, force: bool = False, 
         # run-wide arguments (a seed, an ablation's budget) first: a stage's own arguments win over them
         args = (list(extra_args or []) if stage.kind == "lightning" else []) + [_fill(a, root, prev, names) for a in stage.args]
         source = prev if stage.init_from == "previous" else None if stage.init_from == "none" else export_dir(root, stage.init_from)
-        if stage.init_from not in ("previous", "none") and stage.init_from not in names:
-            raise BertlabError(f"stage {stage.name}: init_from {stage.init_from!r} names no stage (stages: {names})")
         if source is not None and stage.kind == "lightning":
             if not os.path.isdir(source):
                 raise BertlabError(f"stage {stage.name}: the export it starts from, {source!r}, is missing; run the stages before it")

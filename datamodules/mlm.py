@@ -14,8 +14,9 @@ task-adaptive pre-training (Gururangan et al. 2020; Sun et al. 2019's "within-ta
 test texts never do, and are also removed from the other corpus entries.
 
 ``mode``: ``line_by_line`` (one sequence per document, cut to ``max_length``) or ``packed``
-(documents joined with [SEP] and cut into full ``max_length`` blocks; only the very last block is
-short — unlike ``run_mlm``'s ``group_texts``, nothing is dropped per map batch).
+(documents joined with [SEP] and cut into ``max_length`` blocks — one shorter where a document ends
+in a block's last slot, and the very last block shorter; unlike ``run_mlm``'s ``group_texts``,
+nothing is dropped per map batch).
 """
 
 from __future__ import annotations
@@ -198,13 +199,22 @@ class MLMDataModule(pl.LightningDataModule):
                     w = jieba_word_ids(docs[n], enc["offset_mapping"][n][:budget])
                     words.append([-1] + w + [-1])
             return ids, words or None
-        stream = np.fromiter((t for piece in enc["input_ids"] for t in (*piece, sep_id)), dtype=np.int64)
-        for start in range(0, len(stream), budget):
-            block = stream[start:start + budget].tolist()
-            if block and block[-1] == sep_id:
-                block = block[:-1]
-            if block:
+        block: list[int] = []
+        for t in (t for piece in enc["input_ids"] for t in (*piece, sep_id)):
+            if t == sep_id and (not block or len(block) == budget):
+                continue  # a document ends at a block's edge: the block's own [CLS] / [SEP] marks it
+            if t == sep_id and len(block) == budget - 1:
+                ids.append([cls_id] + block + [sep_id])  # one slot short rather than [SEP] [SEP]
+                block = []
+                continue
+            if len(block) == budget:
                 ids.append([cls_id] + block + [sep_id])
+                block = []
+            block.append(t)
+        if block and block[-1] == sep_id:
+            block.pop()
+        if block:
+            ids.append([cls_id] + block + [sep_id])
         return ids, None
 
     def _dataset(self, split: str) -> TokenizedDataset:

@@ -60,6 +60,12 @@ def _normalise_label(value) -> str:
     return str(value).strip()
 
 
+def _rows(mask: pd.Series, where: str) -> list[int]:
+    """The first few offending rows: line numbers for CSV/TSV (header = line 1), else 0-based positions."""
+    rows = mask[mask].index[:5]
+    return (rows + 2).tolist() if where.endswith((".csv", ".tsv")) else rows.tolist()
+
+
 def validate_frame(df: pd.DataFrame, where: str, text_column: str, label_column: str | None, text_pair_column: str | None = None) -> pd.DataFrame:
     """Select and rename the columns; reject empty texts and missing labels, naming rows."""
     wanted = [c for c in (text_column, text_pair_column, label_column) if c]
@@ -73,14 +79,14 @@ def validate_frame(df: pd.DataFrame, where: str, text_column: str, label_column:
         values = out[col]
         empty = values.isna() | values.astype(str).str.strip().eq("")
         if empty.any():
-            rows = (empty[empty].index[:5] + 2).tolist() if where.endswith((".csv", ".tsv")) else empty[empty].index[:5].tolist()
+            rows = _rows(empty, where)
             raise BertlabError(f"{where}: {int(empty.sum())} empty or whitespace-only text(s) in column {text_column if col == 'text' else text_pair_column!r}, e.g. row(s) {rows}; remove or fill them")
         out[col] = values.astype(str)
     if label_column:
         labels = df[label_column]
         bad = labels.isna() | labels.astype(str).str.strip().isin(["", "nan", "NaN", "None"])
         if bad.any():
-            raise BertlabError(f"{where}: {int(bad.sum())} missing (NaN/empty) label(s) in column {label_column!r}, e.g. row index {bad[bad].index[:5].tolist()}")
+            raise BertlabError(f"{where}: {int(bad.sum())} missing (NaN/empty) label(s) in column {label_column!r}, e.g. row(s) {_rows(bad, where)}; remove or fill them")
         out["label"] = labels.map(_normalise_label)
     return out.reset_index(drop=True)
 

@@ -1,0 +1,220 @@
+"""``bertlab pipeline`` on a tiny 2-stage pipeline (a from-scratch BERT, then a classifier fit), and ablation reports."""
+
+import json
+import os
+import struct
+
+import pytest
+import yaml
+from cli_helpers import ROOT, run_cli
+from conftest import make_texts
+
+from bertlab.ablation import mean_std, write_report
+from bertlab.errors import BertlabError
+from bertlab.pipeline import load_pipeline, main, parse_overrides, run_pipeline
+
+TINY_CONFIG = os.path.join(ROOT, "configs/classify/tiny_test.yaml")
+
+
+def _json(path) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def _read(path, mode="r"):
+    with open(path, mode) as f:
+        return f.read()
+
+
+def _write(path, spec: dict) -> str:
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return str(path)
+
+
+def _spec(corpus: str, csvs: dict, init_extra=(), finetune_extra=None) -> dict:
+    return {"name": "tiny", "stages": [
+        {"name": "init", "kind": "init_model",
+         "args": ["--corpus", corpus, "--vocab-size", "120", "--hidden", "32", "--layers", "1", "--heads", "2", "--max-position", "64", *init_extra]},
+        {"name": "finetune", "config": [TINY_CONFIG],
+         "args": {"data.init_args.train_file": csvs["train"], "data.init_args.val_file": csvs["val"], "data.init_args.cache_dir": "{root}/cache",
+                  "trainer.max_epochs": 1, "trainer.limit_train_batches": 3, "wandb.name": "{export:init}|{dir:init}|{root}", **(finetune_extra or {})}},
+    ]}
+
+
+def _statuses(root) -> dict:
+    return {s["name"]: s["status"] for s in _json(os.path.join(root, "summary.json"))["stages"]}
+
+
+def _mtimes(root) -> dict:
+    return {name: os.stat(os.path.join(root, name, "export", "model.safetensors")).st_mtime_ns for name in ("init", "finetune")}
+
+
+def _stage_config(root, name="finetune") -> dict:
+    return yaml.safe_load(_read(os.path.join(root, name, "config.yaml")))
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, tiny_csvs):
+    tmp = tmp_path_factory.mktemp("pipeline")
+    corpus = tmp / "corpus.txt"
+    corpus.write_text("\n".join(make_texts(300, seed=0)[0]) + "\n")
+    path, root = tmp / "tiny.yaml", str(tmp / "root")
+    _write(path, _spec(str(corpus), tiny_csvs))
+    proc = run_cli("pipeline", str(path), "--root", root)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    # a snapshot: the re-run test below changes the files
+    return {"root": root, "path": path, "corpus": str(corpus), "stdout": proc.stdout, "summary": _json(os.path.join(root, "summary.json")),
+            "summary_md": _read(os.path.join(root, "summary.md")), "config": _stage_config(root), "mtimes": _mtimes(root)}
+
+
+def test_each_stage_starts_from_the_export_before_it(first_run):
+    root = first_run["root"]
+    assert first_run["config"]["model"]["init_args"]["model_name_or_path"] == os.path.join(root, "init", "export")
+    scratch = _json(os.path.join(root, "init", "export", "config.json"))
+    assert (scratch["hidden_size"], scratch["num_hidden_layers"], scratch["num_attention_heads"], scratch["max_position_embeddings"]) == (32, 1, 2, 64)
+    vocab = _json(os.path.join(root, "init", "export", "tokenizer.json"))["model"]["vocab"]
+    assert scratch["vocab_size"] == len(vocab) <= 120
+    tuned = _json(os.path.join(root, "finetune", "export", "config.json"))
+    assert tuned["id2label"] == {"0": "neg", "1": "pos"} and tuned["hidden_size"] == 32 and tuned["vocab_size"] == scratch["vocab_size"]
+
+
+def test_placeholders_are_filled(first_run):
+    root, config = first_run["root"], first_run["config"]
+    assert config["wandb"]["name"] == f"{root}/init/export|{root}/init|{root}"
+    assert config["data"]["init_args"]["cache_dir"] == f"{root}/cache"
+    assert len(os.listdir(os.path.join(root, "cache", "tokens"))) == 2  # train, val
+
+
+def test_summary_lists_every_stage(first_run):
+    root, summary = first_run["root"], first_run["summary"]
+    assert [(s["name"], s["kind"], s["status"], s["export"]) for s in summary["stages"]] == [
+        ("init", "init_model", "ran", os.path.join(root, "init", "export")),
+        ("finetune", "lightning", "ran", os.path.join(root, "finetune", "export")),
+    ]
+    fit = summary["stages"][1]["metrics"]["fit"]
+    assert fit == _json(os.path.join(root, "finetune", "fit_metrics.json")) and 0.0 <= fit["val/acc"] <= 1.0
+    md = first_run["summary_md"].splitlines()
+    assert md[2:4] == ["| stage | status | final validation | test | export |", "|---|---|---|---|---|"]
+    assert md[4] == f"| init | ran |  |  | {root}/init/export |"
+    assert md[5].startswith(f"| finetune | ran | val/acc {fit['val/acc']:.4f}, val/f1 {fit['val/f1']:.4f}, val/loss {fit['val/loss']:.4f} |")
+    assert md[5].endswith(f"| {root}/finetune/export |") and len(md) == 6
+    assert first_run["summary_md"] in first_run["stdout"]  # the CLI prints the table
+
+
+def test_reruns_skip_what_is_unchanged(first_run, tiny_csvs):
+    root, path, corpus = first_run["root"], first_run["path"], first_run["corpus"]
+    before = first_run["mtimes"]
+
+    assert main([str(path), "--root", root]) == 0
+    assert _statuses(root) == {"init": "skipped (unchanged)", "finetune": "skipped (unchanged)"}
+    assert _mtimes(root) == before
+
+    # the last stage's arguments changed: only it re-runs
+    _write(path, _spec(corpus, tiny_csvs, finetune_extra={"trainer.limit_train_batches": 2}))
+    assert main([str(path), "--root", root]) == 0
+    assert _statuses(root) == {"init": "skipped (unchanged)", "finetune": "ran"}
+    after = _mtimes(root)
+    assert after["init"] == before["init"] and after["finetune"] > before["finetune"]
+    assert _stage_config(root)["trainer"]["limit_train_batches"] == 2
+
+    # --set overrides one stage's argument
+    assert main([str(path), "--root", root, "--set", "finetune.data.init_args.batch_size=4"]) == 0
+    assert _statuses(root) == {"init": "skipped (unchanged)", "finetune": "ran"}
+    assert _stage_config(root)["data"]["init_args"]["batch_size"] == 4
+    before, weights = _mtimes(root), _read(os.path.join(root, "init", "export", "model.safetensors"), "rb")
+
+    # the first stage changed: both re-run, the second only because the first did
+    _write(path, _spec(corpus, tiny_csvs, init_extra=["--seed", "1"], finetune_extra={"trainer.limit_train_batches": 2}))
+    assert main([str(path), "--root", root, "--set", "finetune.data.init_args.batch_size=4"]) == 0
+    assert _statuses(root) == {"init": "ran", "finetune": "ran"}
+    after = _mtimes(root)
+    assert after["init"] > before["init"] and after["finetune"] > before["finetune"]
+    assert _read(os.path.join(root, "init", "export", "model.safetensors"), "rb") != weights  # another seed, other weights
+
+
+def test_bad_overrides():
+    for item in ("finetune.trainer.max_epochs", "finetune=1", "finetune.=1"):
+        with pytest.raises(BertlabError, match=r"expected STAGE\.KEY=VALUE"):
+            parse_overrides([item])
+    assert parse_overrides(["a.trainer.max_epochs=1", "a.data.x=y=z"]) == {"a": ["--trainer.max_epochs", "1", "--data.x", "y=z"]}
+
+
+def test_set_naming_no_stage_is_an_error(tmp_path):
+    path = _write(tmp_path / "p.yaml", {"stages": [{"name": "a", "config": TINY_CONFIG}, {"name": "b", "config": TINY_CONFIG}]})
+    with pytest.raises(BertlabError, match=r"--set names stage 'c'; stages: \['a', 'b'\]"):
+        run_pipeline(path, str(tmp_path / "root"), overrides={"c": ["--trainer.max_epochs", "1"]})
+    assert not os.path.exists(tmp_path / "root")
+
+
+@pytest.mark.parametrize("arg,message", [
+    ("{export:nosuch}/x", r"stage first: a placeholder names 'nosuch', which is not an earlier stage"),
+    ("{rot}/x", r"unknown placeholder \{rot\}"),
+    ("{dir:}", r"a placeholder names '', which is not an earlier stage"),
+    ("{prev}", r"stage first: \{prev\} in the first stage"),
+    ("{ckpt:first}", r"stage 'first' has no best checkpoint in its export"),
+])
+def test_bad_placeholders_fail_before_the_stage_runs(tmp_path, arg, message):
+    path = _write(tmp_path / "p.yaml", {"stages": [{"name": "first", "config": TINY_CONFIG, "init_from": "none", "args": {"wandb.name": arg}}]})
+    with pytest.raises(BertlabError, match=message):
+        run_pipeline(path, str(tmp_path / "root"))
+    assert not os.path.exists(tmp_path / "root" / "first")
+
+
+@pytest.mark.parametrize("spec,message", [
+    ({"stages": [{"name": "a", "confg": "x.yaml"}]}, r"stage 1: needs a `name`; unknown key\(s\) \['confg'\]"),
+    ({"stages": [{"config": TINY_CONFIG}]}, r"stage 1: needs a `name`$"),
+    ({"stages": [{"name": "a", "config": TINY_CONFIG}, {"name": "a", "config": TINY_CONFIG}]}, r"stage names must be unique, got \['a', 'a'\]"),
+    ({"stages": [{"name": "a", "kind": "train"}]}, r"stage 1 \(a\): unknown kind 'train'; kinds: lightning, init_model"),
+    ({"stages": [{"name": "a", "config": "no/such.yaml"}]}, r"stage 1 \(a\): config file 'no/such.yaml' does not exist"),
+    ({"name": "p", "steps": []}, r"unknown key\(s\) \['steps'\]; a pipeline has name, root, stages"),
+    ({"name": "p", "stages": []}, r"no stages"),
+    ({"stages": [{"name": "a", "args": "--x 1"}]}, r"stage 1: `args` must be a mapping or a list, got str"),
+])
+def test_malformed_pipelines(tmp_path, spec, message):
+    path = _write(tmp_path / "p.yaml", spec)
+    with pytest.raises(BertlabError, match=message):
+        load_pipeline(path)
+
+
+def test_pipeline_root_defaults(tmp_path):
+    path = _write(tmp_path / "my_pipe.yaml", {"stages": [{"name": "a", "config": TINY_CONFIG}]})
+    assert load_pipeline(path)[0] == os.path.join("runs", "my_pipe")
+    path = _write(tmp_path / "p.yaml", {"name": "named", "stages": [{"name": "a", "config": [TINY_CONFIG], "args": {"trainer.max_epochs": 2, "x": [1]}}]})
+    root, stages = load_pipeline(path)
+    assert root == os.path.join("runs", "named")
+    assert (stages[0].config, stages[0].args, stages[0].init_from) == ([TINY_CONFIG], ["--trainer.max_epochs", "2", "--x", "[1]"], "previous")
+
+
+# ------------------------------------------------------------ ablation reports
+
+
+def test_mean_std_is_the_sample_std():
+    mean, std = mean_std([0.8, 0.9, 1.0])
+    assert mean == pytest.approx(0.9) and std == pytest.approx(0.1)
+    assert mean_std([0.7]) == (0.7, 0.0)
+
+
+def test_write_report_rows_and_plot(tmp_path):
+    spec = {"name": "toy", "root": str(tmp_path), "seeds": [0, 1, 2], "args": ["--trainer.max_epochs", "1"], "metrics": ["test/acc", "test/f1"],
+            "baseline": "base"}
+    results = {
+        "base": {"test/acc": [0.8, 0.9, 1.0], "test/f1": [0.7, 0.8, 0.9], "_runs": {}},
+        "better": {"test/acc": [0.9, 0.95, 1.0], "test/f1": [0.75, 0.8, 0.85]},
+        "pending": {},
+    }
+    text = write_report(spec, results, "bertlab ablate toy.yaml")
+    assert text == (tmp_path / "results.md").read_text()
+    lines = text.splitlines()
+    assert lines[0] == "# Ablation `toy`"
+    assert lines[2] == "Seeds: [0, 1, 2]. Same budget for every arm: `--trainer.max_epochs 1`."
+    assert lines[3] == "Reproduce: `bertlab ablate toy.yaml`"
+    assert lines[5:] == [
+        "| arm | n | test/acc (mean ± std) | test/f1 (mean ± std) | Δ test/acc vs base |",
+        "|---|---|---|---|---|",
+        "| base | 3 | 0.9000 ± 0.1000 | 0.8000 ± 0.1000 | — |",
+        "| better | 3 | 0.9500 ± 0.0500 | 0.8000 ± 0.0500 | +0.0500 |",
+        "| pending | 0 | — | — | — |",
+    ]
+    png = (tmp_path / "results.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert struct.unpack(">II", png[16:24]) == (480, 420)  # 4 x 3.5 inches at 120 dpi: two arms with results
