@@ -151,7 +151,7 @@ def test_set_naming_no_stage_is_an_error(tmp_path):
     ("{rot}/x", r"unknown placeholder \{rot\}"),
     ("{dir:}", r"a placeholder names '', which is not an earlier stage"),
     ("{prev}", r"stage first: \{prev\} in the first stage"),
-    ("{ckpt:first}", r"stage 'first' has no best checkpoint in its export"),
+    ("{ckpt:first}", r"stage first: a placeholder names 'first', which is not an earlier stage"),
 ])
 def test_bad_placeholders_fail_before_the_stage_runs(tmp_path, arg, message):
     path = _write(tmp_path / "p.yaml", {"stages": [{"name": "first", "config": TINY_CONFIG, "init_from": "none", "args": {"wandb.name": arg}}]})
