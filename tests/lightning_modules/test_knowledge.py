@@ -21,14 +21,6 @@ FUSIONS = ["after_encoder", "embedding"]
 
 
 @pytest.fixture
-def dm(tiny_bert_dir, tiny_csvs, tmp_path):
-    data = ClassificationDataModule(tokenizer=tiny_bert_dir, train_file=tiny_csvs["train"], val_file=tiny_csvs["val"],
-                                    batch_size=8, max_length=32, cache_dir=str(tmp_path / "cache"))
-    data.setup("fit")
-    return data
-
-
-@pytest.fixture
 def batch(dm):
     b = next(iter(dm.val_dataloader()))
     b["knowledge"] = torch.randn(len(b["labels"]), D, generator=torch.Generator().manual_seed(1))

@@ -13,7 +13,6 @@ import pytorch_lightning as pl
 import torch
 
 from bertlab.errors import BertlabError
-from datamodules.classification import ClassificationDataModule
 from lightning_modules.classifier import TextClassifier
 from lightning_modules.losses import kd_loss, label_description_contrastive
 
@@ -21,14 +20,6 @@ ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted(str(p) for p in (ROOT / "configs" / "recipes").glob("*.yaml"))
 L = 2  # layers of the tiny BERT
 DESCRIPTIONS = {"neg": "a bad product, the reviewer was disappointed", "pos": "a great product, the reviewer loved it"}
-
-
-@pytest.fixture
-def dm(tiny_bert_dir, tiny_csvs, tmp_path):
-    data = ClassificationDataModule(tokenizer=tiny_bert_dir, train_file=tiny_csvs["train"], val_file=tiny_csvs["val"],
-                                    batch_size=8, max_length=32, cache_dir=str(tmp_path / "cache"))
-    data.setup("fit")
-    return data
 
 
 @pytest.fixture
