@@ -8,6 +8,7 @@ order; the map goes into the model config so it travels with every export.
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 
 import numpy as np
@@ -22,7 +23,13 @@ from datamodules import sources
 from datamodules.augment.apply import augment_frame
 from datamodules.batching import LengthGroupedSampler, PadCollator, TokenizedDataset
 from datamodules.extras import carry_columns, check_extras_args, split_extras
-from datamodules.token_cache import cache_key, cached_arrays, default_cache_dir, tokenize, tokenizer_fingerprint
+from datamodules.token_cache import (
+    cache_key,
+    cached_arrays,
+    default_cache_dir,
+    tokenize,
+    tokenizer_fingerprint,
+)
 
 SPLITS = ("train", "val", "test", "predict")
 
@@ -216,7 +223,10 @@ class ClassificationDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         ds, h = self.datasets["train"], self.hparams
         if h.group_by_length:
-            sampler = LengthGroupedSampler(ds.lengths(), h.batch_size, seed=h.split_seed)
+            # The batch order follows the run's seed (seed_everything), so seeds vary data order as well as
+            # initialisation and dropout (Dodge et al. 2020); split_seed only fixes which examples are held out.
+            seed = int(os.environ.get("PL_GLOBAL_SEED", h.split_seed))
+            sampler = LengthGroupedSampler(ds.lengths(), h.batch_size, seed=seed)
             return DataLoader(ds, batch_size=h.batch_size, sampler=sampler, collate_fn=self.collator, num_workers=h.num_workers)
         return DataLoader(ds, batch_size=h.batch_size, shuffle=True, collate_fn=self.collator, num_workers=h.num_workers)
 
