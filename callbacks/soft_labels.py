@@ -23,7 +23,7 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 
 from callbacks.predictions import gather_predictions
 
-from datamodules.extras import text_fingerprint
+from datamodules.sources import text_fingerprint
 
 FILENAME = "soft_labels.npz"
 

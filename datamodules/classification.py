@@ -188,7 +188,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         h = self.hparams
         df = self.frames[split]
         pairs = df["text_pair"].tolist() if "text_pair" in df else None
-        key = cache_key(data=sources.frame_fingerprint(df[[c for c in ("text", "text_pair") if c in df]]), tokenizer=tokenizer_fingerprint(self.tokenizer),
+        key = cache_key(data=sources.text_fingerprint(df), tokenizer=tokenizer_fingerprint(self.tokenizer),
                         max_length=h.max_length, truncation=h.truncation, head_tokens=h.head_tokens)
         arrays, self.built_now[split] = cached_arrays(
             self.cache_dir, key, lambda: tokenize(self.tokenizer, df["text"].tolist(), pairs, h.max_length, h.truncation, h.head_tokens),

@@ -34,15 +34,10 @@ import numpy as np
 import pandas as pd
 
 from bertlab.errors import BertlabError
-from datamodules import sources
+from datamodules.sources import text_fingerprint
 
 KNOWLEDGE_SOURCES = ("provider", "column", "files", "table")
 SOFT_LABEL_KEYS = ("idx", "probs")
-
-
-def text_fingerprint(df: pd.DataFrame) -> str:
-    """Fingerprint of a split's texts, in order: equal fingerprints mean equal example ids."""
-    return sources.frame_fingerprint(df[[c for c in ("text", "text_pair") if c in df]])
 
 
 def _preview(values, n: int = 5) -> str:

@@ -165,7 +165,7 @@ class PETDataModule(ClassificationDataModule):
     def _pattern_arrays(self, split: str, pattern: str) -> tuple[TokenArrays, bool]:
         h, df = self.hparams, self.frames[split]
         pairs = df["text_pair"].tolist() if "text_pair" in df else None
-        key = cache_key(kind="pet", pattern=pattern, data=sources.frame_fingerprint(df[[c for c in ("text", "text_pair") if c in df]]),
+        key = cache_key(kind="pet", pattern=pattern, data=sources.text_fingerprint(df),
                         tokenizer=tokenizer_fingerprint(self.tokenizer), max_length=h.max_length, truncation=h.truncation, head_tokens=h.head_tokens)
         return cached_arrays(
             self.cache_dir, key, lambda: render_pattern(self.tokenizer, pattern, df["text"].tolist(), pairs, h.max_length, h.truncation, h.head_tokens),

@@ -107,6 +107,11 @@ def frame_fingerprint(df: pd.DataFrame) -> str:
     return h.hexdigest()[:16]
 
 
+def text_fingerprint(df: pd.DataFrame) -> str:
+    """Fingerprint of a split's texts (and pairs), in order: equal fingerprints mean equal example ids."""
+    return frame_fingerprint(df[[c for c in ("text", "text_pair") if c in df]])
+
+
 # ---------------------------------------------------------------- built-in sources
 
 

@@ -17,7 +17,8 @@ import torch
 from bertlab.cli import main
 from bertlab.pipeline import load_pipeline
 from callbacks.soft_labels import gather_predictions
-from datamodules.extras import load_soft_labels, text_fingerprint
+from datamodules.extras import load_soft_labels
+from datamodules.sources import text_fingerprint
 
 ROOT = Path(__file__).resolve().parents[2]
 QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]

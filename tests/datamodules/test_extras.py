@@ -11,7 +11,8 @@ import pytest
 
 from bertlab.errors import BertlabError
 from datamodules.classification import ClassificationDataModule
-from datamodules.extras import read_table, text_fingerprint
+from datamodules.extras import read_table
+from datamodules.sources import text_fingerprint
 
 
 @pytest.fixture
