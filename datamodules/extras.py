@@ -11,7 +11,9 @@ row; the train split that validation was cut from is renumbered after the cut.
 * Knowledge vectors (``knowledge:`` on the data module), for every split; one source:
 
   - ``{provider: vader}`` — computed from the text (VADER lexicon, Hutto & Gilbert 2014:
-    [pos, neg, neu, compound] per example), cached on disk;
+    [pos, neg, neu, compound] per example; English), cached on disk;
+  - ``{provider: encoder, model_dir: DIR}`` — sentence embeddings of a second, frozen local
+    encoder (any language; ``pooling: mean`` (default) or ``cls``, ``max_length`` 128), cached on disk;
   - ``{column: NAME}`` — a data column holding a list or a JSON list per row;
   - ``{files: {train: a.npy, val: b.npy, ...}}`` — per split, an ``.npy`` whose row i is
     example id i, or an ``.npz`` with ``idx`` and ``vectors``;
@@ -34,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from bertlab.errors import BertlabError
+from datamodules.augment.base import check_model_dir, dir_identity, stable_hash
 from datamodules.sources import text_fingerprint
 
 KNOWLEDGE_SOURCES = ("provider", "column", "files", "table")
@@ -67,13 +70,24 @@ def check_extras_args(predict_split: str, predict_file: str | None, soft_labels_
     chosen = [k for k in KNOWLEDGE_SOURCES if knowledge.get(k) is not None]
     if len(chosen) != 1:
         raise BertlabError(f"knowledge needs exactly one of {', '.join(KNOWLEDGE_SOURCES)}, got {chosen or 'none'}")
-    unknown = sorted(set(knowledge) - {*KNOWLEDGE_SOURCES, "dim", "key_column"})
+    unknown = sorted(set(knowledge) - {*KNOWLEDGE_SOURCES, "dim", "key_column", *ENCODER_KEYS})
     if unknown:
-        raise BertlabError(f"knowledge: unknown key(s) {unknown}; a knowledge source has one of {', '.join(KNOWLEDGE_SOURCES)}, and dim, key_column")
+        raise BertlabError(f"knowledge: unknown key(s) {unknown}; a knowledge source has one of {', '.join(KNOWLEDGE_SOURCES)}, "
+                           f"and dim, key_column, or {', '.join(ENCODER_KEYS)} for the encoder provider")
+    stray = sorted(k for k in ENCODER_KEYS if k in knowledge and knowledge.get("provider") != "encoder")
+    if stray:
+        raise BertlabError(f"knowledge: {', '.join(stray)} belong to {{provider: encoder}} only")
     if knowledge.get("key_column") and chosen[0] != "table":
         raise BertlabError(f"knowledge.key_column is for a `table` source, not {chosen[0]!r}")
     if chosen[0] == "provider" and knowledge["provider"] not in PROVIDERS:
         raise BertlabError(f"unknown knowledge provider {knowledge['provider']!r}; known: {', '.join(PROVIDERS)}")
+    if knowledge.get("provider") == "encoder":
+        check_model_dir(knowledge.get("model_dir"), "knowledge encoder model_dir", "AutoModel")
+        if knowledge.get("pooling", "mean") not in ("mean", "cls"):
+            raise BertlabError(f"knowledge.pooling must be mean or cls, got {knowledge['pooling']!r}")
+        length = knowledge.get("max_length", 128)
+        if isinstance(length, bool) or not isinstance(length, int) or length < 2:
+            raise BertlabError(f"knowledge.max_length must be an integer >= 2, got {length!r}")
     if chosen[0] == "table":
         if not knowledge.get("key_column"):
             raise BertlabError("a knowledge table needs `key_column`: the data column holding each example's key")
@@ -306,7 +320,7 @@ def load_knowledge(spec: dict, split: str, df: pd.DataFrame, renamed: dict[str, 
     """[N, D] float32 knowledge vectors for the examples of ``split`` (frame ``df``), by id."""
     where = f"{split} split"
     if spec.get("provider") is not None:
-        out = PROVIDERS[spec["provider"]](df, cache_dir)
+        out = PROVIDERS[spec["provider"]](spec, df, cache_dir)
     elif spec.get("column") is not None:
         name = spec["column"]
         out = _from_column(df, renamed.get(name, name), where)
@@ -328,7 +342,19 @@ def load_knowledge(spec: dict, split: str, df: pd.DataFrame, renamed: dict[str, 
 # ---------------------------------------------------------------- providers: vectors computed from the text
 
 
-def vader_features(df: pd.DataFrame, cache_dir: str) -> np.ndarray:
+def _texts(df: pd.DataFrame) -> list[str]:
+    return list(df["text"] if "text_pair" not in df else df["text"] + " " + df["text_pair"])
+
+
+def _save_atomic(path: str, out: np.ndarray) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".knowledge-", suffix=".npy", dir=os.path.dirname(path))
+    with os.fdopen(fd, "wb") as f:
+        np.save(f, out)
+    os.replace(tmp, path)
+
+
+def vader_features(spec: dict, df: pd.DataFrame, cache_dir: str) -> np.ndarray:
     """[pos, neg, neu, compound] of VADER (Hutto & Gilbert 2014) for each text; cached by the texts' fingerprint."""
     path = os.path.join(cache_dir, "knowledge", f"vader-{text_fingerprint(df)}.npy")
     if os.path.isfile(path):
@@ -338,15 +364,46 @@ def vader_features(df: pd.DataFrame, cache_dir: str) -> np.ndarray:
     except ImportError:
         raise BertlabError("the vader knowledge provider needs the PyPI package vaderSentiment (it bundles the lexicon): pip install vaderSentiment") from None
     analyzer = SentimentIntensityAnalyzer()
-    texts = df["text"] if "text_pair" not in df else df["text"] + " " + df["text_pair"]
-    scores = [analyzer.polarity_scores(t) for t in texts]
+    scores = [analyzer.polarity_scores(t) for t in _texts(df)]
     out = np.asarray([[s["pos"], s["neg"], s["neu"], s["compound"]] for s in scores], dtype=np.float32).reshape(len(df), 4)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".vader-", suffix=".npy", dir=os.path.dirname(path))
-    with os.fdopen(fd, "wb") as f:
-        np.save(f, out)
-    os.replace(tmp, path)
+    _save_atomic(path, out)
     return out
 
 
-PROVIDERS = {"vader": vader_features}
+def encoder_embeddings(spec: dict, df: pd.DataFrame, cache_dir: str, batch_size: int = 64) -> np.ndarray:
+    """Sentence embeddings of a second, frozen encoder: the mask-weighted mean (or the first token)
+    of its last hidden states, texts truncated to ``max_length`` tokens. Works for any language the
+    encoder's tokenizer covers. Cached by the texts, the directory's files and the settings."""
+    import torch
+    from transformers import AutoModel
+
+    from bertlab.paths import load_tokenizer
+    from lightning_modules.hf_loading import from_pretrained
+
+    model_dir = check_model_dir(spec.get("model_dir"), "knowledge encoder model_dir", "AutoModel")
+    pooling, max_length = spec.get("pooling", "mean"), spec.get("max_length", 128)
+    key = stable_hash(dir_identity(model_dir), pooling, str(max_length), text_fingerprint(df))
+    path = os.path.join(cache_dir, "knowledge", f"encoder-{key:016x}.npy")
+    if os.path.isfile(path):
+        return np.load(path)
+    tokenizer = load_tokenizer(model_dir)
+    model, _ = from_pretrained(AutoModel, model_dir)
+    model.eval()
+    texts, parts = _texts(df), []
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            enc = tokenizer(texts[start:start + batch_size], truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+            hidden = model(**enc).last_hidden_state
+            if pooling == "cls":
+                parts.append(hidden[:, 0])
+            else:
+                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                parts.append((hidden * mask).sum(1) / mask.sum(1).clamp(min=1))
+    width = model.config.hidden_size
+    out = torch.cat(parts).float().numpy() if parts else np.zeros((0, width), dtype=np.float32)
+    _save_atomic(path, out)
+    return out
+
+
+PROVIDERS = {"vader": vader_features, "encoder": encoder_embeddings}
+ENCODER_KEYS = ("model_dir", "pooling", "max_length")

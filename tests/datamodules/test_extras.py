@@ -270,3 +270,42 @@ def test_vader_features_are_lexicon_scores_and_cached(tiny_bert_dir, data, tmp_p
     monkeypatch.setattr(vs, "SentimentIntensityAnalyzer", None)  # a second build must read the cache
     again = knowledge_of(make_dm(tiny_bert_dir, data, tmp_path, knowledge={"provider": "vader"}), "val")
     np.testing.assert_array_equal(again, k)
+
+
+def test_encoder_embeddings_are_masked_means_of_the_local_encoder_and_cached(tiny_bert_dir, data, tmp_path, monkeypatch):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    dm = make_dm(tiny_bert_dir, data, tmp_path, knowledge={"provider": "encoder", "model_dir": tiny_bert_dir, "max_length": 16})
+    k = knowledge_of(dm, "val")
+    texts = list(dm.frames["val"]["text"])
+    tok, enc = AutoTokenizer.from_pretrained(tiny_bert_dir), AutoModel.from_pretrained(tiny_bert_dir).eval()
+    with torch.no_grad():  # one text at a time, no padding: the mean over its own tokens
+        expect = np.stack([enc(**tok(t, truncation=True, max_length=16, return_tensors="pt")).last_hidden_state[0].mean(0).numpy() for t in texts[:5]])
+    assert k.shape == (40, enc.config.hidden_size)
+    np.testing.assert_allclose(k[:5], expect, atol=1e-5)
+    cls = knowledge_of(make_dm(tiny_bert_dir, data, tmp_path, knowledge={"provider": "encoder", "model_dir": tiny_bert_dir, "pooling": "cls", "max_length": 16}), "val")
+    with torch.no_grad():
+        first = enc(**tok(texts[0], truncation=True, max_length=16, return_tensors="pt")).last_hidden_state[0, 0].numpy()
+    np.testing.assert_allclose(cls[0], first, atol=1e-5)
+    import transformers
+
+    monkeypatch.setattr(transformers, "AutoModel", None)  # a second build must read the cache
+    again = knowledge_of(make_dm(tiny_bert_dir, data, tmp_path, knowledge={"provider": "encoder", "model_dir": tiny_bert_dir, "max_length": 16}), "val")
+    np.testing.assert_array_equal(again, k)
+
+
+@pytest.mark.parametrize(
+    "spec,match",
+    [
+        ({"provider": "encoder"}, "knowledge encoder model_dir None is not a model directory"),
+        ({"provider": "encoder", "model_dir": "no/such/dir"}, "'no/such/dir' is not a model directory"),
+        ({"provider": "vader", "pooling": "mean"}, r"pooling belong to \{provider: encoder\} only"),
+        ({"provider": "encoder", "model_dir": "TINY", "pooling": "max"}, "pooling must be mean or cls"),
+        ({"provider": "encoder", "model_dir": "TINY", "max_length": 1}, "max_length must be an integer >= 2"),
+    ],
+)
+def test_encoder_provider_errors(tiny_bert_dir, data, tmp_path, spec, match):
+    spec = {k: (tiny_bert_dir if v == "TINY" else v) for k, v in spec.items()}
+    with pytest.raises(BertlabError, match=match):
+        make_dm(tiny_bert_dir, data, tmp_path, knowledge=spec)

