@@ -8,7 +8,9 @@ One function turns (model, lr, weight_decay, layer_decay) into AdamW groups:
   (1-based, k = L is the top) gets ``lr · ξ^(L−k+1)``; the embeddings get
   ``lr · ξ^(L+1)``. So every step down the stack multiplies by ξ, and neither the
   embeddings nor the head silently keep a wrong rate. With ξ = 1 every group has ``lr``.
-  Parameters of the encoder outside its layer stack (e.g. BERT's pooler) count as its top: ``lr``.
+  The pooler (BERT/RoBERTa) sits above the stack: ``lr``. ELECTRA's ``embeddings_project``
+  counts as embeddings. With ξ < 1, any other encoder parameter outside the numbered layers
+  (ALBERT's shared layer, DeBERTa's ``rel_embeddings``) is an error naming it, not a silent ``lr``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from bertlab.errors import BertlabError
 # Encoder layer index in parameter names: BERT/RoBERTa/MiniLM use `encoder.layer.N`,
 # DistilBERT `transformer.layer.N`, ALBERT-style shared stacks have no index.
 _LAYER_RE = re.compile(r"(?:^|\.)(?:encoder\.layer|transformer\.layer|layers?)\.(\d+)\.")
-_EMBED_RE = re.compile(r"(?:^|\.)embeddings\.")
+_EMBED_RE = re.compile(r"(?:^|\.)embeddings(?:_project)?\.")
+_TOP_RE = re.compile(r"(?:^|\.)pooler\.")
 _NO_DECAY_RE = re.compile(r"(?:bias$|LayerNorm\.weight$|layer_norm\.weight$|layernorm\.weight$|norm\.weight$)", re.I)
 
 
@@ -67,15 +70,22 @@ def build_param_groups(
     num_layers = num_encoder_layers(encoder) if encoder is not None else 0
     prefix = f"{encoder_attr}."
     groups: dict[tuple[int, bool], list[torch.nn.Parameter]] = {}
+    unplaced = []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         if encoder is not None and name.startswith(prefix):
             depth = layer_depth(name[len(prefix):], num_layers)
+            if depth == num_layers + 1 and not _TOP_RE.search(name):
+                unplaced.append(name[len(prefix):])
         else:
             depth = num_layers + 2  # the head
         decay = not (param.ndim < 2 or _NO_DECAY_RE.search(name))
         groups.setdefault((depth, decay), []).append(param)
+    if unplaced and layer_decay != 1.0:
+        shown = ", ".join(unplaced[:4]) + (f" and {len(unplaced) - 4} more" if len(unplaced) > 4 else "")
+        raise BertlabError(f"layer_decay: cannot place encoder parameter(s) {shown} in the layer stack "
+                           f"(known: embeddings.*, *.layer.N.*, pooler.*); use layer_decay: 1.0 for {type(encoder).__name__}")
 
     out = []
     for (depth, decay), params in sorted(groups.items()):

@@ -149,3 +149,25 @@ def test_other_encoder_attribute(tiny_bert_dir):
 def test_layer_decay_outside_zero_one_is_an_error(tiny_bert_dir, xi):
     with pytest.raises(BertlabError, match="layer_decay"):
         build_param_groups(Wrapped(tiny_bert(tiny_bert_dir), 32), LR, WD, xi)
+
+
+def test_electra_embeddings_project_decays_with_the_embeddings():
+    from transformers import ElectraConfig, ElectraModel
+
+    encoder = ElectraModel(ElectraConfig(vocab_size=60, embedding_size=8, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                         intermediate_size=32, max_position_embeddings=40))
+    groups = build_param_groups(Wrapped(encoder, 16), LR, WD, layer_decay=0.5)
+    by_id = {id(p): g for g in groups for p in g["params"]}
+    project = encoder.embeddings_project.weight
+    assert by_id[id(project)]["lr"] == pytest.approx(LR * 0.5 ** 3) and by_id[id(project)]["weight_decay"] == WD
+
+
+def test_parameters_outside_the_numbered_stack_are_an_error_with_decay_not_without():
+    from transformers import AlbertConfig, AlbertModel
+
+    encoder = AlbertModel(AlbertConfig(vocab_size=60, embedding_size=8, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                                       intermediate_size=32, max_position_embeddings=40))
+    with pytest.raises(BertlabError, match=r"cannot place encoder parameter\(s\) encoder\.embedding_hidden_mapping_in\.weight.*AlbertModel"):
+        build_param_groups(Wrapped(encoder, 16), LR, WD, layer_decay=0.9)
+    groups = build_param_groups(Wrapped(encoder, 16), LR, WD, layer_decay=1.0)
+    assert {g["lr"] for g in groups} == {LR}
