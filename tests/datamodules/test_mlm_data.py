@@ -225,3 +225,22 @@ def test_val_loader_masks_are_fixed(tiny_bert_dir, tmp_path):
         assert len(other) == len(passes[0])
         for a, b in zip(passes[0], other):
             assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["labels"], b["labels"])
+
+
+@pytest.mark.parametrize("group_by_length", [True, False])
+def test_ddp_sampler_wrapper_passes_the_epoch_to_the_masker(tiny_bert_dir, tmp_path, group_by_length):
+    """Under DDP Lightning wraps our sampler in DistributedSamplerWrapper; a static masker must still
+    learn the epoch, or every epoch would train on the same masked copy."""
+    from lightning_fabric.utilities.distributed import DistributedSamplerWrapper
+
+    texts, _ = make_texts(60, seed=13)
+    dm = _mlm(tiny_bert_dir, tmp_path, corpus=[_corpus(tmp_path / "c.txt", texts)], max_length=32, batch_size=8,
+              masker="static", masker_kwargs={"dupe_factor": 4}, group_by_length=group_by_length)
+    dm.setup()
+    loader = dm.train_dataloader()
+    wrapped = DistributedSamplerWrapper(loader.sampler, num_replicas=2, rank=1, shuffle=True, seed=0)
+    for epoch in (0, 3):
+        wrapped.set_epoch(epoch)
+        assert dm.masker.epoch == epoch
+    n = len(dm.datasets["train"])
+    assert len(list(iter(wrapped))) == (n + 1) // 2  # rank 1 gets its half
