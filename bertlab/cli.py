@@ -118,16 +118,23 @@ def main(argv: list[str] | None = None) -> int:
         ours = find_ours(e)
         if ours is None:
             raise
-        print(f"bertlab: error: {ours}", file=sys.stderr)
+        if isinstance(ours, BertlabError):
+            print(f"bertlab: error: {ours}", file=sys.stderr)
+        else:
+            print(f"bertlab: error: the trainer configuration: {(str(ours).strip() or type(ours).__name__).splitlines()[0]}", file=sys.stderr)
         return 2
     return 0
 
 
-def find_ours(error: BaseException | None) -> BertlabError | None:
-    """The ``BertlabError`` behind ``error``, following ``__cause__``/``__context__``."""
+def find_ours(error: BaseException | None) -> Exception | None:
+    """The error behind ``error`` that is the user's to fix, following ``__cause__``/``__context__``:
+    a ``BertlabError``, or Lightning's ``MisconfigurationException`` (conflicting trainer settings,
+    e.g. ``enable_checkpointing: false`` with a ModelCheckpoint in the callbacks)."""
+    from lightning_fabric.utilities.exceptions import MisconfigurationException
+
     seen = set()
     while error is not None and id(error) not in seen:
-        if isinstance(error, BertlabError):
+        if isinstance(error, (BertlabError, MisconfigurationException)):
             return error
         seen.add(id(error))
         error = error.__cause__ or error.__context__

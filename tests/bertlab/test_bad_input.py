@@ -122,6 +122,12 @@ def test_unknown_config_key_is_jsonargparse_error(fit, option, value, section):
     assert_nothing_written(fit.root)
 
 
+def test_conflicting_trainer_settings_are_one_error_line(fit):
+    """Lightning's MisconfigurationException is the user's to fix: one line, not a traceback."""
+    assert_error(fit("--trainer.enable_checkpointing", "false"), fit.root,
+                 "the trainer configuration: Trainer was configured with `enable_checkpointing=False` but found `ModelCheckpoint`")
+
+
 # ------------------------------------------------------------ predict with another label set
 
 
