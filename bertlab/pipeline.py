@@ -71,11 +71,19 @@ def load_pipeline(path: str) -> tuple[str, list[Stage]]:
         where = f"{path}: stage {i + 1}"
         bad = set(raw) - {"name", "kind", "config", "args", "init_from", "test", "subcommand"}
         if bad or "name" not in raw:
-            raise BertlabError(f"{where}: needs a `name`; unknown key(s) {sorted(bad)}" if bad else f"{where}: needs a `name`")
+            raise BertlabError(
+                f"{where}: needs a `name`; unknown key(s) {sorted(bad)}" if bad else f"{where}: needs a `name`"
+            )
         config = raw.get("config") or []
-        stage = Stage(name=str(raw["name"]), kind=raw.get("kind", "lightning"), config=[config] if isinstance(config, str) else list(config),
-                      args=_as_args(raw.get("args"), where), init_from=str(raw.get("init_from", "previous")), test=bool(raw.get("test", False)),
-                      subcommand=raw.get("subcommand", "fit"))
+        stage = Stage(
+            name=str(raw["name"]),
+            kind=raw.get("kind", "lightning"),
+            config=[config] if isinstance(config, str) else list(config),
+            args=_as_args(raw.get("args"), where),
+            init_from=str(raw.get("init_from", "previous")),
+            test=bool(raw.get("test", False)),
+            subcommand=raw.get("subcommand", "fit"),
+        )
         if stage.kind not in KINDS:
             raise BertlabError(f"{where} ({stage.name}): unknown kind {stage.kind!r}; kinds: {', '.join(KINDS)}")
         for cfg in stage.config:
@@ -87,7 +95,9 @@ def load_pipeline(path: str) -> tuple[str, list[Stage]]:
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
         raise BertlabError(f"{path}: stage names must be unique, got {names}")
-    return spec.get("root") or os.path.join("runs", spec.get("name") or os.path.splitext(os.path.basename(path))[0]), stages
+    return spec.get("root") or os.path.join(
+        "runs", spec.get("name") or os.path.splitext(os.path.basename(path))[0]
+    ), stages
 
 
 def stage_dir(root: str, name: str) -> str:
@@ -112,14 +122,18 @@ def _fill(arg: str, root: str, prev: str | None, names: list[str]) -> str:
         if key == "ckpt" and ref in names:
             checkpoint = _read_json(os.path.join(export_dir(root, ref), "bertlab_export.json")).get("checkpoint")
             if not checkpoint:
-                raise BertlabError(f"argument {arg!r}: stage {ref!r} has no best checkpoint in its export; give it a ModelCheckpoint and run it first")
+                raise BertlabError(
+                    f"argument {arg!r}: stage {ref!r} has no best checkpoint in its export; give it a ModelCheckpoint and run it first"
+                )
             return checkpoint
         raise BertlabError(f"argument {arg!r}: unknown placeholder {m.group(0)} (stages: {names})")
 
     out = re.sub(r"\{(root|prev|export:[^}]*|dir:[^}]*|ckpt:[^}]*)\}", sub, arg)
     typo = _PLACEHOLDER.search(out)
     if typo:
-        raise BertlabError(f"argument {arg!r}: unknown placeholder {typo.group(0)}; use {{root}}, {{prev}}, {{export:NAME}}, {{dir:NAME}} or {{ckpt:NAME}}")
+        raise BertlabError(
+            f"argument {arg!r}: unknown placeholder {typo.group(0)}; use {{root}}, {{prev}}, {{export:NAME}}, {{dir:NAME}} or {{ckpt:NAME}}"
+        )
     return out
 
 
@@ -135,17 +149,23 @@ def check_stages(stages: list[Stage]) -> None:
         refs = re.findall(r"\{(?:export|dir|ckpt):([^}]*)\}", " ".join(stage.args))
         for ref in refs:
             if ref not in earlier:
-                raise BertlabError(f"stage {stage.name}: a placeholder names {ref!r}, which is not an earlier stage ({list(earlier) or 'none'})")
+                raise BertlabError(
+                    f"stage {stage.name}: a placeholder names {ref!r}, which is not an earlier stage ({list(earlier) or 'none'})"
+                )
         if "{prev}" in " ".join(stage.args) and i == 0:
             raise BertlabError(f"stage {stage.name}: {{prev}} in the first stage")
         if stage.kind != "lightning" or stage.init_from == "none":
             continue
         source = stages[i - 1] if stage.init_from == "previous" and i > 0 else earlier.get(stage.init_from)
         if stage.init_from not in ("previous",) and source is None:
-            raise BertlabError(f"stage {stage.name}: init_from {stage.init_from!r} names no earlier stage ({list(earlier) or 'none'})")
+            raise BertlabError(
+                f"stage {stage.name}: init_from {stage.init_from!r} names no earlier stage ({list(earlier) or 'none'})"
+            )
         if source is not None and source.kind == "lightning" and source.subcommand != "fit":
-            raise BertlabError(f"stage {stage.name} starts from {source.name!r}, a `{source.subcommand}` stage that exports nothing; "
-                               "set `init_from: none` or name a fit stage")
+            raise BertlabError(
+                f"stage {stage.name} starts from {source.name!r}, a `{source.subcommand}` stage that exports nothing; "
+                "set `init_from: none` or name a fit stage"
+            )
 
 
 def _fingerprint(stage: Stage, args: list[str], upstream: str) -> str:
@@ -186,7 +206,9 @@ def run_stage(stage: Stage, root: str, args: list[str]) -> dict:
     if stage.test:
         info = _read_json(os.path.join(export_dir(root, stage.name), "bertlab_export.json"))
         if not info.get("checkpoint"):
-            raise BertlabError(f"stage {stage.name}: `test: true` needs a ModelCheckpoint in its config (the export names no checkpoint)")
+            raise BertlabError(
+                f"stage {stage.name}: `test: true` needs a ModelCheckpoint in its config (the export names no checkpoint)"
+            )
         test = [sys.executable, "-m", "bertlab.cli", "test"] + base[4:] + ["--ckpt_path", info["checkpoint"]]
         _run(test, f"{stage.name} (test)")
         metrics["test"] = _read_json(os.path.join(out, "test_metrics.json"))
@@ -204,8 +226,13 @@ def parse_overrides(items: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def run_pipeline(path: str, root: str | None = None, force: bool = False, extra_args: list[str] | None = None,
-                 overrides: dict[str, list[str]] | None = None) -> dict:
+def run_pipeline(
+    path: str,
+    root: str | None = None,
+    force: bool = False,
+    extra_args: list[str] | None = None,
+    overrides: dict[str, list[str]] | None = None,
+) -> dict:
     default_root, stages = load_pipeline(path)
     names = [s.name for s in stages]
     for name, args in (overrides or {}).items():
@@ -216,7 +243,9 @@ def run_pipeline(path: str, root: str | None = None, force: bool = False, extra_
     return run_stages(stages, root or default_root, path, force, extra_args)
 
 
-def run_stages(stages: list[Stage], root: str, label: str, force: bool = False, extra_args: list[str] | None = None) -> dict:
+def run_stages(
+    stages: list[Stage], root: str, label: str, force: bool = False, extra_args: list[str] | None = None
+) -> dict:
     """Run ``stages`` under ``root``; ``extra_args`` go to every LightningCLI stage (e.g. a seed)."""
     check_stages(stages)
     names = [s.name for s in stages]
@@ -224,11 +253,21 @@ def run_stages(stages: list[Stage], root: str, label: str, force: bool = False, 
     upstream, prev = "", None
     for stage in stages:
         # run-wide arguments (a seed, an ablation's budget) first: a stage's own arguments win over them
-        args = (list(extra_args or []) if stage.kind == "lightning" else []) + [_fill(a, root, prev, names) for a in stage.args]
-        source = prev if stage.init_from == "previous" else None if stage.init_from == "none" else export_dir(root, stage.init_from)
+        args = (list(extra_args or []) if stage.kind == "lightning" else []) + [
+            _fill(a, root, prev, names) for a in stage.args
+        ]
+        source = (
+            prev
+            if stage.init_from == "previous"
+            else None
+            if stage.init_from == "none"
+            else export_dir(root, stage.init_from)
+        )
         if source is not None and stage.kind == "lightning":
             if not os.path.isdir(source):
-                raise BertlabError(f"stage {stage.name}: the export it starts from, {source!r}, is missing; run the stages before it")
+                raise BertlabError(
+                    f"stage {stage.name}: the export it starts from, {source!r}, is missing; run the stages before it"
+                )
             args = ["--model.init_args.model_name_or_path", source] + args
         fp = _fingerprint(stage, args, upstream)
         record_path = os.path.join(stage_dir(root, stage.name), STAGE_FILE)
@@ -244,9 +283,27 @@ def run_stages(stages: list[Stage], root: str, label: str, force: bool = False, 
             metrics = run_stage(stage, root, args)
             status = "ran"
             with open(record_path, "w") as f:
-                json.dump({"fingerprint": fp, "args": args, "config": stage.config, "metrics": metrics, "seconds": round(time.time() - t0, 1)}, f, indent=1)
-        summary["stages"].append({"name": stage.name, "kind": stage.kind, "status": status, "export": export_dir(root, stage.name), "metrics": metrics,
-                                  "seconds": record.get("seconds") if status != "ran" else round(time.time() - t0, 1)})
+                json.dump(
+                    {
+                        "fingerprint": fp,
+                        "args": args,
+                        "config": stage.config,
+                        "metrics": metrics,
+                        "seconds": round(time.time() - t0, 1),
+                    },
+                    f,
+                    indent=1,
+                )
+        summary["stages"].append(
+            {
+                "name": stage.name,
+                "kind": stage.kind,
+                "status": status,
+                "export": export_dir(root, stage.name),
+                "metrics": metrics,
+                "seconds": record.get("seconds") if status != "ran" else round(time.time() - t0, 1),
+            }
+        )
         upstream, prev = fp, export_dir(root, stage.name)
     write_summary(root, summary)
     return summary
@@ -260,10 +317,17 @@ def write_summary(root: str, summary: dict) -> None:
     os.makedirs(root, exist_ok=True)
     with open(os.path.join(root, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
-    lines = [f"# Pipeline {summary['pipeline']}", "", "| stage | status | final validation | test | export |", "|---|---|---|---|---|"]
+    lines = [
+        f"# Pipeline {summary['pipeline']}",
+        "",
+        "| stage | status | final validation | test | export |",
+        "|---|---|---|---|---|",
+    ]
     for s in summary["stages"]:
         fit, test = s["metrics"].get("fit", {}), s["metrics"].get("test", {})
-        lines.append(f"| {s['name']} | {s['status']} | {_fmt(fit)} | {_fmt(test, ('test/acc', 'test/f1', 'test/loss'))} | {s['export']} |")
+        lines.append(
+            f"| {s['name']} | {s['status']} | {_fmt(fit)} | {_fmt(test, ('test/acc', 'test/f1', 'test/loss'))} | {s['export']} |"
+        )
     with open(os.path.join(root, "summary.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -273,8 +337,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("pipeline", help="pipeline YAML (configs/pipelines/NAME.yaml)")
     parser.add_argument("--root", help="output root (default: the pipeline's `root`, else runs/NAME)")
     parser.add_argument("--force", action="store_true", help="re-run every stage")
-    parser.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE",
-                        help="override one stage's argument, e.g. finetune.trainer.max_epochs=1 (repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="STAGE.KEY=VALUE",
+        help="override one stage's argument, e.g. finetune.trainer.max_epochs=1 (repeatable)",
+    )
     ns = parser.parse_args(argv)
     summary = run_pipeline(ns.pipeline, ns.root, ns.force, overrides=parse_overrides(ns.set))
     with open(os.path.join(summary["root"], "summary.md")) as f:

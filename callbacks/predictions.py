@@ -31,7 +31,6 @@ def gather_predictions(trainer: pl.Trainer, predictions) -> tuple[np.ndarray, np
     return ids.astype(np.int64), probs[first].astype(np.float32)
 
 
-
 class PredictionCSV(BasePredictionWriter):
     def __init__(self, output_path: str | None = None):
         """
@@ -42,7 +41,9 @@ class PredictionCSV(BasePredictionWriter):
         self.output_path = output_path
         self.written_to: str | None = None
 
-    def write_on_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions, batch_indices) -> None:
+    def write_on_epoch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions, batch_indices
+    ) -> None:
         gathered = gather_predictions(trainer, predictions)
         if gathered is None:
             return

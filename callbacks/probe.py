@@ -84,8 +84,19 @@ def fit_logreg(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_va
 
 
 class DownstreamProbe(pl.Callback):
-    def __init__(self, every_n_steps: int = 1000, patience: int = 3, task: dict | None = None, probe: str = "logreg", pooling: str = "mean",
-                 max_train_examples: int = 2000, min_delta: float = 0.0, stop: bool = True, batch_size: int = 64, seed: int = 0):
+    def __init__(
+        self,
+        every_n_steps: int = 1000,
+        patience: int = 3,
+        task: dict | None = None,
+        probe: str = "logreg",
+        pooling: str = "mean",
+        max_train_examples: int = 2000,
+        min_delta: float = 0.0,
+        stop: bool = True,
+        batch_size: int = 64,
+        seed: int = 0,
+    ):
         """
         Args:
             every_n_steps: probe after every N optimiser steps.
@@ -99,7 +110,12 @@ class DownstreamProbe(pl.Callback):
             batch_size: encoding batch size.
             seed: the subset's and the probe's seed.
         """
-        for name, value in (("every_n_steps", every_n_steps), ("patience", patience), ("max_train_examples", max_train_examples), ("batch_size", batch_size)):
+        for name, value in (
+            ("every_n_steps", every_n_steps),
+            ("patience", patience),
+            ("max_train_examples", max_train_examples),
+            ("batch_size", batch_size),
+        ):
             if not isinstance(value, int) or value < 1:
                 raise BertlabError(f"DownstreamProbe: {name} must be an integer >= 1, got {value!r}")
         if probe not in PROBES:
@@ -129,7 +145,9 @@ class DownstreamProbe(pl.Callback):
         if stage != "fit" or self.data is not None:
             return
         if not hasattr(getattr(pl_module, "model", None), "base_model"):
-            raise BertlabError(f"DownstreamProbe needs a module with an HF model in `.model` (MaskedLM); got {type(pl_module).__name__}")
+            raise BertlabError(
+                f"DownstreamProbe needs a module with an HF model in `.model` (MaskedLM); got {type(pl_module).__name__}"
+            )
         self.data = self.build_data(trainer.datamodule, pl_module)
 
     def build_data(self, datamodule, pl_module) -> dict:
@@ -141,24 +159,34 @@ class DownstreamProbe(pl.Callback):
         mlm_hparams = getattr(datamodule, "hparams", {}) or {}
         task = self.task if self.task is not None else mlm_hparams.get("task")
         if not task:
-            raise BertlabError("DownstreamProbe needs a labelled `task` (ClassificationDataModule arguments, e.g. {source: fine_food}); "
-                               "the data module has none either")
+            raise BertlabError(
+                "DownstreamProbe needs a labelled `task` (ClassificationDataModule arguments, e.g. {source: fine_food}); "
+                "the data module has none either"
+            )
         default_tok = mlm_hparams.get("tokenizer") or getattr(pl_module.hparams, "model_name_or_path", None) or "minilm"
         dm = ClassificationDataModule(**{"tokenizer": default_tok, **task})
         frames = dm.frames
         missing = [s for s in ("train", "val") if s not in frames or "label" not in frames[s]]
         if missing:
-            raise BertlabError(f"DownstreamProbe: the task has no labelled {' or '.join(missing)} split; give `train_file` (and `val_file` or "
-                               "`val_fraction`) or a built-in `source`")
+            raise BertlabError(
+                f"DownstreamProbe: the task has no labelled {' or '.join(missing)} split; give `train_file` (and `val_file` or "
+                "`val_fraction`) or a built-in `source`"
+            )
         tokenizer = getattr(datamodule, "tokenizer", None) or load_tokenizer(task.get("tokenizer", default_tok))
         train = frames["train"]
         if train["label"].nunique() < 2:
-            raise BertlabError(f"DownstreamProbe: the task's train split has one label ({train['label'].iloc[0]!r}); a probe needs two or more")
+            raise BertlabError(
+                f"DownstreamProbe: the task's train split has one label ({train['label'].iloc[0]!r}); a probe needs two or more"
+            )
         if len(train) > self.max_train_examples:
             strat = train["label"] if train["label"].value_counts().min() >= 2 else None
-            train, _ = train_test_split(train, train_size=self.max_train_examples, random_state=self.seed, stratify=strat)
+            train, _ = train_test_split(
+                train, train_size=self.max_train_examples, random_state=self.seed, stratify=strat
+            )
         h, out = dm.hparams, {}
-        max_length = min(h.max_length, tokenizer.model_max_length)  # the task's default 128 may exceed a small model's positions
+        max_length = min(
+            h.max_length, tokenizer.model_max_length
+        )  # the task's default 128 may exceed a small model's positions
         for split, df in (("train", train), ("val", frames["val"])):
             pairs = df["text_pair"].tolist() if "text_pair" in df else None
             ids, types = tokenize(tokenizer, df["text"].tolist(), pairs, max_length, h.truncation, h.head_tokens)
@@ -178,8 +206,12 @@ class DownstreamProbe(pl.Callback):
         feats = []
         with trainer.precision_plugin.forward_context():
             for lo in range(0, len(rows), self.batch_size):
-                batch = {k: v.to(pl_module.device) for k, v in self.data["collate"](rows[lo:lo + self.batch_size]).items()}
-                hidden = encoder_hidden(pl_module.model, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+                batch = {
+                    k: v.to(pl_module.device) for k, v in self.data["collate"](rows[lo : lo + self.batch_size]).items()
+                }
+                hidden = encoder_hidden(
+                    pl_module.model, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")
+                )
                 feats.append(pool(hidden, batch["attention_mask"], self.pooling).float().cpu())
         return torch.cat(feats).numpy()
 
@@ -195,7 +227,9 @@ class DownstreamProbe(pl.Callback):
                 m.training = was
         return fit_logreg(x_train, tr_y, x_val, va_y, self.seed)
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
         step = trainer.global_step
         if step == self._last_step or step % self.every_n_steps:
             return  # gradient accumulation: one probe per optimiser step
@@ -214,17 +248,26 @@ class DownstreamProbe(pl.Callback):
             trainer.save_checkpoint(self.best_model_path, weights_only=True)  # every rank calls it; rank 0 writes
         if trainer.is_global_zero:
             self.write_history(trainer)
-        rank_zero_info(f"DownstreamProbe: step {step} probe/acc {score:.4f} (best {self.tracker.best_score:.4f} at step {self.best_step}"
-                       f"{', improved' if improved else f', {self.tracker.wait} without improvement'})")
+        rank_zero_info(
+            f"DownstreamProbe: step {step} probe/acc {score:.4f} (best {self.tracker.best_score:.4f} at step {self.best_step}"
+            f"{', improved' if improved else f', {self.tracker.wait} without improvement'})"
+        )
         if patience_out and self.stop:
             trainer.should_stop = True
-            rank_zero_info(f"DownstreamProbe: stopping at step {step}: {self.tracker.patience} probes without improvement")
+            rank_zero_info(
+                f"DownstreamProbe: stopping at step {step}: {self.tracker.patience} probes without improvement"
+            )
 
     def write_history(self, trainer: pl.Trainer) -> None:
         path = os.path.join(trainer.default_root_dir, HISTORY)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        payload = {"monitor": MONITOR, "best_step": self.best_step, "best_score": self.tracker.best_score, "best_model_path": self.best_model_path,
-                   "history": {str(k): v for k, v in self.history.items()}}
+        payload = {
+            "monitor": MONITOR,
+            "best_step": self.best_step,
+            "best_score": self.tracker.best_score,
+            "best_model_path": self.best_model_path,
+            "history": {str(k): v for k, v in self.history.items()},
+        }
         with open(path + ".tmp", "w") as f:
             json.dump(payload, f, indent=1)
         os.replace(path + ".tmp", path)
@@ -233,9 +276,19 @@ class DownstreamProbe(pl.Callback):
 
     def state_dict(self) -> dict:
         t = self.tracker
-        return {"history": dict(self.history), "best_score": t.best_score, "best_step": t.best_step, "wait": t.wait, "best_model_path": self.best_model_path}
+        return {
+            "history": dict(self.history),
+            "best_score": t.best_score,
+            "best_step": t.best_step,
+            "wait": t.wait,
+            "best_model_path": self.best_model_path,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.history = {int(k): v for k, v in state["history"].items()}
-        self.tracker.best_score, self.tracker.best_step, self.tracker.wait = state["best_score"], state["best_step"], state["wait"]
+        self.tracker.best_score, self.tracker.best_step, self.tracker.wait = (
+            state["best_score"],
+            state["best_step"],
+            state["wait"],
+        )
         self.best_model_path = state["best_model_path"]

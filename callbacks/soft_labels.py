@@ -22,7 +22,6 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import BasePredictionWriter
 
 from callbacks.predictions import gather_predictions
-
 from datamodules.sources import text_fingerprint
 
 FILENAME = "soft_labels.npz"
@@ -38,7 +37,9 @@ class SoftLabelWriter(BasePredictionWriter):
         self.output_path = output_path
         self.written_to: str | None = None
 
-    def write_on_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions, batch_indices) -> None:
+    def write_on_epoch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions, batch_indices
+    ) -> None:
         result = gather_predictions(trainer, predictions)
         if result is None:
             return
@@ -50,7 +51,13 @@ class SoftLabelWriter(BasePredictionWriter):
         os.makedirs(directory, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".soft-labels-", suffix=".npz", dir=directory)
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, idx=idx, probs=probs, labels=np.asarray(dm.label_names, dtype=str), split=np.asarray(split),
-                     data_fingerprint=np.asarray(text_fingerprint(dm.frames["predict"])))
+            np.savez(
+                f,
+                idx=idx,
+                probs=probs,
+                labels=np.asarray(dm.label_names, dtype=str),
+                split=np.asarray(split),
+                data_fingerprint=np.asarray(text_fingerprint(dm.frames["predict"])),
+            )
         os.replace(tmp, path)
         self.written_to = path

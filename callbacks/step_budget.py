@@ -39,8 +39,10 @@ class StepBudget(pl.Callback):
             raise BertlabError(f"StepBudget: milestones must be positive integers, got {bad}")
         beyond = [m for m in milestones if m > max_steps]
         if beyond:
-            raise BertlabError(f"StepBudget: milestone(s) {beyond} lie beyond max_steps {max_steps}; training stops before them. "
-                               "Drop them or raise max_steps")
+            raise BertlabError(
+                f"StepBudget: milestone(s) {beyond} lie beyond max_steps {max_steps}; training stops before them. "
+                "Drop them or raise max_steps"
+            )
         self.max_steps = max_steps
         self.milestones = sorted(set(milestones))
         self.export_dir = export_dir
@@ -55,10 +57,14 @@ class StepBudget(pl.Callback):
         self._done_until = trainer.global_step
         horizon = trainer.max_steps if trainer.max_steps != -1 else trainer.estimated_stepping_batches
         if horizon != self.max_steps:
-            rank_zero_warn(f"StepBudget stops at step {self.max_steps} but the LR schedule spans {horizon} steps "
-                           f"(trainer.max_steps={trainer.max_steps}); set trainer.max_steps: {self.max_steps} for a schedule that ends with the budget")
+            rank_zero_warn(
+                f"StepBudget stops at step {self.max_steps} but the LR schedule spans {horizon} steps "
+                f"(trainer.max_steps={trainer.max_steps}); set trainer.max_steps: {self.max_steps} for a schedule that ends with the budget"
+            )
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
         step = trainer.global_step
         for m in self.milestones:
             if self._done_until < m <= step and m not in self.exported:
@@ -66,14 +72,25 @@ class StepBudget(pl.Callback):
         if step >= self.max_steps and not trainer.should_stop:
             trainer.should_stop = True
             self.stopped_at = step
-            rank_zero_info(f"StepBudget: stopping at global step {step}: the budget of {self.max_steps} optimiser steps is spent "
-                           f"(epoch {trainer.current_epoch}; Sun et al. 2019 found ~100k further pre-training steps best)")
+            rank_zero_info(
+                f"StepBudget: stopping at global step {step}: the budget of {self.max_steps} optimiser steps is spent "
+                f"(epoch {trainer.current_epoch}; Sun et al. 2019 found ~100k further pre-training steps best)"
+            )
 
     def _export(self, trainer: pl.Trainer, pl_module: pl.LightningModule, milestone: int) -> str:
         directory = self.milestone_dir(trainer, milestone)
         if trainer.is_global_zero:
             tokenizer = getattr(trainer.datamodule, "tokenizer", None) if trainer.datamodule is not None else None
-            atomic_export(pl_module, tokenizer, directory, {"global_step": trainer.global_step, "milestone": milestone,
-                                                            "epoch": trainer.current_epoch, "max_steps": self.max_steps})
+            atomic_export(
+                pl_module,
+                tokenizer,
+                directory,
+                {
+                    "global_step": trainer.global_step,
+                    "milestone": milestone,
+                    "epoch": trainer.current_epoch,
+                    "max_steps": self.max_steps,
+                },
+            )
             rank_zero_info(f"StepBudget: exported step {trainer.global_step} to {directory}")
         return directory

@@ -94,8 +94,8 @@ class LengthGroupedSampler(Sampler[int]):
         perm = rng.permutation(len(self.lengths))
         batches = []
         for start in range(0, len(perm), self.mega):
-            chunk = perm[start:start + self.mega]
+            chunk = perm[start : start + self.mega]
             chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
-            batches.extend(chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size))
+            batches.extend(chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size))
         order = rng.permutation(len(batches))
         return iter(int(i) for b in order for i in batches[b])

@@ -87,7 +87,9 @@ class ClassificationDataModule(pl.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         if source is not None and source not in sources.BUILTIN_SOURCES:
-            raise BertlabError(f"unknown data source {source!r}; built-in sources: {', '.join(sources.BUILTIN_SOURCES)}")
+            raise BertlabError(
+                f"unknown data source {source!r}; built-in sources: {', '.join(sources.BUILTIN_SOURCES)}"
+            )
         if source is None and train_file is None and labels is None:
             raise BertlabError("give data: a built-in `source`, a `train_file`, or (to predict only) the `labels`")
         check_extras_args(predict_split, predict_file, soft_labels_file, knowledge)
@@ -100,7 +102,9 @@ class ClassificationDataModule(pl.LightningDataModule):
     def _read(self, path: str, with_labels: bool = True) -> pd.DataFrame:
         h = self.hparams
         raw = sources.read_table(path)
-        df = sources.validate_frame(raw, path, h.text_column, h.label_column if with_labels else None, h.text_pair_column)
+        df = sources.validate_frame(
+            raw, path, h.text_column, h.label_column if with_labels else None, h.text_pair_column
+        )
         return carry_columns(raw, df, path, h.knowledge, skip=(h.text_column, h.label_column, h.text_pair_column))
 
     def _split(self, df: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -116,7 +120,12 @@ class ClassificationDataModule(pl.LightningDataModule):
             raise BertlabError(f"train_subset must be in [1, {len(df)}] (the training examples), got {n}")
         if n == len(df):
             return df
-        keep, _ = train_test_split(df, train_size=n, random_state=self.hparams.split_seed, stratify=df["label"] if df["label"].value_counts().min() >= 2 else None)
+        keep, _ = train_test_split(
+            df,
+            train_size=n,
+            random_state=self.hparams.split_seed,
+            stratify=df["label"] if df["label"].value_counts().min() >= 2 else None,
+        )
         return keep.reset_index(drop=True)
 
     @cached_property
@@ -154,7 +163,9 @@ class ClassificationDataModule(pl.LightningDataModule):
                 unknown = sorted(set(frames[split]["label"]) - known)
                 if unknown:
                     where = getattr(self.hparams, f"{split}_file") or split
-                    raise BertlabError(f"{where}: label(s) {unknown} do not occur in the training data (labels: {sorted(known)})")
+                    raise BertlabError(
+                        f"{where}: label(s) {unknown} do not occur in the training data (labels: {sorted(known)})"
+                    )
 
     def _label_names(self, frames: dict[str, pd.DataFrame]) -> list[str]:
         if self.hparams.labels is not None:
@@ -188,10 +199,17 @@ class ClassificationDataModule(pl.LightningDataModule):
         h = self.hparams
         df = self.frames[split]
         pairs = df["text_pair"].tolist() if "text_pair" in df else None
-        key = cache_key(data=sources.text_fingerprint(df), tokenizer=tokenizer_fingerprint(self.tokenizer),
-                        max_length=h.max_length, truncation=h.truncation, head_tokens=h.head_tokens)
+        key = cache_key(
+            data=sources.text_fingerprint(df),
+            tokenizer=tokenizer_fingerprint(self.tokenizer),
+            max_length=h.max_length,
+            truncation=h.truncation,
+            head_tokens=h.head_tokens,
+        )
         arrays, self.built_now[split] = cached_arrays(
-            self.cache_dir, key, lambda: tokenize(self.tokenizer, df["text"].tolist(), pairs, h.max_length, h.truncation, h.head_tokens),
+            self.cache_dir,
+            key,
+            lambda: tokenize(self.tokenizer, df["text"].tolist(), pairs, h.max_length, h.truncation, h.head_tokens),
             meta={"split": split, "tokenizer": h.tokenizer, "max_length": h.max_length, "truncation": h.truncation},
         )
         extras = {}
@@ -207,10 +225,15 @@ class ClassificationDataModule(pl.LightningDataModule):
             self._dataset(split)
 
     def setup(self, stage: str | None = None) -> None:
-        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}.get(stage, SPLITS)
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}.get(
+            stage, SPLITS
+        )
         for split in wanted:
             if split not in self.frames:
-                raise BertlabError(f"stage {getattr(stage, 'value', stage)!r} needs a {split} split; set `{split}_file`" + (" or `source`" if split != "predict" else ""))
+                raise BertlabError(
+                    f"stage {getattr(stage, 'value', stage)!r} needs a {split} split; set `{split}_file`"
+                    + (" or `source`" if split != "predict" else "")
+                )
             if split not in self.datasets:
                 self.datasets[split] = self._dataset(split)
 
@@ -227,12 +250,22 @@ class ClassificationDataModule(pl.LightningDataModule):
             # initialisation and dropout (Dodge et al. 2020); split_seed only fixes which examples are held out.
             seed = int(os.environ.get("PL_GLOBAL_SEED", h.split_seed))
             sampler = LengthGroupedSampler(ds.lengths(), h.batch_size, seed=seed)
-            return DataLoader(ds, batch_size=h.batch_size, sampler=sampler, collate_fn=self.collator, num_workers=h.num_workers)
-        return DataLoader(ds, batch_size=h.batch_size, shuffle=True, collate_fn=self.collator, num_workers=h.num_workers)
+            return DataLoader(
+                ds, batch_size=h.batch_size, sampler=sampler, collate_fn=self.collator, num_workers=h.num_workers
+            )
+        return DataLoader(
+            ds, batch_size=h.batch_size, shuffle=True, collate_fn=self.collator, num_workers=h.num_workers
+        )
 
     def _eval_loader(self, split: str) -> DataLoader:
         h = self.hparams
-        return DataLoader(self.datasets[split], batch_size=h.eval_batch_size or h.batch_size, shuffle=False, collate_fn=self.collator, num_workers=h.num_workers)
+        return DataLoader(
+            self.datasets[split],
+            batch_size=h.eval_batch_size or h.batch_size,
+            shuffle=False,
+            collate_fn=self.collator,
+            num_workers=h.num_workers,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")

@@ -51,7 +51,9 @@ def _preview(values, n: int = 5) -> str:
 # ---------------------------------------------------------------- arguments
 
 
-def check_extras_args(predict_split: str, predict_file: str | None, soft_labels_file: str | None, knowledge: dict | None) -> None:
+def check_extras_args(
+    predict_split: str, predict_file: str | None, soft_labels_file: str | None, knowledge: dict | None
+) -> None:
     """The data module's arguments for extras, checked when it is built, before any data is read.
 
     ``predict_split`` belongs here because its use is the soft-label dump (``predict_split: train``).
@@ -60,9 +62,13 @@ def check_extras_args(predict_split: str, predict_file: str | None, soft_labels_
     if predict_split not in splits:
         raise BertlabError(f"predict_split must be one of {', '.join(splits)}, got {predict_split!r}")
     if predict_split != "predict" and predict_file:
-        raise BertlabError(f"predict_split is {predict_split!r}, so predict_file {predict_file!r} would be ignored; drop one of them")
+        raise BertlabError(
+            f"predict_split is {predict_split!r}, so predict_file {predict_file!r} would be ignored; drop one of them"
+        )
     if soft_labels_file is not None and not os.path.isfile(soft_labels_file):
-        raise BertlabError(f"soft_labels_file {soft_labels_file!r} does not exist; write it with `bertlab predict` + SoftLabelWriter over the train split")
+        raise BertlabError(
+            f"soft_labels_file {soft_labels_file!r} does not exist; write it with `bertlab predict` + SoftLabelWriter over the train split"
+        )
     if knowledge is None:
         return
     if not isinstance(knowledge, dict):
@@ -72,8 +78,10 @@ def check_extras_args(predict_split: str, predict_file: str | None, soft_labels_
         raise BertlabError(f"knowledge needs exactly one of {', '.join(KNOWLEDGE_SOURCES)}, got {chosen or 'none'}")
     unknown = sorted(set(knowledge) - {*KNOWLEDGE_SOURCES, "dim", "key_column", *ENCODER_KEYS})
     if unknown:
-        raise BertlabError(f"knowledge: unknown key(s) {unknown}; a knowledge source has one of {', '.join(KNOWLEDGE_SOURCES)}, "
-                           f"and dim, key_column, or {', '.join(ENCODER_KEYS)} for the encoder provider")
+        raise BertlabError(
+            f"knowledge: unknown key(s) {unknown}; a knowledge source has one of {', '.join(KNOWLEDGE_SOURCES)}, "
+            f"and dim, key_column, or {', '.join(ENCODER_KEYS)} for the encoder provider"
+        )
     stray = sorted(k for k in ENCODER_KEYS if k in knowledge and knowledge.get("provider") != "encoder")
     if stray:
         raise BertlabError(f"knowledge: {', '.join(stray)} belong to {{provider: encoder}} only")
@@ -114,9 +122,13 @@ def carry_columns(raw: pd.DataFrame, df: pd.DataFrame, where: str, knowledge: di
     if not name or name in skip:
         return df
     if name in df.columns:  # "text"/"label"/"text_pair" of the frame, taken from other columns
-        raise BertlabError(f"{where}: the knowledge column may not be called {name!r} unless it is the text or label column; rename it")
+        raise BertlabError(
+            f"{where}: the knowledge column may not be called {name!r} unless it is the text or label column; rename it"
+        )
     if name not in raw.columns:
-        raise BertlabError(f"{where}: no column {name!r} for the knowledge vectors; the columns are {', '.join(map(repr, map(str, raw.columns)))}")
+        raise BertlabError(
+            f"{where}: no column {name!r} for the knowledge vectors; the columns are {', '.join(map(repr, map(str, raw.columns)))}"
+        )
     out = df.copy()
     out[name] = raw[name].to_numpy()
     return out
@@ -131,13 +143,19 @@ def align_by_id(path: str, idx: np.ndarray, values: np.ndarray, n: int, what: st
         raise BertlabError(f"{path}: idx must be integers, got {idx.dtype}")
     ids, counts = np.unique(idx, return_counts=True)
     if (counts > 1).any():
-        raise BertlabError(f"{path}: {int((counts > 1).sum())} example id(s) appear more than once (e.g. {_preview(ids[counts > 1])}); keep one row per id")
+        raise BertlabError(
+            f"{path}: {int((counts > 1).sum())} example id(s) appear more than once (e.g. {_preview(ids[counts > 1])}); keep one row per id"
+        )
     outside = ids[(ids < 0) | (ids >= n)]
     if len(outside):
-        raise BertlabError(f"{path}: {len(outside)} id(s) beyond the {n} {examples} 0..{n - 1} (e.g. {_preview(outside)}); is it the file of another split?")
+        raise BertlabError(
+            f"{path}: {len(outside)} id(s) beyond the {n} {examples} 0..{n - 1} (e.g. {_preview(outside)}); is it the file of another split?"
+        )
     missing = np.setdiff1d(np.arange(n), ids)
     if len(missing):
-        raise BertlabError(f"{path}: {what} missing for {len(missing)} of {n} {examples} (ids {_preview(missing)}); the file has {len(ids)}")
+        raise BertlabError(
+            f"{path}: {what} missing for {len(missing)} of {n} {examples} (ids {_preview(missing)}); the file has {len(ids)}"
+        )
     out = np.empty((n, values.shape[1]), dtype=np.float32)
     out[idx] = values
     bad = np.flatnonzero(~np.isfinite(out).all(1))
@@ -154,7 +172,11 @@ def split_extras(dm, split: str, df: pd.DataFrame) -> dict[str, np.ndarray]:
         out["soft_labels"] = load_soft_labels(h.soft_labels_file, df, dm.label_names)
     if h.knowledge:
         source = h.predict_split if split == "predict" else split
-        renamed = {h.text_column: "text", h.label_column: "label", **({h.text_pair_column: "text_pair"} if h.text_pair_column else {})}
+        renamed = {
+            h.text_column: "text",
+            h.label_column: "label",
+            **({h.text_pair_column: "text_pair"} if h.text_pair_column else {}),
+        }
         out["knowledge"] = load_knowledge(h.knowledge, source, df, renamed, dm.cache_dir)
     return out
 
@@ -165,27 +187,41 @@ def load_soft_labels(path: str, df: pd.DataFrame, label_names: list[str]) -> np.
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
     except (OSError, ValueError) as e:
-        raise BertlabError(f"{path}: cannot read as .npz ({str(e).splitlines()[0]}); write it with SoftLabelWriter") from None
+        raise BertlabError(
+            f"{path}: cannot read as .npz ({str(e).splitlines()[0]}); write it with SoftLabelWriter"
+        ) from None
     missing_keys = [k for k in SOFT_LABEL_KEYS if k not in data]
     if missing_keys:
         raise BertlabError(f"{path}: no array(s) {missing_keys}; a soft-label file holds idx [N] and probs [N, C]")
     idx, probs = data["idx"], data["probs"]
     n, c = len(df), len(label_names)
     if probs.ndim != 2 or idx.ndim != 1 or len(idx) != len(probs):
-        raise BertlabError(f"{path}: idx has shape {idx.shape} and probs {probs.shape}; expected idx [N] and probs [N, C]")
+        raise BertlabError(
+            f"{path}: idx has shape {idx.shape} and probs {probs.shape}; expected idx [N] and probs [N, C]"
+        )
     if probs.shape[1] != c:
-        raise BertlabError(f"{path}: {probs.shape[1]} class probabilities per example, but the data has {c} labels {label_names}; dump the teacher on this label set")
+        raise BertlabError(
+            f"{path}: {probs.shape[1]} class probabilities per example, but the data has {c} labels {label_names}; dump the teacher on this label set"
+        )
     if "labels" in data and [str(x) for x in data["labels"]] != list(label_names):
-        raise BertlabError(f"{path}: the teacher's labels {[str(x) for x in data['labels']]} differ from the data's {label_names}")
+        raise BertlabError(
+            f"{path}: the teacher's labels {[str(x) for x in data['labels']]} differ from the data's {label_names}"
+        )
     if "split" in data and str(data["split"]) != "train":
-        raise BertlabError(f"{path}: soft labels of the {str(data['split'])!r} split; dump the train split (data.predict_split: train)")
+        raise BertlabError(
+            f"{path}: soft labels of the {str(data['split'])!r} split; dump the train split (data.predict_split: train)"
+        )
     if "data_fingerprint" in data and str(data["data_fingerprint"]) != text_fingerprint(df):
-        raise BertlabError(f"{path}: the teacher predicted on different training texts (fingerprint {str(data['data_fingerprint'])} vs "
-                           f"{text_fingerprint(df)}); use the same data, split_seed and val_fraction for teacher and student")
+        raise BertlabError(
+            f"{path}: the teacher predicted on different training texts (fingerprint {str(data['data_fingerprint'])} vs "
+            f"{text_fingerprint(df)}); use the same data, split_seed and val_fraction for teacher and student"
+        )
     out = align_by_id(path, idx, probs, n, "soft labels", "training examples")
     bad = np.flatnonzero((out < 0).any(1) | (np.abs(out.sum(1) - 1) > 1e-3))
     if len(bad):
-        raise BertlabError(f"{path}: {len(bad)} row(s) are not probability distributions (ids {_preview(bad)}); write softmax probabilities")
+        raise BertlabError(
+            f"{path}: {len(bad)} row(s) are not probability distributions (ids {_preview(bad)}); write softmax probabilities"
+        )
     return out
 
 
@@ -201,8 +237,10 @@ def _stack(rows: list, where: str, ids) -> np.ndarray:
     if widths.nunique() > 1:
         common = int(widths.mode()[0])
         odd = widths[widths != common]
-        raise BertlabError(f"{where}: knowledge vectors have inconsistent dimensions: most are {common} wide, but {len(odd)} are not "
-                           f"({_preview(f'{i}: {w}' for i, w in odd.items())})")
+        raise BertlabError(
+            f"{where}: knowledge vectors have inconsistent dimensions: most are {common} wide, but {len(odd)} are not "
+            f"({_preview(f'{i}: {w}' for i, w in odd.items())})"
+        )
     if len(rows) and widths.iloc[0] == 0:
         raise BertlabError(f"{where}: knowledge vectors are empty")
     try:
@@ -211,7 +249,9 @@ def _stack(rows: list, where: str, ids) -> np.ndarray:
         raise BertlabError(f"{where}: knowledge vectors must hold numbers only") from None
     bad = np.flatnonzero(~np.isfinite(out).all(1))
     if len(bad):
-        raise BertlabError(f"{where}: knowledge vectors with NaN/inf for {len(bad)} example(s): {_preview(np.asarray(list(ids))[bad])}")
+        raise BertlabError(
+            f"{where}: knowledge vectors with NaN/inf for {len(bad)} example(s): {_preview(np.asarray(list(ids))[bad])}"
+        )
     return out
 
 
@@ -248,12 +288,16 @@ def _from_file(path: str, n: int, where: str) -> np.ndarray:
     if isinstance(loaded, np.lib.npyio.NpzFile):
         with loaded as z:
             if "idx" not in z.files or "vectors" not in z.files:
-                raise BertlabError(f"{path}: an .npz of knowledge vectors holds `idx` [N] and `vectors` [N, D]; it has {z.files}")
+                raise BertlabError(
+                    f"{path}: an .npz of knowledge vectors holds `idx` [N] and `vectors` [N, D]; it has {z.files}"
+                )
             idx, vectors = z["idx"], z["vectors"]
     else:
         vectors, idx = loaded, np.arange(len(loaded))
     if vectors.ndim != 2 or idx.ndim != 1 or len(idx) != len(vectors):
-        raise BertlabError(f"{path}: knowledge vectors must be a 2-D array [N, D] with one id per row; got shape {vectors.shape}")
+        raise BertlabError(
+            f"{path}: knowledge vectors must be a 2-D array [N, D] with one id per row; got shape {vectors.shape}"
+        )
     return align_by_id(path, idx, vectors, n, "knowledge vectors", f"examples of the {where}")
 
 
@@ -272,10 +316,14 @@ def read_table(path: str) -> dict[str, list[float]]:
     if suffix == ".npz":
         with np.load(path, allow_pickle=False) as z:
             if "keys" not in z.files or "vectors" not in z.files:
-                raise BertlabError(f"{path}: an .npz knowledge table holds `keys` [N] and `vectors` [N, D]; it has {z.files}")
+                raise BertlabError(
+                    f"{path}: an .npz knowledge table holds `keys` [N] and `vectors` [N, D]; it has {z.files}"
+                )
             keys, vectors = z["keys"], z["vectors"]
         if vectors.ndim != 2 or len(keys) != len(vectors):
-            raise BertlabError(f"{path}: `keys` {keys.shape} and `vectors` {vectors.shape} do not match; expected [N] and [N, D]")
+            raise BertlabError(
+                f"{path}: `keys` {keys.shape} and `vectors` {vectors.shape} do not match; expected [N] and [N, D]"
+            )
         return {str(k): list(v) for k, v in zip(keys, vectors)}
     if suffix == ".tsv":
         table: dict[str, list[float]] = {}
@@ -312,7 +360,9 @@ def _from_table(df: pd.DataFrame, path: str, key_column: str, frame_column: str,
     absent = sorted({k for k in keys if k not in table}, key=str)
     if absent:
         rows = [i for i, k in enumerate(keys) if k not in table]
-        raise BertlabError(f"{where}: {len(rows)} example(s) have no vector in {path} for their {key_column!r}: keys {_preview(absent)} (example ids {_preview(rows)})")
+        raise BertlabError(
+            f"{where}: {len(rows)} example(s) have no vector in {path} for their {key_column!r}: keys {_preview(absent)} (example ids {_preview(rows)})"
+        )
     return _stack([table[k] for k in keys], f"{where} via {path}", range(len(df)))
 
 
@@ -326,12 +376,16 @@ def load_knowledge(spec: dict, split: str, df: pd.DataFrame, renamed: dict[str, 
         out = _from_column(df, renamed.get(name, name), where)
     elif spec.get("files") is not None:
         if split not in spec["files"]:
-            raise BertlabError(f"knowledge.files has no file for the {split} split; give one for every split in use ({', '.join(spec['files'])} given)")
+            raise BertlabError(
+                f"knowledge.files has no file for the {split} split; give one for every split in use ({', '.join(spec['files'])} given)"
+            )
         out = _from_file(spec["files"][split], len(df), where)
     else:
         name = spec["key_column"]
         if renamed.get(name, name) not in df:
-            raise BertlabError(f"{where}: no column {name!r} to look knowledge up by (built-in sources have only text and label)")
+            raise BertlabError(
+                f"{where}: no column {name!r} to look knowledge up by (built-in sources have only text and label)"
+            )
         out = _from_table(df, spec["table"], name, renamed.get(name, name), where)
     dim = spec.get("dim")
     if dim is not None and out.shape[1] != dim:
@@ -362,10 +416,14 @@ def vader_features(spec: dict, df: pd.DataFrame, cache_dir: str) -> np.ndarray:
     try:
         from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
     except ImportError:
-        raise BertlabError("the vader knowledge provider needs the PyPI package vaderSentiment (it bundles the lexicon): pip install vaderSentiment") from None
+        raise BertlabError(
+            "the vader knowledge provider needs the PyPI package vaderSentiment (it bundles the lexicon): pip install vaderSentiment"
+        ) from None
     analyzer = SentimentIntensityAnalyzer()
     scores = [analyzer.polarity_scores(t) for t in _texts(df)]
-    out = np.asarray([[s["pos"], s["neg"], s["neu"], s["compound"]] for s in scores], dtype=np.float32).reshape(len(df), 4)
+    out = np.asarray([[s["pos"], s["neg"], s["neu"], s["compound"]] for s in scores], dtype=np.float32).reshape(
+        len(df), 4
+    )
     _save_atomic(path, out)
     return out
 
@@ -392,7 +450,13 @@ def encoder_embeddings(spec: dict, df: pd.DataFrame, cache_dir: str, batch_size:
     texts, parts = _texts(df), []
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
-            enc = tokenizer(texts[start:start + batch_size], truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+            enc = tokenizer(
+                texts[start : start + batch_size],
+                truncation=True,
+                max_length=max_length,
+                padding=True,
+                return_tensors="pt",
+            )
             hidden = model(**enc).last_hidden_state
             if pooling == "cls":
                 parts.append(hidden[:, 0])

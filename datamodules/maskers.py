@@ -86,16 +86,28 @@ class DynamicMasker:
     otherwise repeat last epoch's stream; a persistent worker never sees a later ``set_epoch``.
     """
 
-    def __init__(self, tokenizer, mlm_probability: float = 0.15, replace_prob: float = 0.8, random_prob: float = 0.1,
-                 keep_prob: float = 0.1, seed: int = 0, pad_to_multiple_of: int | None = None):
+    def __init__(
+        self,
+        tokenizer,
+        mlm_probability: float = 0.15,
+        replace_prob: float = 0.8,
+        random_prob: float = 0.1,
+        keep_prob: float = 0.1,
+        seed: int = 0,
+        pad_to_multiple_of: int | None = None,
+    ):
         if not 0.0 < mlm_probability < 1.0:
-            raise BertlabError(f"mlm_probability must be strictly between 0 and 1, got {mlm_probability}; BERT uses 0.15")
+            raise BertlabError(
+                f"mlm_probability must be strictly between 0 and 1, got {mlm_probability}; BERT uses 0.15"
+            )
         split = {"replace_prob": replace_prob, "random_prob": random_prob, "keep_prob": keep_prob}
         for name, value in split.items():
             if not 0.0 <= value <= 1.0:
                 raise BertlabError(f"{name} must be in [0, 1], got {value}")
         if abs(sum(split.values()) - 1.0) > 1e-6:
-            raise BertlabError(f"replace_prob + random_prob + keep_prob must sum to 1, got {sum(split.values()):.6g}; BERT uses 0.8/0.1/0.1")
+            raise BertlabError(
+                f"replace_prob + random_prob + keep_prob must sum to 1, got {sum(split.values()):.6g}; BERT uses 0.8/0.1/0.1"
+            )
         if tokenizer.mask_token_id is None or tokenizer.pad_token_id is None:
             raise BertlabError("masked LM needs a tokenizer with both a mask and a pad token")
         self.mlm_probability, self.replace_prob, self.random_prob = mlm_probability, replace_prob, random_prob
@@ -147,7 +159,9 @@ class DynamicMasker:
 
     def _collate(self, features: list[dict]) -> dict[str, torch.Tensor]:
         def pad(key, value, dtype=torch.long):
-            padded = pad_sequence([torch.as_tensor(f[key], dtype=dtype) for f in features], batch_first=True, padding_value=value)
+            padded = pad_sequence(
+                [torch.as_tensor(f[key], dtype=dtype) for f in features], batch_first=True, padding_value=value
+            )
             return torch.nn.functional.pad(padded, (0, width - padded.shape[1]), value=value)
 
         lengths = torch.tensor([len(f["input_ids"]) for f in features])
@@ -190,7 +204,9 @@ class StaticMasker(DynamicMasker):
 
     def _uniforms(self, features: list[dict], shape: torch.Size) -> torch.Tensor:
         if any("idx" not in f for f in features):
-            raise BertlabError("static masking needs a stable 'idx' in every example; keep the example index in the dataset")
+            raise BertlabError(
+                "static masking needs a stable 'idx' in every example; keep the example index in the dataset"
+            )
         copy, g, out = self.epoch % self.dupe_factor, torch.Generator(), torch.zeros((3, *shape))
         for row, f in enumerate(features):
             g.manual_seed(_mix(self.seed, int(f["idx"]), copy))
@@ -237,7 +253,9 @@ class SpanMasker(DynamicMasker):
     def __init__(self, tokenizer, geometric_p: float = 0.2, max_span_length: int = 10, **kwargs):
         super().__init__(tokenizer, **kwargs)
         if not 0.0 < geometric_p <= 1.0 or max_span_length < 1:
-            raise BertlabError(f"need 0 < geometric_p <= 1 and max_span_length >= 1, got {geometric_p}, {max_span_length}")
+            raise BertlabError(
+                f"need 0 < geometric_p <= 1 and max_span_length >= 1, got {geometric_p}, {max_span_length}"
+            )
         pmf = geometric_p * (1 - geometric_p) ** torch.arange(max_span_length, dtype=torch.float64)
         self.length_cdf = (pmf / pmf.sum()).cumsum(0)
         self.max_span_length = max_span_length
@@ -277,7 +295,9 @@ class SpanMasker(DynamicMasker):
         separated = (n - budget >= spans - 1).long()
         free = n - budget - separated * (spans - 1).clamp_min(0)
         slots = int((free + spans).max())
-        keys = torch.rand(len(n), slots, generator=g).masked_fill(torch.arange(slots) >= (free + spans).unsqueeze(1), 2.0)
+        keys = torch.rand(len(n), slots, generator=g).masked_fill(
+            torch.arange(slots) >= (free + spans).unsqueeze(1), 2.0
+        )
         bars = keys.argsort(dim=1).argsort(dim=1) < spans.unsqueeze(1)
         bar_slots = (~bars).long().argsort(dim=1, stable=True)[:, :k]  # the bars' slots, ascending
         bar_slots = torch.nn.functional.pad(bar_slots, (0, k - bar_slots.shape[1]))
@@ -303,7 +323,9 @@ class SelectiveMasker(DynamicMasker):
 
     def _select(self, batch, u):
         if "scores" not in batch:
-            raise BertlabError(f"{type(self).__name__} needs per-token 'scores' in every example; run a scoring step from datamodules/token_scoring.py first")
+            raise BertlabError(
+                f"{type(self).__name__} needs per-token 'scores' in every example; run a scoring step from datamodules/token_scoring.py first"
+            )
         maskable, scores = batch["maskable"], batch["scores"].double()
         if self.temperature > 0:
             gumbel = -torch.log(-torch.log(u.double().clamp(1e-12, 1 - 1e-12)))

@@ -66,7 +66,9 @@ def read_corpus_entry(entry: str) -> list[str]:
         raise BertlabError(f"corpus entry {entry!r}: name the text column of a table as PATH:COLUMN")
     df = sources.read_table(path)
     if column not in df.columns:
-        raise BertlabError(f"{path}: no column {column!r}; the columns are {', '.join(map(repr, map(str, df.columns)))}")
+        raise BertlabError(
+            f"{path}: no column {column!r}; the columns are {', '.join(map(repr, map(str, df.columns)))}"
+        )
     return [t.strip() for t in df[column].dropna().astype(str) if t.strip()]
 
 
@@ -178,7 +180,9 @@ class MLMDataModule(pl.LightningDataModule):
             order = order[: h.max_documents]
         n_val = int(round(len(order) * h.val_fraction)) if h.val_fraction > 0 else 0
         if len(order) - n_val < 1:
-            raise BertlabError(f"the MLM corpus has {len(order)} document(s): too few for val_fraction {h.val_fraction}")
+            raise BertlabError(
+                f"the MLM corpus has {len(order)} document(s): too few for val_fraction {h.val_fraction}"
+            )
         return {"train": [docs[i] for i in order[n_val:]], "val": [docs[i] for i in order[:n_val]]}
 
     # ------------------------------------------------------------ tokenising
@@ -221,23 +225,39 @@ class MLMDataModule(pl.LightningDataModule):
         h = self.hparams
         docs = self.documents[split]
         digest = hashlib.sha256("\x1e".join(docs).encode("utf-8")).hexdigest()[:16]
-        key = cache_key(kind="mlm", data=digest, tokenizer=tokenizer_fingerprint(self.tokenizer), max_length=h.max_length, mode=h.mode,
-                        words=h.chinese_whole_word)
+        key = cache_key(
+            kind="mlm",
+            data=digest,
+            tokenizer=tokenizer_fingerprint(self.tokenizer),
+            max_length=h.max_length,
+            mode=h.mode,
+            words=h.chinese_whole_word,
+        )
         # jieba word ids, when asked for, ride in the token-type slot of the cache
-        arrays, self.built_now[split] = cached_arrays(self.cache_dir, key, lambda: self._tokenize(docs), meta={"split": split, "documents": len(docs), "mode": h.mode})
+        arrays, self.built_now[split] = cached_arrays(
+            self.cache_dir,
+            key,
+            lambda: self._tokenize(docs),
+            meta={"split": split, "documents": len(docs), "mode": h.mode},
+        )
         scores = self._scores(split, arrays, key) if h.scorer else None
         return _MLMDataset(TokenizedDataset(arrays, np.arange(len(arrays))), h.chinese_whole_word, scores)
 
     def _scores(self, split: str, arrays, key: str) -> list[np.ndarray]:
         """Score every token once with the scorer model, cached beside the tokens."""
-        path = os.path.join(self.cache_dir, "tokens", key, f"scores-{hashlib.sha256(str(sorted(self.hparams.scorer.items())).encode()).hexdigest()[:12]}.npy")
+        path = os.path.join(
+            self.cache_dir,
+            "tokens",
+            key,
+            f"scores-{hashlib.sha256(str(sorted(self.hparams.scorer.items())).encode()).hexdigest()[:12]}.npy",
+        )
         if os.path.isfile(path):
             flat = np.load(path, mmap_mode="r")
         else:
             flat = score_tokens(self.hparams.masker, self.hparams.scorer, self.tokenizer, arrays)
             np.save(path + ".tmp.npy", flat)
             os.replace(path + ".tmp.npy", path)
-        return [flat[arrays.offsets[i]:arrays.offsets[i + 1]] for i in range(len(arrays))]
+        return [flat[arrays.offsets[i] : arrays.offsets[i + 1]] for i in range(len(arrays))]
 
     def prepare_data(self) -> None:
         for split in ("train", "val"):
@@ -255,16 +275,35 @@ class MLMDataModule(pl.LightningDataModule):
             sampler = LengthGroupedEpochSampler(ds.lengths(), h.batch_size, self.masker, h.seed)
         else:
             sampler = EpochSampler(ds, self.masker, h.seed)
-        return DataLoader(ds, batch_size=self.hparams.batch_size, sampler=sampler, collate_fn=self.masker, num_workers=self.hparams.num_workers)
+        return DataLoader(
+            ds,
+            batch_size=self.hparams.batch_size,
+            sampler=sampler,
+            collate_fn=self.masker,
+            num_workers=self.hparams.num_workers,
+        )
 
     def val_dataloader(self) -> DataLoader:
         if "val" not in self.datasets:
             return []
         # Validation masks are fixed (a static copy with its own seed) so val/loss is comparable across checkpoints.
-        fixed = build_masker("static", self.tokenizer, **{k: v for k, v in {"seed": self.hparams.seed + 1, **(self.hparams.masker_kwargs or {})}.items()
-                                                              if k in ("seed", "mlm_probability", "replace_prob", "random_prob", "keep_prob")}, dupe_factor=1)
-        return DataLoader(self.datasets["val"], batch_size=self.hparams.eval_batch_size or self.hparams.batch_size, shuffle=False, collate_fn=fixed,
-                          num_workers=self.hparams.num_workers)
+        fixed = build_masker(
+            "static",
+            self.tokenizer,
+            **{
+                k: v
+                for k, v in {"seed": self.hparams.seed + 1, **(self.hparams.masker_kwargs or {})}.items()
+                if k in ("seed", "mlm_probability", "replace_prob", "random_prob", "keep_prob")
+            },
+            dupe_factor=1,
+        )
+        return DataLoader(
+            self.datasets["val"],
+            batch_size=self.hparams.eval_batch_size or self.hparams.batch_size,
+            shuffle=False,
+            collate_fn=fixed,
+            num_workers=self.hparams.num_workers,
+        )
 
 
 class _MLMDataset(torch.utils.data.Dataset):
@@ -313,5 +352,5 @@ def score_tokens(masker: str, scorer: dict, tokenizer, arrays, batch_size: int =
             scores = importance_scores(model, batch, specials)
         for j, i in enumerate(rows):
             n = int(arrays.offsets[i + 1] - arrays.offsets[i])
-            out[arrays.offsets[i]:arrays.offsets[i + 1]] = scores[j, :n].numpy()
+            out[arrays.offsets[i] : arrays.offsets[i + 1]] = scores[j, :n].numpy()
     return out

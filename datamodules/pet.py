@@ -33,7 +33,16 @@ from bertlab.errors import BertlabError
 from datamodules import sources
 from datamodules.batching import PadCollator
 from datamodules.classification import ClassificationDataModule
-from datamodules.token_cache import TRUNCATIONS, SpecialTemplate, TokenArrays, _budgets, _cut, cache_key, cached_arrays, tokenizer_fingerprint
+from datamodules.token_cache import (
+    TRUNCATIONS,
+    SpecialTemplate,
+    TokenArrays,
+    _budgets,
+    _cut,
+    cache_key,
+    cached_arrays,
+    tokenizer_fingerprint,
+)
 
 MASK_SLOT = "[MASK]"
 _SLOT_RE = re.compile(r"(\{text\}|\{text_pair\}|\[MASK\])")
@@ -45,7 +54,9 @@ def parse_pattern(pattern: str) -> list[tuple[str, str]]:
     pieces = [p for p in _SLOT_RE.split(pattern) if p]
     counts = {slot: pieces.count(slot) for slot in ("{text}", "{text_pair}", MASK_SLOT)}
     if counts[MASK_SLOT] != 1 or counts["{text}"] != 1 or counts["{text_pair}"] > 1:
-        raise BertlabError(f"pattern {pattern!r} must hold {MASK_SLOT} exactly once, {{text}} exactly once and {{text_pair}} at most once")
+        raise BertlabError(
+            f"pattern {pattern!r} must hold {MASK_SLOT} exactly once, {{text}} exactly once and {{text_pair}} at most once"
+        )
     out: list[tuple[str, str]] = []
     for piece in pieces:
         if piece in ("{text}", "{text_pair}", MASK_SLOT):
@@ -60,29 +71,42 @@ def parse_pattern(pattern: str) -> list[tuple[str, str]]:
     return out
 
 
-def render_pattern(tokenizer, pattern: str, texts: list[str], pairs: list[str] | None, max_length: int,
-                   truncation: str = "head", head_tokens: int | None = None) -> tuple[list[list[int]], None]:
+def render_pattern(
+    tokenizer,
+    pattern: str,
+    texts: list[str],
+    pairs: list[str] | None,
+    max_length: int,
+    truncation: str = "head",
+    head_tokens: int | None = None,
+) -> tuple[list[list[int]], None]:
     """Token ids of ``pattern`` filled with each text, with special tokens, at most ``max_length`` long."""
     if truncation not in TRUNCATIONS:
         raise BertlabError(f"truncation must be one of {', '.join(TRUNCATIONS)}, got {truncation!r}")
     pieces = parse_pattern(pattern)
     kinds = [k for k, _ in pieces]
     if "text_pair" in kinds and pairs is None:
-        raise BertlabError(f"pattern {pattern!r} uses {{text_pair}} but the data has no text_pair column; set `text_pair_column`")
+        raise BertlabError(
+            f"pattern {pattern!r} uses {{text_pair}} but the data has no text_pair column; set `text_pair_column`"
+        )
     template = SpecialTemplate.from_tokenizer(tokenizer)
     encode = lambda xs: tokenizer(xs, add_special_tokens=False)["input_ids"]  # noqa: E731
     literals = [encode(v) if k == "literal" else None for k, v in pieces]
     fixed = len(template.prefix) + len(template.suffix) + sum(len(x) for x in literals if x) + 1
     budget = max_length - fixed
     if budget < (2 if "text_pair" in kinds else 1):
-        raise BertlabError(f"pattern {pattern!r} takes {fixed} tokens with the special tokens: no room for text within max_length {max_length}")
+        raise BertlabError(
+            f"pattern {pattern!r} takes {fixed} tokens with the special tokens: no room for text within max_length {max_length}"
+        )
     head_tokens = budget // 4 if head_tokens is None else head_tokens
     mask_id, unk_id = tokenizer.mask_token_id, tokenizer.unk_token_id
     slots = {}
     for kind, values in (("text", texts), ("text_pair", pairs)):
         if kind in kinds:
             lead = pieces[kinds.index(kind)][1]
-            slots[kind] = [[unk_id if t == mask_id else t for t in ids] for ids in encode([lead + str(v) for v in values])]
+            slots[kind] = [
+                [unk_id if t == mask_id else t for t in ids] for ids in encode([lead + str(v) for v in values])
+            ]
     out = []
     for n in range(len(texts)):
         a = slots["text"][n]
@@ -99,7 +123,13 @@ def render_pattern(tokenizer, pattern: str, texts: list[str], pairs: list[str] |
 class PETDataset(torch.utils.data.Dataset):
     """Example ``i`` in every pattern (``pattern_ids``), its ``idx``, its label, and optionally its plain text ids (``text``)."""
 
-    def __init__(self, patterns: list[TokenArrays], idx: np.ndarray, labels: np.ndarray | None = None, text: TokenArrays | None = None):
+    def __init__(
+        self,
+        patterns: list[TokenArrays],
+        idx: np.ndarray,
+        labels: np.ndarray | None = None,
+        text: TokenArrays | None = None,
+    ):
         self.patterns, self.idx, self.labels, self.text = patterns, idx, labels, text
 
     def __len__(self) -> int:
@@ -136,7 +166,13 @@ class PETCollator:
 
 
 class PETDataModule(ClassificationDataModule):
-    def __init__(self, patterns: list[str] = ["{text} It was [MASK]."], mlm_masker: str | None = None, mlm_probability: float = 0.15, **kwargs):  # noqa: B006
+    def __init__(
+        self,
+        patterns: list[str] = ["{text} It was [MASK]."],
+        mlm_masker: str | None = None,
+        mlm_probability: float = 0.15,
+        **kwargs,
+    ):  # noqa: B006
         """
         Args:
             patterns: cloze patterns with ``{text}``, optionally ``{text_pair}``, and ``[MASK]`` once;
@@ -160,15 +196,31 @@ class PETDataModule(ClassificationDataModule):
             return None
         from datamodules.maskers import build_masker
 
-        return build_masker(self.hparams.mlm_masker, self.tokenizer, mlm_probability=self.hparams.mlm_probability, seed=self.hparams.split_seed)
+        return build_masker(
+            self.hparams.mlm_masker,
+            self.tokenizer,
+            mlm_probability=self.hparams.mlm_probability,
+            seed=self.hparams.split_seed,
+        )
 
     def _pattern_arrays(self, split: str, pattern: str) -> tuple[TokenArrays, bool]:
         h, df = self.hparams, self.frames[split]
         pairs = df["text_pair"].tolist() if "text_pair" in df else None
-        key = cache_key(kind="pet", pattern=pattern, data=sources.text_fingerprint(df),
-                        tokenizer=tokenizer_fingerprint(self.tokenizer), max_length=h.max_length, truncation=h.truncation, head_tokens=h.head_tokens)
+        key = cache_key(
+            kind="pet",
+            pattern=pattern,
+            data=sources.text_fingerprint(df),
+            tokenizer=tokenizer_fingerprint(self.tokenizer),
+            max_length=h.max_length,
+            truncation=h.truncation,
+            head_tokens=h.head_tokens,
+        )
         return cached_arrays(
-            self.cache_dir, key, lambda: render_pattern(self.tokenizer, pattern, df["text"].tolist(), pairs, h.max_length, h.truncation, h.head_tokens),
+            self.cache_dir,
+            key,
+            lambda: render_pattern(
+                self.tokenizer, pattern, df["text"].tolist(), pairs, h.max_length, h.truncation, h.head_tokens
+            ),
             meta={"split": split, "pattern": pattern, "tokenizer": h.tokenizer, "max_length": h.max_length},
         )
 
@@ -184,4 +236,6 @@ class PETDataModule(ClassificationDataModule):
 
     @property
     def collator(self) -> PETCollator:
-        return PETCollator(self.tokenizer.pad_token_id, self.tokenizer.mask_token_id, self.hparams.pad_to_multiple_of, self.masker)
+        return PETCollator(
+            self.tokenizer.pad_token_id, self.tokenizer.mask_token_id, self.hparams.pad_to_multiple_of, self.masker
+        )

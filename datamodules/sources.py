@@ -25,7 +25,9 @@ def _check_utf8(path: str) -> None:
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise BertlabError(f"{path}: not valid UTF-8 at byte offset {e.start} (byte 0x{data[e.start]:02x}); re-save the file as UTF-8") from None
+        raise BertlabError(
+            f"{path}: not valid UTF-8 at byte offset {e.start} (byte 0x{data[e.start]:02x}); re-save the file as UTF-8"
+        ) from None
 
 
 def read_table(path: str) -> pd.DataFrame:
@@ -33,14 +35,18 @@ def read_table(path: str) -> pd.DataFrame:
     if not os.path.exists(path):
         raise BertlabError(f"data file {path!r} does not exist")
     if os.path.isdir(path):
-        if not os.path.isfile(os.path.join(path, "dataset_info.json")) and not os.path.isfile(os.path.join(path, "state.json")):
+        if not os.path.isfile(os.path.join(path, "dataset_info.json")) and not os.path.isfile(
+            os.path.join(path, "state.json")
+        ):
             raise BertlabError(f"{path!r} is a directory but not a datasets.save_to_disk directory")
         import datasets
 
         return datasets.load_from_disk(path).to_pandas()
     suffix = os.path.splitext(path)[1].lower()
     if suffix not in TABLE_SUFFIXES:
-        raise BertlabError(f"{path!r}: unknown data format {suffix!r}; use one of {', '.join(TABLE_SUFFIXES)} or a save_to_disk directory")
+        raise BertlabError(
+            f"{path!r}: unknown data format {suffix!r}; use one of {', '.join(TABLE_SUFFIXES)} or a save_to_disk directory"
+        )
     if suffix == ".parquet":
         return pd.read_parquet(path)
     _check_utf8(path)
@@ -66,12 +72,16 @@ def _rows(mask: pd.Series, where: str) -> list[int]:
     return (rows + 2).tolist() if where.endswith((".csv", ".tsv")) else rows.tolist()
 
 
-def validate_frame(df: pd.DataFrame, where: str, text_column: str, label_column: str | None, text_pair_column: str | None = None) -> pd.DataFrame:
+def validate_frame(
+    df: pd.DataFrame, where: str, text_column: str, label_column: str | None, text_pair_column: str | None = None
+) -> pd.DataFrame:
     """Select and rename the columns; reject empty texts and missing labels, naming rows."""
     wanted = [c for c in (text_column, text_pair_column, label_column) if c]
     missing = [c for c in wanted if c not in df.columns]
     if missing:
-        raise BertlabError(f"{where}: no column {', '.join(map(repr, missing))}; the columns are {', '.join(map(repr, map(str, df.columns)))}")
+        raise BertlabError(
+            f"{where}: no column {', '.join(map(repr, missing))}; the columns are {', '.join(map(repr, map(str, df.columns)))}"
+        )
     out = pd.DataFrame({"text": df[text_column]})
     if text_pair_column:
         out["text_pair"] = df[text_pair_column]
@@ -80,13 +90,17 @@ def validate_frame(df: pd.DataFrame, where: str, text_column: str, label_column:
         empty = values.isna() | values.astype(str).str.strip().eq("")
         if empty.any():
             rows = _rows(empty, where)
-            raise BertlabError(f"{where}: {int(empty.sum())} empty or whitespace-only text(s) in column {text_column if col == 'text' else text_pair_column!r}, e.g. row(s) {rows}; remove or fill them")
+            raise BertlabError(
+                f"{where}: {int(empty.sum())} empty or whitespace-only text(s) in column {text_column if col == 'text' else text_pair_column!r}, e.g. row(s) {rows}; remove or fill them"
+            )
         out[col] = values.astype(str)
     if label_column:
         labels = df[label_column]
         bad = labels.isna() | labels.astype(str).str.strip().isin(["", "nan", "NaN", "None"])
         if bad.any():
-            raise BertlabError(f"{where}: {int(bad.sum())} missing (NaN/empty) label(s) in column {label_column!r}, e.g. row(s) {_rows(bad, where)}; remove or fill them")
+            raise BertlabError(
+                f"{where}: {int(bad.sum())} missing (NaN/empty) label(s) in column {label_column!r}, e.g. row(s) {_rows(bad, where)}; remove or fill them"
+            )
         out["label"] = labels.map(_normalise_label)
     return out.reset_index(drop=True)
 

@@ -58,7 +58,7 @@ class SpecialTemplate:
         mid, end = i + len(a), j + len(b)
         return cls(
             prefix=tuple(single[:k]),
-            suffix=tuple(single[k + len(a):]),
+            suffix=tuple(single[k + len(a) :]),
             middle=tuple(ids[mid:j]),
             pair_suffix=tuple(ids[end:]),
             pair_types=(types[0], types[i], types[mid] if j > mid else types[i], types[j], types[-1]),
@@ -70,7 +70,7 @@ class SpecialTemplate:
 
 def _find(seq: list[int], sub: list[int], start: int) -> int:
     for i in range(start, len(seq) - len(sub) + 1):
-        if seq[i:i + len(sub)] == sub:
+        if seq[i : i + len(sub)] == sub:
             return i
     raise BertlabError("cannot read the special-token template of this tokenizer")
 
@@ -81,9 +81,9 @@ def _cut(ids: list[int], keep: int, truncation: str, head_tokens: int) -> list[i
     if truncation == "head":
         return ids[:keep]
     if truncation == "tail":
-        return ids[len(ids) - keep:] if keep else []
+        return ids[len(ids) - keep :] if keep else []
     head = min(head_tokens, keep)
-    return ids[:head] + (ids[len(ids) - (keep - head):] if keep > head else [])
+    return ids[:head] + (ids[len(ids) - (keep - head) :] if keep > head else [])
 
 
 def _budgets(la: int, lb: int, budget: int) -> tuple[int, int]:
@@ -96,7 +96,14 @@ def _budgets(la: int, lb: int, budget: int) -> tuple[int, int]:
     return budget - budget // 2, budget // 2
 
 
-def tokenize(tokenizer, texts: list[str], pairs: list[str] | None, max_length: int, truncation: str = "head", head_tokens: int | None = None):
+def tokenize(
+    tokenizer,
+    texts: list[str],
+    pairs: list[str] | None,
+    max_length: int,
+    truncation: str = "head",
+    head_tokens: int | None = None,
+):
     """Token ids (and token types) of each text with special tokens, cut to ``max_length``."""
     if truncation not in TRUNCATIONS:
         raise BertlabError(f"truncation must be one of {', '.join(TRUNCATIONS)}, got {truncation!r}")
@@ -164,7 +171,9 @@ def cache_key(**parts) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
 
 
-def cached_arrays(cache_dir: str, key: str, build: Callable[[], tuple[list, list | None]], meta: dict | None = None) -> tuple[TokenArrays, bool]:
+def cached_arrays(
+    cache_dir: str, key: str, build: Callable[[], tuple[list, list | None]], meta: dict | None = None
+) -> tuple[TokenArrays, bool]:
     """Open the arrays under ``cache_dir/key``, building them atomically first if absent.
 
     Returns (arrays, built_now). Concurrent builders are safe: each writes a temporary

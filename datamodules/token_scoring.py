@@ -44,7 +44,9 @@ class _EvalMode:
             self.model.train()
 
 
-def importance_scores(model, batch: dict, special_ids: Iterable[int] = (), embed: Callable | None = None) -> torch.Tensor:
+def importance_scores(
+    model, batch: dict, special_ids: Iterable[int] = (), embed: Callable | None = None
+) -> torch.Tensor:
     """Per-token importance for a fine-tuned classifier: ‖∂z_ŷ/∂e_t ⊙ e_t‖₂, the gradient × input
     saliency (Shrikumar et al. 2017; Denil et al. 2014) of the predicted class's logit z_ŷ with
     respect to each token's input embedding e_t. These are the scores that task-guided selective
@@ -76,8 +78,14 @@ def _entropy(logits: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def entropy_scores(mlm_model, batch: dict, mask_token_id: int, special_ids: Iterable[int] = (),
-                   mask_each: bool = False, chunk_size: int = 256) -> torch.Tensor:
+def entropy_scores(
+    mlm_model,
+    batch: dict,
+    mask_token_id: int,
+    special_ids: Iterable[int] = (),
+    mask_each: bool = False,
+    chunk_size: int = 256,
+) -> torch.Tensor:
     """Entropy (nats) of a masked LM's predictive distribution at each token, the score for
     ``EntropyMasker``: high where the model is unsure what belongs there.
 
@@ -100,7 +108,7 @@ def entropy_scores(mlm_model, batch: dict, mask_token_id: int, special_ids: Iter
         scores = torch.zeros(input_ids.shape)
         rows, cols = keep.nonzero(as_tuple=True)
         for lo in range(0, len(rows), chunk_size):
-            r, c = rows[lo:lo + chunk_size], cols[lo:lo + chunk_size]
+            r, c = rows[lo : lo + chunk_size], cols[lo : lo + chunk_size]
             ids = input_ids[r].clone()
             ids[torch.arange(len(r)), c] = mask_token_id
             chunk_extra = {k: v[r] for k, v in extra.items()}

@@ -94,13 +94,22 @@ class TextClassifier(SharedStepModule):
             self.head.init_from_pooler(pooler)
         p_drop = classifier_dropout if classifier_dropout is not None else getattr(config, "hidden_dropout_prob", 0.1)
         self.dropout = nn.Dropout(p_drop)
-        self.fusion = build_fusion(knowledge_fusion, knowledge_dim, config.hidden_size, getattr(config, "initializer_range", 0.02))
+        self.fusion = build_fusion(
+            knowledge_fusion, knowledge_dim, config.hidden_size, getattr(config, "initializer_range", 0.02)
+        )
         features = self.fusion.out_dim(self.head.out_dim) if self.fusion is not None else self.head.out_dim
         self.classifier = nn.Linear(features, num_labels)
         nn.init.normal_(self.classifier.weight, std=getattr(config, "initializer_range", 0.02))
         nn.init.zeros_(self.classifier.bias)
-        metrics = MetricCollection({"acc": MulticlassAccuracy(num_labels, average="micro"), "f1": MulticlassF1Score(num_labels, average="macro")})
-        self.train_metrics, self.val_metrics, self.test_metrics = (metrics.clone(prefix=f"{s}/") for s in ("train", "val", "test"))
+        metrics = MetricCollection(
+            {
+                "acc": MulticlassAccuracy(num_labels, average="micro"),
+                "f1": MulticlassF1Score(num_labels, average="macro"),
+            }
+        )
+        self.train_metrics, self.val_metrics, self.test_metrics = (
+            metrics.clone(prefix=f"{s}/") for s in ("train", "val", "test")
+        )
         if label_descriptions:
             self._register_descriptions(label_descriptions)
 
@@ -114,8 +123,12 @@ class TextClassifier(SharedStepModule):
         given = {str(k): v for k, v in descriptions.items()}
         missing, unknown = [n for n in names if n not in given], sorted(set(given) - set(names))
         if missing or unknown:
-            raise BertlabError(f"label_descriptions must describe exactly the labels {names}: "
-                               + "; ".join(filter(None, [f"missing {missing}" if missing else "", f"not labels {unknown}" if unknown else ""])))
+            raise BertlabError(
+                f"label_descriptions must describe exactly the labels {names}: "
+                + "; ".join(
+                    filter(None, [f"missing {missing}" if missing else "", f"not labels {unknown}" if unknown else ""])
+                )
+            )
         empty = [n for n in names if not str(given[n] or "").strip()]
         if empty:
             raise BertlabError(f"label_descriptions for {empty} are empty; write a sentence for each label")
@@ -123,7 +136,9 @@ class TextClassifier(SharedStepModule):
 
         tokenizer = load_tokenizer(self.hparams.model_name_or_path)
         limit = min(int(tokenizer.model_max_length), int(getattr(self.encoder.config, "max_position_embeddings", 512)))
-        enc = tokenizer([str(given[n]) for n in names], padding=True, truncation=True, max_length=limit, return_tensors="pt")
+        enc = tokenizer(
+            [str(given[n]) for n in names], padding=True, truncation=True, max_length=limit, return_tensors="pt"
+        )
         for key in ("input_ids", "attention_mask", "token_type_ids"):
             if key in enc:
                 self.register_buffer(f"desc_{key}", enc[key], persistent=False)
@@ -140,12 +155,18 @@ class TextClassifier(SharedStepModule):
         vectors = batch.get("knowledge")
         if self.fusion is None:
             if vectors is not None:
-                raise BertlabError("the data attaches knowledge vectors but the model has no knowledge_fusion; set model knowledge_fusion and knowledge_dim, or remove data knowledge")
+                raise BertlabError(
+                    "the data attaches knowledge vectors but the model has no knowledge_fusion; set model knowledge_fusion and knowledge_dim, or remove data knowledge"
+                )
             return None
         if vectors is None:
-            raise BertlabError(f"knowledge_fusion {self.hparams.knowledge_fusion!r} needs knowledge vectors in every batch; set `knowledge` on the data module")
+            raise BertlabError(
+                f"knowledge_fusion {self.hparams.knowledge_fusion!r} needs knowledge vectors in every batch; set `knowledge` on the data module"
+            )
         if vectors.ndim != 2 or vectors.shape[-1] != self.hparams.knowledge_dim:
-            raise BertlabError(f"the data's knowledge vectors have width {vectors.shape[-1]} but the model's knowledge_dim is {self.hparams.knowledge_dim}; make them agree")
+            raise BertlabError(
+                f"the data's knowledge vectors have width {vectors.shape[-1]} but the model's knowledge_dim is {self.hparams.knowledge_dim}; make them agree"
+            )
         return vectors
 
     def encode(self, batch: dict, knowledge: torch.Tensor | None = None) -> torch.Tensor:
@@ -171,7 +192,11 @@ class TextClassifier(SharedStepModule):
 
     def description_embeddings(self) -> torch.Tensor:
         """[C, D]: each label's description through the same encoder and head."""
-        batch = {k: getattr(self, f"desc_{k}") for k in ("input_ids", "attention_mask", "token_type_ids") if hasattr(self, f"desc_{k}")}
+        batch = {
+            k: getattr(self, f"desc_{k}")
+            for k in ("input_ids", "attention_mask", "token_type_ids")
+            if hasattr(self, f"desc_{k}")
+        }
         return self.encode(batch)
 
     def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
@@ -185,10 +210,20 @@ class TextClassifier(SharedStepModule):
         else:
             loss = nn.functional.cross_entropy(logits, batch["labels"])
         if stage == "train" and h.aux_weight > 0:
-            aux = label_description_contrastive(pooled, self.description_embeddings(), batch["labels"], temperature=h.aux_temperature)
+            aux = label_description_contrastive(
+                pooled, self.description_embeddings(), batch["labels"], temperature=h.aux_temperature
+            )
             self.log("train/aux_loss", aux, on_step=True, on_epoch=True, batch_size=bs)
             loss = loss + h.aux_weight * aux
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=stage != "train")
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=stage == "train",
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=bs,
+            sync_dist=stage != "train",
+        )
         metrics = getattr(self, f"{stage}_metrics")
         metrics.update(logits.detach(), batch["labels"])
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=bs)
@@ -208,11 +243,16 @@ class TextClassifier(SharedStepModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         saved = checkpoint.get("hyper_parameters", {}).get("num_labels")
         if saved is not None and saved != self.hparams.num_labels:
-            raise BertlabError(f"the checkpoint was trained with {saved} labels but the data has {self.hparams.num_labels} ({sorted((self.hparams.id2label or {}).values())}); use the training data's label set")
+            raise BertlabError(
+                f"the checkpoint was trained with {saved} labels but the data has {self.hparams.num_labels} ({sorted((self.hparams.id2label or {}).values())}); use the training data's label set"
+            )
 
     def _hf_config(self):
         config = copy.deepcopy(self.encoder.config)
-        id2label = {int(k): str(v) for k, v in (self.hparams.id2label or {i: f"LABEL_{i}" for i in range(self.hparams.num_labels)}).items()}
+        id2label = {
+            int(k): str(v)
+            for k, v in (self.hparams.id2label or {i: f"LABEL_{i}" for i in range(self.hparams.num_labels)}).items()
+        }
         config.num_labels = self.hparams.num_labels
         config.id2label, config.label2id = id2label, {v: k for k, v in id2label.items()}
         return config
@@ -225,7 +265,9 @@ class TextClassifier(SharedStepModule):
         state = {f"{prefix}.{k}": v for k, v in self.encoder.state_dict().items() if not k.startswith("pooler.")}
         head, clf = self.head.dense.state_dict(), self.classifier.state_dict()
         base = getattr(hf_model, prefix)
-        if getattr(base, "pooler", None) is not None and isinstance(getattr(hf_model, "classifier", None), nn.Linear):  # BERT family
+        if getattr(base, "pooler", None) is not None and isinstance(
+            getattr(hf_model, "classifier", None), nn.Linear
+        ):  # BERT family
             state.update({f"{prefix}.pooler.dense.{k}": v for k, v in head.items()})
             state.update({f"classifier.{k}": v for k, v in clf.items()})
         elif hasattr(getattr(hf_model, "classifier", None), "out_proj"):  # RoBERTa family: dense, tanh, out_proj
@@ -256,8 +298,17 @@ class TextClassifier(SharedStepModule):
         torch.save(weights, os.path.join(directory, HEAD_FILE))
         h = self.hparams
         with open(os.path.join(directory, HEAD_CONFIG), "w") as f:
-            json.dump({"head": h.head, "head_kwargs": h.head_kwargs or {}, "num_labels": h.num_labels,
-                       "knowledge_fusion": h.knowledge_fusion, "knowledge_dim": h.knowledge_dim}, f, indent=1)
+            json.dump(
+                {
+                    "head": h.head,
+                    "head_kwargs": h.head_kwargs or {},
+                    "num_labels": h.num_labels,
+                    "knowledge_fusion": h.knowledge_fusion,
+                    "knowledge_dim": h.knowledge_dim,
+                },
+                f,
+                indent=1,
+            )
         return False
 
 
@@ -270,6 +321,8 @@ def _check_recipe_args(layer_decay, aux_weight, label_descriptions, distill_temp
     if aux_weight > 0 and not label_descriptions:
         raise BertlabError(f"aux_weight={aux_weight} needs label_descriptions: a sentence for every label")
     if not (math.isfinite(float(distill_temperature)) and distill_temperature > 0):
-        raise BertlabError(f"distill_temperature must be a finite number > 0, got {distill_temperature}; 1 to 4 is usual")
+        raise BertlabError(
+            f"distill_temperature must be a finite number > 0, got {distill_temperature}; 1 to 4 is usual"
+        )
     if not 0.0 <= float(distill_alpha) <= 1.0:
         raise BertlabError(f"distill_alpha (the weight of the soft-label term) must be in [0, 1], got {distill_alpha}")

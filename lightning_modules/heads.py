@@ -65,7 +65,9 @@ class MeanHead(Head):
 
 def _check_k(k: int, num_layers: int) -> int:
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= num_layers:
-        raise BertlabError(f"head k={k} must be between 1 and the encoder's number of layers L={num_layers}; lower k or use concat_all")
+        raise BertlabError(
+            f"head k={k} must be between 1 and the encoder's number of layers L={num_layers}; lower k or use concat_all"
+        )
     return int(k)
 
 
@@ -127,14 +129,25 @@ class LayerCnnHead(Head):
     The kernel heights and filter count are ours to tune, not taken from the paper.
     """
 
-    def __init__(self, hidden_size: int, num_layers: int, kernel_sizes: Sequence[int] = (2, 3, 4), num_filters: int = 32, dropout: float = 0.1):
+    def __init__(
+        self,
+        hidden_size: int,
+        num_layers: int,
+        kernel_sizes: Sequence[int] = (2, 3, 4),
+        num_filters: int = 32,
+        dropout: float = 0.1,
+    ):
         super().__init__()
         kernel_sizes = tuple(int(k) for k in kernel_sizes)
         if not kernel_sizes or num_filters < 1:
-            raise BertlabError(f"layer_cnn needs at least one kernel size and num_filters >= 1, got kernel_sizes={kernel_sizes}, num_filters={num_filters}")
+            raise BertlabError(
+                f"layer_cnn needs at least one kernel size and num_filters >= 1, got kernel_sizes={kernel_sizes}, num_filters={num_filters}"
+            )
         bad = [k for k in kernel_sizes if not 1 <= k <= num_layers]
         if bad:
-            raise BertlabError(f"layer_cnn kernel sizes {bad} do not fit the encoder's L={num_layers} layers; use kernel sizes between 1 and {num_layers}")
+            raise BertlabError(
+                f"layer_cnn kernel sizes {bad} do not fit the encoder's L={num_layers} layers; use kernel sizes between 1 and {num_layers}"
+            )
         if not 0.0 <= dropout < 1.0:
             raise BertlabError(f"layer_cnn dropout must be in [0, 1), got {dropout}")
         self.num_layers = num_layers
@@ -168,5 +181,7 @@ def build_head(name: str, hidden_size: int, num_layers: int, **kwargs) -> Head:
     options = [p for p in params if p not in ("hidden_size", "num_layers")]
     unknown = sorted(set(kwargs) - set(options))
     if unknown and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        raise BertlabError(f"head {name!r} takes no option(s) {', '.join(unknown)}; its options: {', '.join(options) or 'none'}")
+        raise BertlabError(
+            f"head {name!r} takes no option(s) {', '.join(unknown)}; its options: {', '.join(options) or 'none'}"
+        )
     return HEADS[name](hidden_size, num_layers, **kwargs)

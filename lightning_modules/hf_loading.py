@@ -32,7 +32,9 @@ def from_pretrained(auto_class, name_or_path: str, **kwargs):
         with quiet_transformers():
             model, info = auto_class.from_pretrained(path, output_loading_info=True, **kwargs)
     except (OSError, ValueError, KeyError) as e:
-        raise BertlabError(f"cannot load a model from {name_or_path!r} with {auto_class.__name__}: {str(e).splitlines()[0]}") from None
+        raise BertlabError(
+            f"cannot load a model from {name_or_path!r} with {auto_class.__name__}: {str(e).splitlines()[0]}"
+        ) from None
     return model, set(info.get("missing_keys", ()))
 
 

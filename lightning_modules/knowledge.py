@@ -62,16 +62,22 @@ class EmbeddingFusion(nn.Module):
 FUSIONS: dict[str, type[nn.Module]] = {"after_encoder": AfterEncoderFusion, "embedding": EmbeddingFusion}
 
 
-def build_fusion(name: str | None, knowledge_dim: int, hidden_size: int, initializer_range: float = 0.02) -> nn.Module | None:
+def build_fusion(
+    name: str | None, knowledge_dim: int, hidden_size: int, initializer_range: float = 0.02
+) -> nn.Module | None:
     """The fusion module called ``name`` (None: no knowledge); a wrong name or dimension is a ``BertlabError``."""
     if isinstance(knowledge_dim, bool) or not isinstance(knowledge_dim, int) or knowledge_dim < 0:
         raise BertlabError(f"knowledge_dim must be an integer >= 0, got {knowledge_dim!r}")
     if name is None:
         if knowledge_dim:
-            raise BertlabError(f"knowledge_dim={knowledge_dim} but knowledge_fusion is null; set knowledge_fusion to one of {', '.join(FUSIONS)}")
+            raise BertlabError(
+                f"knowledge_dim={knowledge_dim} but knowledge_fusion is null; set knowledge_fusion to one of {', '.join(FUSIONS)}"
+            )
         return None
     if name not in FUSIONS:
         raise BertlabError(f"unknown knowledge_fusion {name!r}; known: {', '.join(FUSIONS)} (or null for none)")
     if knowledge_dim < 1:
-        raise BertlabError(f"knowledge_fusion {name!r} needs knowledge_dim >= 1 (the width of the data's knowledge vectors)")
+        raise BertlabError(
+            f"knowledge_fusion {name!r} needs knowledge_dim >= 1 (the width of the data's knowledge vectors)"
+        )
     return FUSIONS[name](knowledge_dim, hidden_size, initializer_range)

@@ -40,7 +40,9 @@ def tempered_teacher_log_probs(teacher_probs: torch.Tensor, temperature: float) 
     return F.log_softmax(teacher_probs.clamp_min(PROB_FLOOR).log() / temperature, dim=-1)
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, labels: torch.Tensor, temperature: float, alpha: float) -> torch.Tensor:
+def kd_loss(
+    student_logits: torch.Tensor, teacher_probs: torch.Tensor, labels: torch.Tensor, temperature: float, alpha: float
+) -> torch.Tensor:
     """α · T² · KL(p_t^T ‖ p_s^T) + (1 − α) · CE(z_s, y)  (Hinton et al. 2015).
 
     ``student_logits`` [B, C]; ``teacher_probs`` [B, C], the teacher's probabilities at

@@ -31,8 +31,19 @@ from lightning_modules.param_groups import build_param_groups, configure_adamw
 from lightning_modules.shared_step import SharedStepModule
 
 # Keys of ``from_scratch`` besides ``tokenizer``: BertConfig fields.
-SCRATCH_CONFIG_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "max_position_embeddings",
-                       "type_vocab_size", "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob", "layer_norm_eps", "initializer_range")
+SCRATCH_CONFIG_KEYS = (
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "hidden_act",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "layer_norm_eps",
+    "initializer_range",
+)
 
 
 def mlm_head_fn(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -46,27 +57,41 @@ def mlm_head_fn(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
         return model.cls
     if hasattr(model, "lm_head"):  # RoBERTa family: dense, gelu, layer_norm, decoder
         return model.lm_head
-    if all(hasattr(model, k) for k in ("vocab_transform", "activation", "vocab_layer_norm", "vocab_projector")):  # DistilBERT
+    if all(
+        hasattr(model, k) for k in ("vocab_transform", "activation", "vocab_layer_norm", "vocab_projector")
+    ):  # DistilBERT
         return lambda h: model.vocab_projector(model.vocab_layer_norm(model.activation(model.vocab_transform(h))))
-    raise BertlabError(f"no masked-LM head known for {type(model).__name__}; supported: BERT/MiniLM (cls), RoBERTa (lm_head), DistilBERT (vocab_projector)")
+    raise BertlabError(
+        f"no masked-LM head known for {type(model).__name__}; supported: BERT/MiniLM (cls), RoBERTa (lm_head), DistilBERT (vocab_projector)"
+    )
 
 
-def encoder_hidden(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+def encoder_hidden(
+    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+) -> torch.Tensor:
     """Last hidden states ``[B, T, H]`` of the encoder inside an HF ``*ForMaskedLM``."""
     base = model.base_model
     kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
-    if token_type_ids is not None and getattr(model.config, "type_vocab_size", 0) >= 2 and "token_type_ids" in inspect.signature(base.forward).parameters:
+    if (
+        token_type_ids is not None
+        and getattr(model.config, "type_vocab_size", 0) >= 2
+        and "token_type_ids" in inspect.signature(base.forward).parameters
+    ):
         kwargs["token_type_ids"] = token_type_ids
     return base(**kwargs, return_dict=True).last_hidden_state
 
 
-def sparse_mlm_logits(model: nn.Module, head: Callable, batch: dict, prefix: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+def sparse_mlm_logits(
+    model: nn.Module, head: Callable, batch: dict, prefix: str = ""
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits ``[N, V]``, targets ``[N]``) at the N positions whose label is not -100.
 
     ``prefix`` selects the keys, e.g. ``mlm_`` reads ``mlm_input_ids``, ``mlm_attention_mask``, ``mlm_labels``.
     """
     labels = batch[f"{prefix}labels"]
-    hidden = encoder_hidden(model, batch[f"{prefix}input_ids"], batch[f"{prefix}attention_mask"], batch.get(f"{prefix}token_type_ids"))
+    hidden = encoder_hidden(
+        model, batch[f"{prefix}input_ids"], batch[f"{prefix}attention_mask"], batch.get(f"{prefix}token_type_ids")
+    )
     keep = labels != -100
     return head(hidden[keep]), labels[keep]
 
@@ -114,7 +139,9 @@ def load_tokenizer_dir(name_or_path: str):
     try:
         return AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError, TypeError) as e:
-        raise BertlabError(f"from_scratch.tokenizer {name_or_path!r}: no tokenizer there ({type(e).__name__}); save one with tokenizer.save_pretrained") from None
+        raise BertlabError(
+            f"from_scratch.tokenizer {name_or_path!r}: no tokenizer there ({type(e).__name__}); save one with tokenizer.save_pretrained"
+        ) from None
 
 
 def build_from_scratch(spec: dict) -> nn.Module:
@@ -126,7 +153,9 @@ def build_from_scratch(spec: dict) -> nn.Module:
     if unknown:
         raise BertlabError(f"from_scratch: unknown key(s) {unknown}; allowed keys: {', '.join(allowed)}")
     if "tokenizer" not in spec:
-        raise BertlabError("from_scratch needs `tokenizer`: the directory of the tokenizer whose vocabulary the new model uses")
+        raise BertlabError(
+            "from_scratch needs `tokenizer`: the directory of the tokenizer whose vocabulary the new model uses"
+        )
     tokenizer = load_tokenizer_dir(spec["tokenizer"])
     if tokenizer.mask_token_id is None or tokenizer.pad_token_id is None:
         raise BertlabError(f"from_scratch.tokenizer {spec['tokenizer']!r} needs both a mask and a pad token")
@@ -145,7 +174,9 @@ def load_mlm_model(model_name_or_path: str | None, from_scratch: dict | None = N
     if from_scratch is not None:
         model, missing = build_from_scratch(from_scratch), set()
     elif model_name_or_path is None:
-        raise BertlabError("give `model_name_or_path` (a model directory or `minilm`) or `from_scratch` (a tokenizer and a model size)")
+        raise BertlabError(
+            "give `model_name_or_path` (a model directory or `minilm`) or `from_scratch` (a tokenizer and a model size)"
+        )
     else:
         model, missing = from_pretrained(AutoModelForMaskedLM, model_name_or_path)
     mlm_head_fn(model)  # unknown architectures fail here, at the edge

@@ -37,7 +37,9 @@ def num_encoder_layers(encoder: nn.Module) -> int:
     for attr in ("num_hidden_layers", "n_layers", "num_layers"):
         if config is not None and hasattr(config, attr):
             return int(getattr(config, attr))
-    raise BertlabError(f"cannot tell how many layers {type(encoder).__name__} has: its config names none of num_hidden_layers/n_layers")
+    raise BertlabError(
+        f"cannot tell how many layers {type(encoder).__name__} has: its config names none of num_hidden_layers/n_layers"
+    )
 
 
 def layer_depth(name: str, num_layers: int) -> int:
@@ -75,17 +77,19 @@ def build_param_groups(
         if not param.requires_grad:
             continue
         if encoder is not None and name.startswith(prefix):
-            depth = layer_depth(name[len(prefix):], num_layers)
+            depth = layer_depth(name[len(prefix) :], num_layers)
             if depth == num_layers + 1 and not _TOP_RE.search(name):
-                unplaced.append(name[len(prefix):])
+                unplaced.append(name[len(prefix) :])
         else:
             depth = num_layers + 2  # the head
         decay = not (param.ndim < 2 or _NO_DECAY_RE.search(name))
         groups.setdefault((depth, decay), []).append(param)
     if unplaced and layer_decay != 1.0:
         shown = ", ".join(unplaced[:4]) + (f" and {len(unplaced) - 4} more" if len(unplaced) > 4 else "")
-        raise BertlabError(f"layer_decay: cannot place encoder parameter(s) {shown} in the layer stack "
-                           f"(known: embeddings.*, *.layer.N.*, pooler.*); use layer_decay: 1.0 for {type(encoder).__name__}")
+        raise BertlabError(
+            f"layer_decay: cannot place encoder parameter(s) {shown} in the layer stack "
+            f"(known: embeddings.*, *.layer.N.*, pooler.*); use layer_decay: 1.0 for {type(encoder).__name__}"
+        )
 
     out = []
     for (depth, decay), params in sorted(groups.items()):
@@ -102,7 +106,9 @@ def build_param_groups(
     return out
 
 
-def linear_warmup_decay(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float = 0.1, warmup_steps: int | None = None):
+def linear_warmup_decay(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_ratio: float = 0.1, warmup_steps: int | None = None
+):
     """Linear warmup to each group's lr, then linear decay to 0 (BERT's schedule), stepped per batch."""
     total = max(int(total_steps), 1)
     warm = int(warmup_steps) if warmup_steps is not None else int(math.ceil(warmup_ratio * total))
@@ -115,7 +121,15 @@ def linear_warmup_decay(optimizer: torch.optim.Optimizer, total_steps: int, warm
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def configure_adamw(module, params: Iterable[dict], lr: float, warmup_ratio: float, warmup_steps: int | None = None, betas=(0.9, 0.999), eps: float = 1e-8):
+def configure_adamw(
+    module,
+    params: Iterable[dict],
+    lr: float,
+    warmup_ratio: float,
+    warmup_steps: int | None = None,
+    betas=(0.9, 0.999),
+    eps: float = 1e-8,
+):
     """The ``configure_optimizers`` body shared by every module: AdamW + per-step linear schedule."""
     optimizer = torch.optim.AdamW(list(params), lr=lr, betas=betas, eps=eps)
     total = module.trainer.estimated_stepping_batches

@@ -56,13 +56,19 @@ def verbalizer_token_ids(tokenizer, verbalizer: dict[str, str], labels: list[str
         word = str(verbalizer[lab])
         pieces = tokenizer(" " + word.strip(), add_special_tokens=False)["input_ids"]
         if len(pieces) != 1:
-            raise BertlabError(f"multi-token verbalizer word {word!r} (label {lab!r}) tokenises to {tokenizer.convert_ids_to_tokens(pieces)}; "
-                               "choose a word that is a single token of this vocabulary")
+            raise BertlabError(
+                f"multi-token verbalizer word {word!r} (label {lab!r}) tokenises to {tokenizer.convert_ids_to_tokens(pieces)}; "
+                "choose a word that is a single token of this vocabulary"
+            )
         if pieces[0] == tokenizer.unk_token_id:
-            raise BertlabError(f"verbalizer word {word!r} (label {lab!r}) is not in the vocabulary (it tokenises to {tokenizer.unk_token})")
+            raise BertlabError(
+                f"verbalizer word {word!r} (label {lab!r}) is not in the vocabulary (it tokenises to {tokenizer.unk_token})"
+            )
         ids.append(pieces[0])
     if len(set(ids)) != len(ids):
-        raise BertlabError(f"verbalizer words must differ from each other: {dict(zip(labels, tokenizer.convert_ids_to_tokens(ids)))}")
+        raise BertlabError(
+            f"verbalizer words must differ from each other: {dict(zip(labels, tokenizer.convert_ids_to_tokens(ids)))}"
+        )
     return ids
 
 
@@ -96,21 +102,34 @@ class PET(SharedStepModule):
         super().__init__()
         self.save_hyperparameters()
         if id2label is None:
-            raise BertlabError("PET needs id2label to give each label its verbalizer word (the CLI links it from the data)")
+            raise BertlabError(
+                "PET needs id2label to give each label its verbalizer word (the CLI links it from the data)"
+            )
         id2label = {int(k): str(v) for k, v in id2label.items()}
         if sorted(id2label) != list(range(num_labels)):
             raise BertlabError(f"id2label must name labels 0..{num_labels - 1}, got ids {sorted(id2label)}")
         if not 0.0 <= mlm_weight < 1.0:
             raise BertlabError(f"mlm_weight (α) must be in [0, 1), got {mlm_weight}; the paper uses 1e-4")
         labels = [id2label[i] for i in range(num_labels)]
-        ids = verbalizer_token_ids(load_tokenizer(model_name_or_path), verbalizer or {lab: lab for lab in labels}, labels)
+        ids = verbalizer_token_ids(
+            load_tokenizer(model_name_or_path), verbalizer or {lab: lab for lab in labels}, labels
+        )
         self.register_buffer("verbalizer_ids", torch.tensor(ids), persistent=False)
 
         self.model, missing = load_mlm_model(model_name_or_path)
         if any(k.startswith(("cls.", "lm_head.", "vocab_")) for k in missing):
-            rank_zero_warn(f"{model_name_or_path!r} has no trained MLM head, so PET starts from a random one; start from a MaskedLM export")
-        metrics = MetricCollection({"acc": MulticlassAccuracy(num_labels, average="micro"), "f1": MulticlassF1Score(num_labels, average="macro")})
-        self.train_metrics, self.val_metrics, self.test_metrics = (metrics.clone(prefix=f"{s}/") for s in ("train", "val", "test"))
+            rank_zero_warn(
+                f"{model_name_or_path!r} has no trained MLM head, so PET starts from a random one; start from a MaskedLM export"
+            )
+        metrics = MetricCollection(
+            {
+                "acc": MulticlassAccuracy(num_labels, average="micro"),
+                "f1": MulticlassF1Score(num_labels, average="macro"),
+            }
+        )
+        self.train_metrics, self.val_metrics, self.test_metrics = (
+            metrics.clone(prefix=f"{s}/") for s in ("train", "val", "test")
+        )
 
     def configure_model(self) -> None:
         if self.hparams.compile:
@@ -136,11 +155,21 @@ class PET(SharedStepModule):
         alpha = self.hparams.mlm_weight
         if stage == "train" and alpha > 0:
             if "mlm_input_ids" not in batch:
-                raise BertlabError("mlm_weight > 0 needs MLM inputs in the batches: set the data module's `mlm_masker` (e.g. dynamic)")
+                raise BertlabError(
+                    "mlm_weight > 0 needs MLM inputs in the batches: set the data module's `mlm_masker` (e.g. dynamic)"
+                )
             mlm = masked_lm_loss(*sparse_mlm_logits(self.model, mlm_head_fn(self.model), batch, prefix="mlm_"))
             self.log("train/mlm_loss", mlm, on_step=True, on_epoch=True, batch_size=bs)
             loss = (1 - alpha) * loss + alpha * mlm
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=stage != "train")
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=stage == "train",
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=bs,
+            sync_dist=stage != "train",
+        )
         metrics = getattr(self, f"{stage}_metrics")
         metrics.update(per_pattern.detach().mean(dim=1), batch["labels"])
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=bs)

@@ -23,8 +23,31 @@ torch.set_num_threads(1)
 
 POSITIVE = ["great", "lovely", "tasty", "excellent", "delicious", "perfect", "fresh", "wonderful"]
 NEGATIVE = ["awful", "stale", "bland", "terrible", "broken", "soggy", "rancid", "disappointing"]
-NEUTRAL = ["the", "coffee", "tea", "snack", "box", "arrived", "was", "and", "very", "product", "flavour",
-           "my", "kids", "bought", "this", "again", "price", "cookies", "really", "quite", "it", "is", "unbelievably"]
+NEUTRAL = [
+    "the",
+    "coffee",
+    "tea",
+    "snack",
+    "box",
+    "arrived",
+    "was",
+    "and",
+    "very",
+    "product",
+    "flavour",
+    "my",
+    "kids",
+    "bought",
+    "this",
+    "again",
+    "price",
+    "cookies",
+    "really",
+    "quite",
+    "it",
+    "is",
+    "unbelievably",
+]
 
 
 def make_texts(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -40,7 +63,9 @@ def make_texts(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
     return texts, labels
 
 
-def build_tiny_bert(out_dir: str, texts: list[str], hidden: int = 32, layers: int = 2, vocab_size: int = 200, max_len: int = 64) -> str:
+def build_tiny_bert(
+    out_dir: str, texts: list[str], hidden: int = 32, layers: int = 2, vocab_size: int = 200, max_len: int = 64
+) -> str:
     """Train a WordPiece vocab on ``texts`` and save a random tiny ``BertModel`` + fast tokenizer."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import BertConfig, BertModel, BertTokenizerFast
@@ -49,19 +74,38 @@ def build_tiny_bert(out_dir: str, texts: list[str], hidden: int = 32, layers: in
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials, min_frequency=1))
+    tok.train_from_iterator(
+        texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials, min_frequency=1)
+    )
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
     )
     from tokenizers import decoders
 
     tok.decoder = decoders.WordPiece()
-    fast = BertTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]", model_max_length=max_len)
+    fast = BertTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=max_len,
+    )
     fast.save_pretrained(out_dir)
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
-                        intermediate_size=hidden * 2, max_position_embeddings=max_len, pad_token_id=0)
+    config = BertConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=hidden * 2,
+        max_position_embeddings=max_len,
+        pad_token_id=0,
+    )
     BertModel(config).save_pretrained(out_dir)
     return out_dir
 

@@ -12,11 +12,26 @@ def test_minilm_learns_fine_food_well_above_the_majority_class(tmp_path):
     from lightning_modules.classifier import TextClassifier
 
     pl.seed_everything(0, verbose=False)
-    dm = ClassificationDataModule(tokenizer="minilm", source="fine_food", train_subset=800, max_length=64, batch_size=16,
-                                  eval_batch_size=128, cache_dir=str(tmp_path / "cache"))
+    dm = ClassificationDataModule(
+        tokenizer="minilm",
+        source="fine_food",
+        train_subset=800,
+        max_length=64,
+        batch_size=16,
+        eval_batch_size=128,
+        cache_dir=str(tmp_path / "cache"),
+    )
     model = TextClassifier("minilm", num_labels=dm.num_labels, id2label=dm.id2label, lr=1e-4)
-    trainer = pl.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, limit_val_batches=0, default_root_dir=str(tmp_path))
+    trainer = pl.Trainer(
+        max_epochs=3,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=str(tmp_path),
+    )
     trainer.fit(model, datamodule=dm)
     result = trainer.test(model, datamodule=dm, verbose=False)[0]
     majority = dm.frames["test"]["label"].value_counts(normalize=True).max()

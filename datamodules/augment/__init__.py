@@ -15,12 +15,37 @@ from .back_translation import BackTranslation
 from .base import Augmenter
 from .contextual import ContextualSubstitution
 from .eda import EDA
-from .thesaurus import Cilin, MyThes, SynonymDict, SynonymSource, SynonymTSV, default_synonym_source, open_synonym_source
+from .thesaurus import (
+    Cilin,
+    MyThes,
+    SynonymDict,
+    SynonymSource,
+    SynonymTSV,
+    default_synonym_source,
+    open_synonym_source,
+)
 
-AUGMENTERS: dict[str, type[Augmenter]] = {"eda": EDA, "contextual": ContextualSubstitution, "back_translation": BackTranslation}
+AUGMENTERS: dict[str, type[Augmenter]] = {
+    "eda": EDA,
+    "contextual": ContextualSubstitution,
+    "back_translation": BackTranslation,
+}
 
-__all__ = ["AUGMENTERS", "Augmenter", "BackTranslation", "Cilin", "ContextualSubstitution", "EDA", "MyThes", "SynonymDict",
-           "SynonymSource", "SynonymTSV", "build_augmenter", "default_synonym_source", "open_synonym_source"]
+__all__ = [
+    "AUGMENTERS",
+    "Augmenter",
+    "BackTranslation",
+    "Cilin",
+    "ContextualSubstitution",
+    "EDA",
+    "MyThes",
+    "SynonymDict",
+    "SynonymSource",
+    "SynonymTSV",
+    "build_augmenter",
+    "default_synonym_source",
+    "open_synonym_source",
+]
 
 
 def build_augmenter(name: str, **settings) -> Augmenter:

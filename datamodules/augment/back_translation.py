@@ -29,53 +29,89 @@ from bertlab.errors import BertlabError
 from .base import Augmenter, check_model_dir, check_positive, check_rate, dir_identity, stable_hash
 
 VERSION = 1
-_MISSING = ("back_translation needs two local seq2seq model directories: forward_model_dir (source→pivot) and "
-            "backward_model_dir (pivot→source); none ships offline — save a pair such as Helsinki-NLP/opus-mt-en-de "
-            "and opus-mt-de-en with save_pretrained on a machine with internet access and point these settings at them")
+_MISSING = (
+    "back_translation needs two local seq2seq model directories: forward_model_dir (source→pivot) and "
+    "backward_model_dir (pivot→source); none ships offline — save a pair such as Helsinki-NLP/opus-mt-en-de "
+    "and opus-mt-de-en with save_pretrained on a machine with internet access and point these settings at them"
+)
 
 
 class BackTranslation(Augmenter):
-    def __init__(self, forward_model_dir: str | None = None, backward_model_dir: str | None = None, n_aug: int = 1,
-                 batch_size: int = 16, num_beams: int = 1, do_sample: bool = True, temperature: float = 1.0,
-                 top_k: int = 0, top_p: float = 0.95, sampling_seed: int = 0, cache_dir: str | None = None,
-                 max_length: int = 128, device: str = "cpu"):
-        missing = [n for n, d in [("forward_model_dir", forward_model_dir), ("backward_model_dir", backward_model_dir)] if d is None]
+    def __init__(
+        self,
+        forward_model_dir: str | None = None,
+        backward_model_dir: str | None = None,
+        n_aug: int = 1,
+        batch_size: int = 16,
+        num_beams: int = 1,
+        do_sample: bool = True,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 0.95,
+        sampling_seed: int = 0,
+        cache_dir: str | None = None,
+        max_length: int = 128,
+        device: str = "cpu",
+    ):
+        missing = [
+            n
+            for n, d in [("forward_model_dir", forward_model_dir), ("backward_model_dir", backward_model_dir)]
+            if d is None
+        ]
         if missing:
             raise BertlabError(f"{_MISSING} (missing: {', '.join(missing)})")
-        self.dirs = {"forward": check_model_dir(forward_model_dir, "back_translation forward_model_dir", "AutoModelForSeq2SeqLM"),
-                     "backward": check_model_dir(backward_model_dir, "back_translation backward_model_dir", "AutoModelForSeq2SeqLM")}
+        self.dirs = {
+            "forward": check_model_dir(
+                forward_model_dir, "back_translation forward_model_dir", "AutoModelForSeq2SeqLM"
+            ),
+            "backward": check_model_dir(
+                backward_model_dir, "back_translation backward_model_dir", "AutoModelForSeq2SeqLM"
+            ),
+        }
         self.n_aug = check_positive("n_aug", n_aug)
         self.batch_size = check_positive("batch_size", batch_size)
         self.num_beams = check_positive("num_beams", num_beams)
         self.max_length = check_positive("max_length", max_length)
         if do_sample and num_beams != 1:
-            raise BertlabError(f"back_translation samples one token at a time: with do_sample=True set num_beams=1 (got {num_beams})")
+            raise BertlabError(
+                f"back_translation samples one token at a time: with do_sample=True set num_beams=1 (got {num_beams})"
+            )
         if not do_sample and num_beams < n_aug:
-            raise BertlabError(f"back_translation with beam search needs num_beams ≥ n_aug to give {n_aug} variants (got num_beams={num_beams})")
+            raise BertlabError(
+                f"back_translation with beam search needs num_beams ≥ n_aug to give {n_aug} variants (got num_beams={num_beams})"
+            )
         if not temperature > 0 or not isinstance(top_k, int) or top_k < 0 or not top_p > 0:
-            raise BertlabError(f"back_translation needs temperature > 0, top_k ≥ 0 (0 = off) and top_p in (0, 1]; "
-                               f"got temperature={temperature}, top_k={top_k}, top_p={top_p}")
+            raise BertlabError(
+                f"back_translation needs temperature > 0, top_k ≥ 0 (0 = off) and top_p in (0, 1]; "
+                f"got temperature={temperature}, top_k={top_k}, top_p={top_p}"
+            )
         self.do_sample, self.temperature, self.top_k = bool(do_sample), float(temperature), top_k
         self.top_p, self.sampling_seed = check_rate("top_p", top_p), int(sampling_seed)
         self.cache_dir, self.device = cache_dir, device
         self._models: dict[str, tuple] = {}
 
     def fingerprint(self) -> str:
-        decoding = (f"do_sample={self.do_sample},temperature={self.temperature},top_k={self.top_k},top_p={self.top_p},"
-                    f"sampling_seed={self.sampling_seed}" if self.do_sample else f"num_beams={self.num_beams}")
-        return (f"back_translation/v{VERSION}(forward={dir_identity(self.dirs['forward'])},"
-                f"backward={dir_identity(self.dirs['backward'])},n_aug={self.n_aug},{decoding},max_length={self.max_length})")
+        decoding = (
+            f"do_sample={self.do_sample},temperature={self.temperature},top_k={self.top_k},top_p={self.top_p},"
+            f"sampling_seed={self.sampling_seed}"
+            if self.do_sample
+            else f"num_beams={self.num_beams}"
+        )
+        return (
+            f"back_translation/v{VERSION}(forward={dir_identity(self.dirs['forward'])},"
+            f"backward={dir_identity(self.dirs['backward'])},n_aug={self.n_aug},{decoding},max_length={self.max_length})"
+        )
 
     def __call__(self, texts: list[str], seed: int) -> list[list[str]]:
         """``seed`` is accepted for the common interface and not used (see the module docstring)."""
         todo = list(dict.fromkeys(t for t in texts if t.strip()))
         fingerprint = self.fingerprint()
-        keys = {t: hashlib.sha256(f"{fingerprint}\0{t}".encode("utf-8")).hexdigest() for t in todo}
+        keys = {t: hashlib.sha256(f"{fingerprint}\0{t}".encode()).hexdigest() for t in todo}
         with self._cache() as db:
             done = db.get(list(keys.values()))
             todo = [t for t in todo if keys[t] not in done]
             for start in range(0, len(todo), self.batch_size):
-                chunk = todo[start:start + self.batch_size]
+                chunk = todo[start : start + self.batch_size]
                 results = self._round_trip(chunk)
                 db.put({keys[t]: r for t, r in zip(chunk, results)})
                 done.update({keys[t]: r for t, r in zip(chunk, results)})
@@ -85,12 +121,16 @@ class BackTranslation(Augmenter):
         n = self.n_aug
         if self.do_sample:
             rows = [t for t in texts for _ in range(n)]
-            pivots = self._translate("forward", rows, [stable_hash(self.sampling_seed, "fwd", t, k) for t in texts for k in range(n)])
-            back = self._translate("backward", pivots, [stable_hash(self.sampling_seed, "bwd", t, k) for t in texts for k in range(n)])
+            pivots = self._translate(
+                "forward", rows, [stable_hash(self.sampling_seed, "fwd", t, k) for t in texts for k in range(n)]
+            )
+            back = self._translate(
+                "backward", pivots, [stable_hash(self.sampling_seed, "bwd", t, k) for t in texts for k in range(n)]
+            )
         else:
             back = self._translate("backward", self._translate("forward", texts, None, n), None)
         back = [b if b.strip() else t for b, t in zip(back, [t for t in texts for _ in range(n)])]
-        return [back[i * n:(i + 1) * n] for i in range(len(texts))]
+        return [back[i * n : (i + 1) * n] for i in range(len(texts))]
 
     def _translate(self, direction: str, texts: list[str], seeds: list[int] | None, num_return: int = 1) -> list[str]:
         """Translate in batches of ``batch_size`` rows; with ``seeds``, sample each row with its own generator."""
@@ -99,14 +139,24 @@ class BackTranslation(Augmenter):
         tokenizer, model = self._load(direction)
         out = []
         for start in range(0, len(texts), self.batch_size):
-            chunk = texts[start:start + self.batch_size]
-            enc = tokenizer(chunk, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt").to(self.device)
+            chunk = texts[start : start + self.batch_size]
+            enc = tokenizer(chunk, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt").to(
+                self.device
+            )
             extra = {}
             if seeds is not None:
-                extra["logits_processor"] = [_row_sampler(seeds[start:start + self.batch_size], self.temperature, self.top_k, self.top_p)]
+                extra["logits_processor"] = [
+                    _row_sampler(seeds[start : start + self.batch_size], self.temperature, self.top_k, self.top_p)
+                ]
             with torch.no_grad():
-                ids = model.generate(**enc, do_sample=False, num_beams=1 if seeds is not None else self.num_beams,
-                                     num_return_sequences=num_return, max_new_tokens=self.max_length, **extra)
+                ids = model.generate(
+                    **enc,
+                    do_sample=False,
+                    num_beams=1 if seeds is not None else self.num_beams,
+                    num_return_sequences=num_return,
+                    max_new_tokens=self.max_length,
+                    **extra,
+                )
             out += [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
         return out
 
@@ -115,8 +165,10 @@ class BackTranslation(Augmenter):
             from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
             path = self.dirs[direction]
-            self._models[direction] = (AutoTokenizer.from_pretrained(path),
-                                       AutoModelForSeq2SeqLM.from_pretrained(path).to(self.device).eval())
+            self._models[direction] = (
+                AutoTokenizer.from_pretrained(path),
+                AutoModelForSeq2SeqLM.from_pretrained(path).to(self.device).eval(),
+            )
         return self._models[direction]
 
     def _cache(self):
@@ -143,14 +195,17 @@ class _SqliteCache:
     def get(self, keys: list[str]) -> dict[str, list[str]]:
         found = {}
         for start in range(0, len(keys) if self.db else 0, 500):
-            part = keys[start:start + 500]
+            part = keys[start : start + 500]
             rows = self.db.execute(f"SELECT key, variants FROM bt WHERE key IN ({','.join('?' * len(part))})", part)
             found.update({k: json.loads(v) for k, v in rows})
         return found
 
     def put(self, items: dict[str, list[str]]) -> None:
         if self.db is not None:
-            self.db.executemany("INSERT OR REPLACE INTO bt VALUES (?, ?)", [(k, json.dumps(v, ensure_ascii=False)) for k, v in items.items()])
+            self.db.executemany(
+                "INSERT OR REPLACE INTO bt VALUES (?, ?)",
+                [(k, json.dumps(v, ensure_ascii=False)) for k, v in items.items()],
+            )
             self.db.commit()
 
 

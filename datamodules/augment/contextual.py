@@ -29,8 +29,17 @@ class ContextualSubstitution(Augmenter):
     variant, at least one. ``language``: how words are found ("zh": jieba words, each replaced by
     one vocabulary entry, a single character for Chinese BERT vocabularies)."""
 
-    def __init__(self, model_dir: str, n_aug: int = 4, rate: float = 0.15, top_k: int = 10, batch_size: int = 32,
-                 device: str = "cpu", language: str = "en", max_length: int = 256):
+    def __init__(
+        self,
+        model_dir: str,
+        n_aug: int = 4,
+        rate: float = 0.15,
+        top_k: int = 10,
+        batch_size: int = 32,
+        device: str = "cpu",
+        language: str = "en",
+        max_length: int = 256,
+    ):
         self.model_dir = check_model_dir(model_dir, "contextual augmentation model_dir", "AutoModelForMaskedLM")
         self.n_aug = check_positive("n_aug", n_aug)
         self.rate = check_rate("rate", rate)
@@ -38,13 +47,17 @@ class ContextualSubstitution(Augmenter):
         self.batch_size = check_positive("batch_size", batch_size)
         self.max_length = check_positive("max_length", max_length)
         if language not in LANGUAGES:
-            raise BertlabError(f"contextual augmentation language {language!r} is not supported; use one of {list(LANGUAGES)}")
+            raise BertlabError(
+                f"contextual augmentation language {language!r} is not supported; use one of {list(LANGUAGES)}"
+            )
         self.language, self.device = language, device
         self._loaded = None
 
     def fingerprint(self) -> str:
-        return (f"contextual/v{VERSION}(model={dir_identity(self.model_dir)},n_aug={self.n_aug},rate={self.rate},"
-                f"top_k={self.top_k},language={self.language},max_length={self.max_length})")
+        return (
+            f"contextual/v{VERSION}(model={dir_identity(self.model_dir)},n_aug={self.n_aug},rate={self.rate},"
+            f"top_k={self.top_k},language={self.language},max_length={self.max_length})"
+        )
 
     def __call__(self, texts: list[str], seed: int) -> list[list[str]]:
         out = [[text] * self.n_aug for text in texts]
@@ -59,12 +72,12 @@ class ContextualSubstitution(Augmenter):
             m = max(1, int(self.rate * len(positions)))
             rows += [(i, k, tokens, sorted(rng.sample(positions, m))) for k in range(self.n_aug)]
         for start in range(0, len(rows), self.batch_size):
-            chunk = rows[start:start + self.batch_size]
+            chunk = rows[start : start + self.batch_size]
             for (i, k, tokens, chosen), proposals in zip(chunk, self._propose(chunk)):
                 new = [list(t) for t in tokens]
                 for p, candidates in zip(chosen, proposals):
                     original = tokens[p][1]
-                    candidates = [(w, pr) for w, pr in candidates if w.casefold() != original.casefold()][:self.top_k]
+                    candidates = [(w, pr) for w, pr in candidates if w.casefold() != original.casefold()][: self.top_k]
                     if candidates:
                         word = rngs[i].choices([w for w, _ in candidates], weights=[pr for _, pr in candidates])[0]
                         new[p][1] = match_case(original, word)
@@ -82,17 +95,21 @@ class ContextualSubstitution(Augmenter):
             for p in chosen:
                 row[p][1] = tokenizer.mask_token
             masked.append(join_words(row))
-        enc = tokenizer(masked, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt").to(self.device)
+        enc = tokenizer(masked, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt").to(
+            self.device
+        )
         with torch.no_grad():
             logits = model(**enc).logits
         is_mask = enc["input_ids"] == tokenizer.mask_token_id
         probs = logits[is_mask].float().masked_fill(~allowed, float("-inf")).softmax(-1)
         # a few spare candidates, since the original word (in any casing) is dropped afterwards
         top = probs.topk(min(self.top_k + 8, int(allowed.sum())))
-        candidates = [[(words[t], p) for t, p in zip(ids, ps)] for ids, ps in zip(top.indices.tolist(), top.values.tolist())]
+        candidates = [
+            [(words[t], p) for t, p in zip(ids, ps)] for ids, ps in zip(top.indices.tolist(), top.values.tolist())
+        ]
         out, at = [], 0
         for n in is_mask.sum(1).tolist():  # masks cut off by truncation leave their words unchanged
-            out.append(candidates[at:at + n])
+            out.append(candidates[at : at + n])
             at += n
         return out
 
@@ -103,8 +120,10 @@ class ContextualSubstitution(Augmenter):
 
             tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
             if tokenizer.mask_token is None:
-                raise BertlabError(f"the tokenizer in {self.model_dir} has no mask token, so it cannot serve a masked "
-                                   f"language model; point model_dir at a BERT-style (MLM) checkpoint")
+                raise BertlabError(
+                    f"the tokenizer in {self.model_dir} has no mask token, so it cannot serve a masked "
+                    f"language model; point model_dir at a BERT-style (MLM) checkpoint"
+                )
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)  # a checkpoint without an MLM head gets the same head every time
                 model = AutoModelForMaskedLM.from_pretrained(self.model_dir).to(self.device).eval()
@@ -127,8 +146,7 @@ def _whole_words(tokenizer) -> dict[int, str]:
     for token, i in vocab.items():
         if i in special or (marker is None and token.startswith("##")) or (marker and not token.startswith(marker)):
             continue
-        word = token[len(marker):] if marker else token
+        word = token[len(marker) :] if marker else token
         if is_word(word):
             words[i] = word
     return words
-

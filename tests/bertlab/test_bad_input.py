@@ -44,7 +44,13 @@ def fit(tiny_bert_dir, tiny_csvs, tmp_path):
     root = tmp_path / "run"
 
     def run(*extra):
-        return run_cli("fit", *tiny_args(tiny_bert_dir, tiny_csvs, str(root), str(tmp_path / "cache")), "--trainer.max_epochs", "1", *extra)
+        return run_cli(
+            "fit",
+            *tiny_args(tiny_bert_dir, tiny_csvs, str(root), str(tmp_path / "cache")),
+            "--trainer.max_epochs",
+            "1",
+            *extra,
+        )
 
     run.root = root
     return run
@@ -65,23 +71,39 @@ def test_missing_train_file(fit, tmp_path):
 
 @pytest.mark.parametrize("option", ["--data.text_column", "--data.label_column"])
 def test_missing_column_lists_the_columns(fit, tiny_csvs, option):
-    assert_error(fit(option, "body"), fit.root, f"{tiny_csvs['train']}: no column 'body'; the columns are 'text', 'label'")
+    assert_error(
+        fit(option, "body"), fit.root, f"{tiny_csvs['train']}: no column 'body'; the columns are 'text', 'label'"
+    )
 
 
 def test_empty_and_whitespace_texts_are_rejected_with_rows(fit, tmp_path):
-    path = _write_bytes(tmp_path / "empty.csv", b"text,label\nthe tea was great,pos\n   ,neg\nbland coffee,neg\n,pos\nlovely box,pos\n")
+    path = _write_bytes(
+        tmp_path / "empty.csv", b"text,label\nthe tea was great,pos\n   ,neg\nbland coffee,neg\n,pos\nlovely box,pos\n"
+    )
     # rows are the file's line numbers (line 1 is the header)
-    assert_error(fit("--data.train_file", path), fit.root, f"{path}: 2 empty or whitespace-only text(s) in column 'text'", "row(s) [3, 5]")
+    assert_error(
+        fit("--data.train_file", path),
+        fit.root,
+        f"{path}: 2 empty or whitespace-only text(s) in column 'text'",
+        "row(s) [3, 5]",
+    )
 
 
 def test_nan_labels_are_rejected(fit, tmp_path):
-    path = _write_bytes(tmp_path / "nan.csv", b"text,label\nthe tea was great,pos\nbland coffee,\nlovely box,pos\nawful tea,NaN\nstale,neg\n")
+    path = _write_bytes(
+        tmp_path / "nan.csv",
+        b"text,label\nthe tea was great,pos\nbland coffee,\nlovely box,pos\nawful tea,NaN\nstale,neg\n",
+    )
     assert_error(fit("--data.train_file", path), fit.root, f"{path}: 2 missing (NaN/empty) label(s) in column 'label'")
 
 
 def test_val_label_missing_from_train(fit, tmp_path):
     path = _write_bytes(tmp_path / "val.csv", b"text,label\nthe tea was great,pos\nbland coffee,meh\nlovely box,neg\n")
-    assert_error(fit("--data.val_file", path), fit.root, f"{path}: label(s) ['meh'] do not occur in the training data (labels: ['neg', 'pos'])")
+    assert_error(
+        fit("--data.val_file", path),
+        fit.root,
+        f"{path}: label(s) ['meh'] do not occur in the training data (labels: ['neg', 'pos'])",
+    )
 
 
 def test_non_utf8_file_names_the_byte_offset(fit, tmp_path):
@@ -108,10 +130,13 @@ def test_model_directory_without_tokenizer(fit, tiny_bert_dir, tmp_path):
     assert_error(fit("--model.model_name_or_path", str(bare)), fit.root, f"model directory {str(bare)!r}", "tokenizer")
 
 
-@pytest.mark.parametrize("option,value,section", [
-    ("--model.init_args.no_such_key", "1", "model"),
-    ("--data.init_args.txt_column", "text", "data"),
-])
+@pytest.mark.parametrize(
+    "option,value,section",
+    [
+        ("--model.init_args.no_such_key", "1", "model"),
+        ("--data.init_args.txt_column", "text", "data"),
+    ],
+)
 def test_unknown_config_key_is_jsonargparse_error(fit, option, value, section):
     proc = fit(option, value)
     key = option.rsplit(".", 1)[1]
@@ -124,8 +149,11 @@ def test_unknown_config_key_is_jsonargparse_error(fit, option, value, section):
 
 def test_conflicting_trainer_settings_are_one_error_line(fit):
     """Lightning's MisconfigurationException is the user's to fix: one line, not a traceback."""
-    assert_error(fit("--trainer.enable_checkpointing", "false"), fit.root,
-                 "the trainer configuration: Trainer was configured with `enable_checkpointing=False` but found `ModelCheckpoint`")
+    assert_error(
+        fit("--trainer.enable_checkpointing", "false"),
+        fit.root,
+        "the trainer configuration: Trainer was configured with `enable_checkpointing=False` but found `ModelCheckpoint`",
+    )
 
 
 # ------------------------------------------------------------ predict with another label set
@@ -134,7 +162,9 @@ def test_conflicting_trainer_settings_are_one_error_line(fit):
 @pytest.fixture(scope="module")
 def two_label_checkpoint(tiny_bert_dir, tiny_csvs, tmp_path_factory):
     root = tmp_path_factory.mktemp("two_labels")
-    proc = run_cli("fit", *tiny_args(tiny_bert_dir, tiny_csvs, str(root), str(root / "cache")), "--trainer.max_epochs", "1")
+    proc = run_cli(
+        "fit", *tiny_args(tiny_bert_dir, tiny_csvs, str(root), str(root / "cache")), "--trainer.max_epochs", "1"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     info = json.loads((root / "export" / "bertlab_export.json").read_text())
     assert os.path.isfile(info["checkpoint"])
@@ -148,8 +178,18 @@ def test_predict_with_a_checkpoint_of_another_label_count(two_label_checkpoint, 
     pd.DataFrame({"text": texts, "label": labels}).to_csv(three, index=False)
     root, out = tmp_path / "predict", tmp_path / "predict" / "pred.csv"
     args = tiny_args(tiny_bert_dir, tiny_csvs, str(root), str(tmp_path / "cache"))
-    proc = run_cli("predict", *args, "--data.train_file", str(three), "--data.predict_file", tiny_csvs["test"], "--ckpt_path", two_label_checkpoint,
-                   "--predictions.output_path", str(out))
+    proc = run_cli(
+        "predict",
+        *args,
+        "--data.train_file",
+        str(three),
+        "--data.predict_file",
+        tiny_csvs["test"],
+        "--ckpt_path",
+        two_label_checkpoint,
+        "--predictions.output_path",
+        str(out),
+    )
     assert_error(proc, root, "the checkpoint was trained with 2 labels but the data has 3 (['meh', 'neg', 'pos'])")
     assert not out.exists()
 
@@ -162,10 +202,31 @@ def mlm_fit(tiny_bert_dir, tmp_path):
     root = tmp_path / "mlm"
 
     def run(*extra):
-        return run_cli("fit", "--config", MLM_CONFIG, "--model.init_args.model_name_or_path", tiny_bert_dir, "--data.init_args.task", "null",
-                       "--data.init_args.max_length", "32", "--data.init_args.batch_size", "8", "--data.init_args.cache_dir", str(tmp_path / "cache"),
-                       "--trainer.max_steps", "2", "--trainer.accelerator", "cpu", "--trainer.callbacks", "[]", *QUIET,
-                       "--trainer.default_root_dir", str(root), *extra)
+        return run_cli(
+            "fit",
+            "--config",
+            MLM_CONFIG,
+            "--model.init_args.model_name_or_path",
+            tiny_bert_dir,
+            "--data.init_args.task",
+            "null",
+            "--data.init_args.max_length",
+            "32",
+            "--data.init_args.batch_size",
+            "8",
+            "--data.init_args.cache_dir",
+            str(tmp_path / "cache"),
+            "--trainer.max_steps",
+            "2",
+            "--trainer.accelerator",
+            "cpu",
+            "--trainer.callbacks",
+            "[]",
+            *QUIET,
+            "--trainer.default_root_dir",
+            str(root),
+            *extra,
+        )
 
     run.root = root
     return run
@@ -181,7 +242,11 @@ def corpus(tmp_path):
 def test_mlm_empty_corpus(mlm_fit, tmp_path):
     blank = tmp_path / "blank.txt"
     blank.write_text("\n\n   \n\t\n")
-    assert_error(mlm_fit("--data.init_args.corpus", f"[{blank}]"), mlm_fit.root, f"the MLM corpus is empty after reading ['{blank}']")
+    assert_error(
+        mlm_fit("--data.init_args.corpus", f"[{blank}]"),
+        mlm_fit.root,
+        f"the MLM corpus is empty after reading ['{blank}']",
+    )
 
 
 def test_mlm_probability_out_of_range(mlm_fit, corpus):
@@ -190,7 +255,12 @@ def test_mlm_probability_out_of_range(mlm_fit, corpus):
 
 
 def test_mlm_replacement_split_must_sum_to_one(mlm_fit, corpus):
-    proc = mlm_fit("--data.init_args.corpus", corpus, "--data.init_args.masker_kwargs", '{"replace_prob": 0.5, "random_prob": 0.1, "keep_prob": 0.1}')
+    proc = mlm_fit(
+        "--data.init_args.corpus",
+        corpus,
+        "--data.init_args.masker_kwargs",
+        '{"replace_prob": 0.5, "random_prob": 0.1, "keep_prob": 0.1}',
+    )
     assert_error(proc, mlm_fit.root, "replace_prob + random_prob + keep_prob must sum to 1, got 0.7")
 
 
@@ -200,20 +270,40 @@ def test_mlm_replacement_split_must_sum_to_one(mlm_fit, corpus):
 def test_pipeline_stage_with_a_missing_config(tmp_path):
     path = tmp_path / "p.yaml"
     missing = str(tmp_path / "no_such.yaml")
-    path.write_text(yaml.safe_dump({"stages": [{"name": "first", "config": [TINY_CONFIG]}, {"name": "second", "config": [missing]}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {"stages": [{"name": "first", "config": [TINY_CONFIG]}, {"name": "second", "config": [missing]}]}
+        )
+    )
     root = tmp_path / "root"
-    assert_error(run_cli("pipeline", str(path), "--root", str(root)), None, f"{path}: stage 2 (second): config file {missing!r} does not exist")
+    assert_error(
+        run_cli("pipeline", str(path), "--root", str(root)),
+        None,
+        f"{path}: stage 2 (second): config file {missing!r} does not exist",
+    )
     assert not root.exists()
 
 
 def test_pipeline_stage_whose_previous_export_is_missing(tiny_bert_dir, tiny_csvs, tmp_path):
     path = tmp_path / "p.yaml"
     # a validate stage exports nothing, so the fit after it (init_from: previous, the default) has nothing to start from
-    first = {"name": "check", "subcommand": "validate", "config": [TINY_CONFIG], "init_from": "none",
-             "args": {"model.init_args.model_name_or_path": tiny_bert_dir, "data.init_args.train_file": tiny_csvs["train"],
-                      "data.init_args.val_file": tiny_csvs["val"], "data.init_args.cache_dir": str(tmp_path / "cache")}}
+    first = {
+        "name": "check",
+        "subcommand": "validate",
+        "config": [TINY_CONFIG],
+        "init_from": "none",
+        "args": {
+            "model.init_args.model_name_or_path": tiny_bert_dir,
+            "data.init_args.train_file": tiny_csvs["train"],
+            "data.init_args.val_file": tiny_csvs["val"],
+            "data.init_args.cache_dir": str(tmp_path / "cache"),
+        },
+    }
     path.write_text(yaml.safe_dump({"stages": [first, {"name": "tune", "config": [TINY_CONFIG]}]}))
     root = tmp_path / "root"
-    assert_error(run_cli("pipeline", str(path), "--root", str(root)), None,
-                 "stage tune starts from 'check', a `validate` stage that exports nothing; set `init_from: none` or name a fit stage")
+    assert_error(
+        run_cli("pipeline", str(path), "--root", str(root)),
+        None,
+        "stage tune starts from 'check', a `validate` stage that exports nothing; set `init_from: none` or name a fit stage",
+    )
     assert not root.exists()  # found before any stage ran

@@ -6,7 +6,6 @@ import os
 
 import pandas as pd
 import pytest
-
 from cli_helpers import run_cli, tiny_args
 
 
@@ -26,7 +25,9 @@ def test_fit_writes_resolved_config_checkpoint_export_and_metrics(fitted):
     info = json.load(open(os.path.join(root, "export", "bertlab_export.json")))
     assert info["hf_native"] is True and info["monitor"] == "val/acc" and os.path.isfile(info["checkpoint"])
     config = json.load(open(os.path.join(root, "export", "config.json")))
-    assert config["id2label"] == {"0": "neg", "1": "pos"} and config["architectures"] == ["BertForSequenceClassification"]
+    assert config["id2label"] == {"0": "neg", "1": "pos"} and config["architectures"] == [
+        "BertForSequenceClassification"
+    ]
     metrics = json.load(open(os.path.join(root, "fit_metrics.json")))
     assert metrics["val/acc"] > 0.8, metrics  # the tiny data has one decisive word per text
 
@@ -38,14 +39,25 @@ def test_validate_and_test_report_the_best_checkpoint(fitted):
         assert proc.returncode == 0, proc.stderr[-2000:]
     val = json.load(open(os.path.join(fitted["root"], "validate_metrics.json")))
     test = json.load(open(os.path.join(fitted["root"], "test_metrics.json")))
-    assert val["val/acc"] == pytest.approx(json.load(open(os.path.join(fitted["root"], "export", "bertlab_export.json")))["best_score"])
+    assert val["val/acc"] == pytest.approx(
+        json.load(open(os.path.join(fitted["root"], "export", "bertlab_export.json")))["best_score"]
+    )
     assert test["test/acc"] > 0.8 and 0.0 < test["test/f1"] <= 1.0
 
 
 def test_predict_csv_matches_transformers_pipeline(fitted, tiny_csvs):
     out = os.path.join(fitted["root"], "pred.csv")
     ckpt = json.load(open(os.path.join(fitted["root"], "export", "bertlab_export.json")))["checkpoint"]
-    proc = run_cli("predict", *fitted["args"], "--ckpt_path", ckpt, "--data.predict_file", tiny_csvs["test"], "--predictions.output_path", out)
+    proc = run_cli(
+        "predict",
+        *fitted["args"],
+        "--ckpt_path",
+        ckpt,
+        "--data.predict_file",
+        tiny_csvs["test"],
+        "--predictions.output_path",
+        out,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     pred = pd.read_csv(out)
     source = pd.read_csv(tiny_csvs["test"])
@@ -90,7 +102,9 @@ def test_ddp_spawn_two_cpu_ranks_fit_and_predict_each_example_once(tiny_bert_dir
     pd.read_csv(tiny_csvs["test"]).iloc[:39].to_csv(odd, index=False)
     ckpt = glob.glob(os.path.join(str(tmp_path), "checkpoints", "*.ckpt"))[0]
     out = str(tmp_path / "pred.csv")
-    proc = run_cli("predict", *args, *ddp, "--ckpt_path", ckpt, "--data.predict_file", str(odd), "--predictions.output_path", out)
+    proc = run_cli(
+        "predict", *args, *ddp, "--ckpt_path", ckpt, "--data.predict_file", str(odd), "--predictions.output_path", out
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     pred = pd.read_csv(out)
     assert len(pred) == 39 and pred["text"].tolist() == pd.read_csv(odd)["text"].tolist()

@@ -32,13 +32,43 @@ def _write(path, spec: dict) -> str:
 
 
 def _spec(corpus: str, csvs: dict, init_extra=(), finetune_extra=None) -> dict:
-    return {"name": "tiny", "stages": [
-        {"name": "init", "kind": "init_model",
-         "args": ["--corpus", corpus, "--vocab-size", "120", "--hidden", "32", "--layers", "1", "--heads", "2", "--max-position", "64", *init_extra]},
-        {"name": "finetune", "config": [TINY_CONFIG],
-         "args": {"data.init_args.train_file": csvs["train"], "data.init_args.val_file": csvs["val"], "data.init_args.cache_dir": "{root}/cache",
-                  "trainer.max_epochs": 1, "trainer.limit_train_batches": 3, "wandb.name": "{export:init}|{dir:init}|{root}", **(finetune_extra or {})}},
-    ]}
+    return {
+        "name": "tiny",
+        "stages": [
+            {
+                "name": "init",
+                "kind": "init_model",
+                "args": [
+                    "--corpus",
+                    corpus,
+                    "--vocab-size",
+                    "120",
+                    "--hidden",
+                    "32",
+                    "--layers",
+                    "1",
+                    "--heads",
+                    "2",
+                    "--max-position",
+                    "64",
+                    *init_extra,
+                ],
+            },
+            {
+                "name": "finetune",
+                "config": [TINY_CONFIG],
+                "args": {
+                    "data.init_args.train_file": csvs["train"],
+                    "data.init_args.val_file": csvs["val"],
+                    "data.init_args.cache_dir": "{root}/cache",
+                    "trainer.max_epochs": 1,
+                    "trainer.limit_train_batches": 3,
+                    "wandb.name": "{export:init}|{dir:init}|{root}",
+                    **(finetune_extra or {}),
+                },
+            },
+        ],
+    }
 
 
 def _statuses(root) -> dict:
@@ -46,7 +76,10 @@ def _statuses(root) -> dict:
 
 
 def _mtimes(root) -> dict:
-    return {name: os.stat(os.path.join(root, name, "export", "model.safetensors")).st_mtime_ns for name in ("init", "finetune")}
+    return {
+        name: os.stat(os.path.join(root, name, "export", "model.safetensors")).st_mtime_ns
+        for name in ("init", "finetune")
+    }
 
 
 def _stage_config(root, name="finetune") -> dict:
@@ -63,19 +96,36 @@ def first_run(tmp_path_factory, tiny_csvs):
     proc = run_cli("pipeline", str(path), "--root", root)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     # a snapshot: the re-run test below changes the files
-    return {"root": root, "path": path, "corpus": str(corpus), "stdout": proc.stdout, "summary": _json(os.path.join(root, "summary.json")),
-            "summary_md": _read(os.path.join(root, "summary.md")), "config": _stage_config(root), "mtimes": _mtimes(root)}
+    return {
+        "root": root,
+        "path": path,
+        "corpus": str(corpus),
+        "stdout": proc.stdout,
+        "summary": _json(os.path.join(root, "summary.json")),
+        "summary_md": _read(os.path.join(root, "summary.md")),
+        "config": _stage_config(root),
+        "mtimes": _mtimes(root),
+    }
 
 
 def test_each_stage_starts_from_the_export_before_it(first_run):
     root = first_run["root"]
     assert first_run["config"]["model"]["init_args"]["model_name_or_path"] == os.path.join(root, "init", "export")
     scratch = _json(os.path.join(root, "init", "export", "config.json"))
-    assert (scratch["hidden_size"], scratch["num_hidden_layers"], scratch["num_attention_heads"], scratch["max_position_embeddings"]) == (32, 1, 2, 64)
+    assert (
+        scratch["hidden_size"],
+        scratch["num_hidden_layers"],
+        scratch["num_attention_heads"],
+        scratch["max_position_embeddings"],
+    ) == (32, 1, 2, 64)
     vocab = _json(os.path.join(root, "init", "export", "tokenizer.json"))["model"]["vocab"]
     assert scratch["vocab_size"] == len(vocab) <= 120
     tuned = _json(os.path.join(root, "finetune", "export", "config.json"))
-    assert tuned["id2label"] == {"0": "neg", "1": "pos"} and tuned["hidden_size"] == 32 and tuned["vocab_size"] == scratch["vocab_size"]
+    assert (
+        tuned["id2label"] == {"0": "neg", "1": "pos"}
+        and tuned["hidden_size"] == 32
+        and tuned["vocab_size"] == scratch["vocab_size"]
+    )
 
 
 def test_placeholders_are_filled(first_run):
@@ -96,7 +146,9 @@ def test_summary_lists_every_stage(first_run):
     md = first_run["summary_md"].splitlines()
     assert md[2:4] == ["| stage | status | final validation | test | export |", "|---|---|---|---|---|"]
     assert md[4] == f"| init | ran |  |  | {root}/init/export |"
-    assert md[5].startswith(f"| finetune | ran | val/acc {fit['val/acc']:.4f}, val/f1 {fit['val/f1']:.4f}, val/loss {fit['val/loss']:.4f} |")
+    assert md[5].startswith(
+        f"| finetune | ran | val/acc {fit['val/acc']:.4f}, val/f1 {fit['val/f1']:.4f}, val/loss {fit['val/loss']:.4f} |"
+    )
     assert md[5].endswith(f"| {root}/finetune/export |") and len(md) == 6
     assert first_run["summary_md"] in first_run["stdout"]  # the CLI prints the table
 
@@ -124,52 +176,78 @@ def test_reruns_skip_what_is_unchanged(first_run, tiny_csvs):
     before, weights = _mtimes(root), _read(os.path.join(root, "init", "export", "model.safetensors"), "rb")
 
     # the first stage changed: both re-run, the second only because the first did
-    _write(path, _spec(corpus, tiny_csvs, init_extra=["--seed", "1"], finetune_extra={"trainer.limit_train_batches": 2}))
+    _write(
+        path, _spec(corpus, tiny_csvs, init_extra=["--seed", "1"], finetune_extra={"trainer.limit_train_batches": 2})
+    )
     assert main([str(path), "--root", root, "--set", "finetune.data.init_args.batch_size=4"]) == 0
     assert _statuses(root) == {"init": "ran", "finetune": "ran"}
     after = _mtimes(root)
     assert after["init"] > before["init"] and after["finetune"] > before["finetune"]
-    assert _read(os.path.join(root, "init", "export", "model.safetensors"), "rb") != weights  # another seed, other weights
+    assert (
+        _read(os.path.join(root, "init", "export", "model.safetensors"), "rb") != weights
+    )  # another seed, other weights
 
 
 def test_bad_overrides():
     for item in ("finetune.trainer.max_epochs", "finetune=1", "finetune.=1"):
         with pytest.raises(BertlabError, match=r"expected STAGE\.KEY=VALUE"):
             parse_overrides([item])
-    assert parse_overrides(["a.trainer.max_epochs=1", "a.data.x=y=z"]) == {"a": ["--trainer.max_epochs", "1", "--data.x", "y=z"]}
+    assert parse_overrides(["a.trainer.max_epochs=1", "a.data.x=y=z"]) == {
+        "a": ["--trainer.max_epochs", "1", "--data.x", "y=z"]
+    }
 
 
 def test_set_naming_no_stage_is_an_error(tmp_path):
-    path = _write(tmp_path / "p.yaml", {"stages": [{"name": "a", "config": TINY_CONFIG}, {"name": "b", "config": TINY_CONFIG}]})
+    path = _write(
+        tmp_path / "p.yaml", {"stages": [{"name": "a", "config": TINY_CONFIG}, {"name": "b", "config": TINY_CONFIG}]}
+    )
     with pytest.raises(BertlabError, match=r"--set names stage 'c'; stages: \['a', 'b'\]"):
         run_pipeline(path, str(tmp_path / "root"), overrides={"c": ["--trainer.max_epochs", "1"]})
     assert not os.path.exists(tmp_path / "root")
 
 
-@pytest.mark.parametrize("arg,message", [
-    ("{export:nosuch}/x", r"stage first: a placeholder names 'nosuch', which is not an earlier stage"),
-    ("{rot}/x", r"unknown placeholder \{rot\}"),
-    ("{dir:}", r"a placeholder names '', which is not an earlier stage"),
-    ("{prev}", r"stage first: \{prev\} in the first stage"),
-    ("{ckpt:first}", r"stage first: a placeholder names 'first', which is not an earlier stage"),
-])
+@pytest.mark.parametrize(
+    "arg,message",
+    [
+        ("{export:nosuch}/x", r"stage first: a placeholder names 'nosuch', which is not an earlier stage"),
+        ("{rot}/x", r"unknown placeholder \{rot\}"),
+        ("{dir:}", r"a placeholder names '', which is not an earlier stage"),
+        ("{prev}", r"stage first: \{prev\} in the first stage"),
+        ("{ckpt:first}", r"stage first: a placeholder names 'first', which is not an earlier stage"),
+    ],
+)
 def test_bad_placeholders_fail_before_the_stage_runs(tmp_path, arg, message):
-    path = _write(tmp_path / "p.yaml", {"stages": [{"name": "first", "config": TINY_CONFIG, "init_from": "none", "args": {"wandb.name": arg}}]})
+    path = _write(
+        tmp_path / "p.yaml",
+        {"stages": [{"name": "first", "config": TINY_CONFIG, "init_from": "none", "args": {"wandb.name": arg}}]},
+    )
     with pytest.raises(BertlabError, match=message):
         run_pipeline(path, str(tmp_path / "root"))
     assert not os.path.exists(tmp_path / "root" / "first")
 
 
-@pytest.mark.parametrize("spec,message", [
-    ({"stages": [{"name": "a", "confg": "x.yaml"}]}, r"stage 1: needs a `name`; unknown key\(s\) \['confg'\]"),
-    ({"stages": [{"config": TINY_CONFIG}]}, r"stage 1: needs a `name`$"),
-    ({"stages": [{"name": "a", "config": TINY_CONFIG}, {"name": "a", "config": TINY_CONFIG}]}, r"stage names must be unique, got \['a', 'a'\]"),
-    ({"stages": [{"name": "a", "kind": "train"}]}, r"stage 1 \(a\): unknown kind 'train'; kinds: lightning, init_model"),
-    ({"stages": [{"name": "a", "config": "no/such.yaml"}]}, r"stage 1 \(a\): config file 'no/such.yaml' does not exist"),
-    ({"name": "p", "steps": []}, r"unknown key\(s\) \['steps'\]; a pipeline has name, root, stages"),
-    ({"name": "p", "stages": []}, r"no stages"),
-    ({"stages": [{"name": "a", "args": "--x 1"}]}, r"stage 1: `args` must be a mapping or a list, got str"),
-])
+@pytest.mark.parametrize(
+    "spec,message",
+    [
+        ({"stages": [{"name": "a", "confg": "x.yaml"}]}, r"stage 1: needs a `name`; unknown key\(s\) \['confg'\]"),
+        ({"stages": [{"config": TINY_CONFIG}]}, r"stage 1: needs a `name`$"),
+        (
+            {"stages": [{"name": "a", "config": TINY_CONFIG}, {"name": "a", "config": TINY_CONFIG}]},
+            r"stage names must be unique, got \['a', 'a'\]",
+        ),
+        (
+            {"stages": [{"name": "a", "kind": "train"}]},
+            r"stage 1 \(a\): unknown kind 'train'; kinds: lightning, init_model",
+        ),
+        (
+            {"stages": [{"name": "a", "config": "no/such.yaml"}]},
+            r"stage 1 \(a\): config file 'no/such.yaml' does not exist",
+        ),
+        ({"name": "p", "steps": []}, r"unknown key\(s\) \['steps'\]; a pipeline has name, root, stages"),
+        ({"name": "p", "stages": []}, r"no stages"),
+        ({"stages": [{"name": "a", "args": "--x 1"}]}, r"stage 1: `args` must be a mapping or a list, got str"),
+    ],
+)
 def test_malformed_pipelines(tmp_path, spec, message):
     path = _write(tmp_path / "p.yaml", spec)
     with pytest.raises(BertlabError, match=message):
@@ -179,10 +257,20 @@ def test_malformed_pipelines(tmp_path, spec, message):
 def test_pipeline_root_defaults(tmp_path):
     path = _write(tmp_path / "my_pipe.yaml", {"stages": [{"name": "a", "config": TINY_CONFIG}]})
     assert load_pipeline(path)[0] == os.path.join("runs", "my_pipe")
-    path = _write(tmp_path / "p.yaml", {"name": "named", "stages": [{"name": "a", "config": [TINY_CONFIG], "args": {"trainer.max_epochs": 2, "x": [1]}}]})
+    path = _write(
+        tmp_path / "p.yaml",
+        {
+            "name": "named",
+            "stages": [{"name": "a", "config": [TINY_CONFIG], "args": {"trainer.max_epochs": 2, "x": [1]}}],
+        },
+    )
     root, stages = load_pipeline(path)
     assert root == os.path.join("runs", "named")
-    assert (stages[0].config, stages[0].args, stages[0].init_from) == ([TINY_CONFIG], ["--trainer.max_epochs", "2", "--x", "[1]"], "previous")
+    assert (stages[0].config, stages[0].args, stages[0].init_from) == (
+        [TINY_CONFIG],
+        ["--trainer.max_epochs", "2", "--x", "[1]"],
+        "previous",
+    )
 
 
 # ------------------------------------------------------------ ablation reports
@@ -195,8 +283,14 @@ def test_mean_std_is_the_sample_std():
 
 
 def test_write_report_rows_and_plot(tmp_path):
-    spec = {"name": "toy", "root": str(tmp_path), "seeds": [0, 1, 2], "args": ["--trainer.max_epochs", "1"], "metrics": ["test/acc", "test/f1"],
-            "baseline": "base"}
+    spec = {
+        "name": "toy",
+        "root": str(tmp_path),
+        "seeds": [0, 1, 2],
+        "args": ["--trainer.max_epochs", "1"],
+        "metrics": ["test/acc", "test/f1"],
+        "baseline": "base",
+    }
     results = {
         "base": {"test/acc": [0.8, 0.9, 1.0], "test/f1": [0.7, 0.8, 0.9], "_runs": {}},
         "better": {"test/acc": [0.9, 0.95, 1.0], "test/f1": [0.75, 0.8, 0.85]},

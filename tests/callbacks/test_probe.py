@@ -44,12 +44,15 @@ def test_pooling():
     assert torch.equal(pool(hidden, mask, "cls"), torch.tensor([[0.0, 1.0, 2.0]]))
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"every_n_steps": 0}, "every_n_steps must be an integer >= 1"),
-    ({"patience": 0}, "patience must be an integer >= 1"),
-    ({"probe": "mlp"}, "unknown probe 'mlp'; probes: logreg"),
-    ({"pooling": "max"}, "unknown pooling 'max'; poolings: mean, cls"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"every_n_steps": 0}, "every_n_steps must be an integer >= 1"),
+        ({"patience": 0}, "patience must be an integer >= 1"),
+        ({"probe": "mlp"}, "unknown probe 'mlp'; probes: logreg"),
+        ({"pooling": "max"}, "unknown pooling 'max'; poolings: mean, cls"),
+    ],
+)
 def test_bad_arguments_are_refused(kwargs, match):
     with pytest.raises(BertlabError, match=match):
         DownstreamProbe(**kwargs)
@@ -71,11 +74,26 @@ def fit_mlm(tmp_path, tiny_bert_dir, tiny_csvs, probe: DownstreamProbe, max_step
     from datamodules.mlm import MLMDataModule
     from lightning_modules.masked_lm import MaskedLM
 
-    data = MLMDataModule(tokenizer=tiny_bert_dir, task={"train_file": tiny_csvs["train"], "val_file": tiny_csvs["val"]}, max_length=32,
-                         batch_size=16, cache_dir=str(tmp_path / "cache"))
+    data = MLMDataModule(
+        tokenizer=tiny_bert_dir,
+        task={"train_file": tiny_csvs["train"], "val_file": tiny_csvs["val"]},
+        max_length=32,
+        batch_size=16,
+        cache_dir=str(tmp_path / "cache"),
+    )
     module = MaskedLM(model_name_or_path=tiny_bert_dir, warmup_steps=0)
-    trainer = pl.Trainer(default_root_dir=str(tmp_path), callbacks=[probe], accelerator="cpu", max_epochs=1000, max_steps=max_steps, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer = pl.Trainer(
+        default_root_dir=str(tmp_path),
+        callbacks=[probe],
+        accelerator="cpu",
+        max_epochs=1000,
+        max_steps=max_steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
     trainer.fit(module, datamodule=data)
     return trainer, module
 
@@ -91,7 +109,9 @@ def test_probe_on_the_tiny_mlm(tmp_path, tiny_bert_dir, tiny_csvs):
     assert torch.load(probe.best_model_path, weights_only=False)["global_step"] == probe.best_step
     with open(tmp_path / "probe_history.json") as f:
         written = json.load(f)
-    assert written["history"] == {str(k): v for k, v in probe.history.items()} and written["best_step"] == probe.best_step
+    assert (
+        written["history"] == {str(k): v for k, v in probe.history.items()} and written["best_step"] == probe.best_step
+    )
     assert len(probe.data["train"][0]) == 160 and len(probe.data["val"][0]) == 40
 
     # frozen and deterministic; every submodule's mode comes back

@@ -21,12 +21,21 @@ from datamodules.extras import load_soft_labels
 from datamodules.sources import text_fingerprint
 
 ROOT = Path(__file__).resolve().parents[2]
-QUIET = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+QUIET = [
+    "--trainer.logger",
+    "false",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+]
 
 
 def test_gather_keeps_each_id_once_in_id_order():
-    preds = [{"idx": torch.tensor([3, 0]), "probs": torch.tensor([[0.1, 0.9], [0.8, 0.2]])},
-             {"idx": torch.tensor([1, 3]), "probs": torch.tensor([[0.5, 0.5], [0.1, 0.9]])}]
+    preds = [
+        {"idx": torch.tensor([3, 0]), "probs": torch.tensor([[0.1, 0.9], [0.8, 0.2]])},
+        {"idx": torch.tensor([1, 3]), "probs": torch.tensor([[0.5, 0.5], [0.1, 0.9]])},
+    ]
     idx, probs = gather_predictions(SimpleNamespace(world_size=1, is_global_zero=True), preds)
     np.testing.assert_array_equal(idx, [0, 1, 3])
     np.testing.assert_allclose(probs, [[0.8, 0.2], [0.5, 0.5], [0.1, 0.9]])
@@ -40,8 +49,18 @@ def _env() -> dict:
 
 
 def _data_args(tiny_bert_dir, train, val, cache) -> list[str]:
-    return ["--config", str(ROOT / "configs/classify/tiny_test.yaml"), "--model.init_args.model_name_or_path", tiny_bert_dir,
-            "--data.init_args.train_file", train, "--data.init_args.val_file", val, "--data.init_args.cache_dir", cache]
+    return [
+        "--config",
+        str(ROOT / "configs/classify/tiny_test.yaml"),
+        "--model.init_args.model_name_or_path",
+        tiny_bert_dir,
+        "--data.init_args.train_file",
+        train,
+        "--data.init_args.val_file",
+        val,
+        "--data.init_args.cache_dir",
+        cache,
+    ]
 
 
 def test_soft_labels_are_dumped_exactly_once_per_example_under_ddp_spawn(tiny_bert_dir, tiny_csvs, tmp_path):
@@ -49,10 +68,26 @@ def test_soft_labels_are_dumped_exactly_once_per_example_under_ddp_spawn(tiny_be
     train = tmp_path / "train.csv"
     pd.read_csv(tiny_csvs["train"]).iloc[:101].to_csv(train, index=False)
     out = tmp_path / "dump"
-    cmd = [sys.executable, "-m", "bertlab.cli", "predict", *_data_args(tiny_bert_dir, str(train), tiny_csvs["val"], str(tmp_path / "cache")),
-           "--config", str(ROOT / "configs/recipes/soft_label_dump.yaml"), "--data.init_args.eval_batch_size", "8",
-           "--trainer.strategy", "ddp_spawn", "--trainer.devices", "2", "--trainer.accelerator", "cpu",
-           "--trainer.default_root_dir", str(out), *QUIET]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bertlab.cli",
+        "predict",
+        *_data_args(tiny_bert_dir, str(train), tiny_csvs["val"], str(tmp_path / "cache")),
+        "--config",
+        str(ROOT / "configs/recipes/soft_label_dump.yaml"),
+        "--data.init_args.eval_batch_size",
+        "8",
+        "--trainer.strategy",
+        "ddp_spawn",
+        "--trainer.devices",
+        "2",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.default_root_dir",
+        str(out),
+        *QUIET,
+    ]
     proc = subprocess.run(cmd, cwd=str(ROOT), env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with np.load(out / "soft_labels.npz") as z:
@@ -68,19 +103,69 @@ def test_soft_labels_are_dumped_exactly_once_per_example_under_ddp_spawn(tiny_be
 def test_teacher_dump_student_chain_through_the_cli(tiny_bert_dir, tiny_csvs, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     data = _data_args(tiny_bert_dir, tiny_csvs["train"], tiny_csvs["val"], str(tmp_path / "cache"))
-    short = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1", *QUIET]
+    short = [
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.limit_train_batches",
+        "3",
+        "--trainer.limit_val_batches",
+        "1",
+        *QUIET,
+    ]
     teacher = tmp_path / "teacher"
-    assert main(["fit", *data, *short, "--trainer.default_root_dir", str(teacher), "--export.dirpath", str(teacher / "export")]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                *data,
+                *short,
+                "--trainer.default_root_dir",
+                str(teacher),
+                "--export.dirpath",
+                str(teacher / "export"),
+            ]
+        )
+        == 0
+    )
     ckpt = next(teacher.rglob("*.ckpt"))
     dump = tmp_path / "dump"
-    assert main(["predict", *data, "--config", str(ROOT / "configs/recipes/soft_label_dump.yaml"), *QUIET,
-                 "--trainer.default_root_dir", str(dump), "--ckpt_path", str(ckpt)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                *data,
+                "--config",
+                str(ROOT / "configs/recipes/soft_label_dump.yaml"),
+                *QUIET,
+                "--trainer.default_root_dir",
+                str(dump),
+                "--ckpt_path",
+                str(ckpt),
+            ]
+        )
+        == 0
+    )
     with np.load(dump / "soft_labels.npz") as z:
         assert len(z["idx"]) == 160  # the val file is separate, so nothing is cut from train
     student = tmp_path / "student"
-    assert main(["fit", *data, *short, "--data.init_args.soft_labels_file", str(dump / "soft_labels.npz"),
-                 "--model.init_args.distill_alpha", "0.9", "--trainer.default_root_dir", str(student),
-                 "--export.dirpath", str(student / "export")]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                *data,
+                *short,
+                "--data.init_args.soft_labels_file",
+                str(dump / "soft_labels.npz"),
+                "--model.init_args.distill_alpha",
+                "0.9",
+                "--trainer.default_root_dir",
+                str(student),
+                "--export.dirpath",
+                str(student / "export"),
+            ]
+        )
+        == 0
+    )
     assert (student / "export" / "config.json").is_file()
 
 

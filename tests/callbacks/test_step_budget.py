@@ -35,8 +35,17 @@ class Linear(pl.LightningModule):
 
 
 def quiet_trainer(root, callbacks, **kwargs) -> pl.Trainer:
-    return pl.Trainer(default_root_dir=str(root), callbacks=callbacks, accelerator="cpu", logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, **kwargs)
+    return pl.Trainer(
+        default_root_dir=str(root),
+        callbacks=callbacks,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        **kwargs,
+    )
 
 
 def info(directory) -> dict:
@@ -68,7 +77,9 @@ def test_milestone_at_the_budget_is_exported_before_stopping(tmp_path):
     budget = StepBudget(max_steps=3, milestones=[3], export_dir=str(tmp_path / "out"))
     quiet_trainer(tmp_path, [budget], max_epochs=-1, max_steps=50).fit(module, loader)
     final = torch.load(tmp_path / "out" / "step-3" / "weights.pt")
-    assert all(torch.equal(final[k], v) for k, v in module.state_dict().items())  # the weights after step 3, the last step
+    assert all(
+        torch.equal(final[k], v) for k, v in module.state_dict().items()
+    )  # the weights after step 3, the last step
 
 
 def test_masked_lm_milestones_are_loadable_hf_directories(tmp_path, tiny_bert_dir, tiny_csvs):
@@ -77,8 +88,13 @@ def test_masked_lm_milestones_are_loadable_hf_directories(tmp_path, tiny_bert_di
     from datamodules.mlm import MLMDataModule
     from lightning_modules.masked_lm import MaskedLM
 
-    data = MLMDataModule(tokenizer=tiny_bert_dir, task={"train_file": tiny_csvs["train"], "val_file": tiny_csvs["val"]}, max_length=32,
-                         batch_size=16, cache_dir=str(tmp_path / "cache"))
+    data = MLMDataModule(
+        tokenizer=tiny_bert_dir,
+        task={"train_file": tiny_csvs["train"], "val_file": tiny_csvs["val"]},
+        max_length=32,
+        batch_size=16,
+        cache_dir=str(tmp_path / "cache"),
+    )
     budget = StepBudget(max_steps=3, milestones=[1, 3])
     module = MaskedLM(model_name_or_path=tiny_bert_dir, warmup_steps=0)
     quiet_trainer(tmp_path, [budget], max_epochs=100, max_steps=3, limit_val_batches=0).fit(module, datamodule=data)
@@ -91,12 +107,15 @@ def test_masked_lm_milestones_are_loadable_hf_directories(tmp_path, tiny_bert_di
     assert not torch.equal(first.state_dict()[name], last.state_dict()[name])  # step 1 is not step 3
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"max_steps": 10, "milestones": [5, 20]}, r"\[20\] lie beyond max_steps 10"),
-    ({"max_steps": 10, "milestones": [0, 5]}, "positive integers"),
-    ({"max_steps": 10, "milestones": [-3]}, "positive integers"),
-    ({"max_steps": 0}, "max_steps must be a positive integer"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"max_steps": 10, "milestones": [5, 20]}, r"\[20\] lie beyond max_steps 10"),
+        ({"max_steps": 10, "milestones": [0, 5]}, "positive integers"),
+        ({"max_steps": 10, "milestones": [-3]}, "positive integers"),
+        ({"max_steps": 0}, "max_steps must be a positive integer"),
+    ],
+)
 def test_bad_arguments_are_refused(kwargs, match):
     with pytest.raises(BertlabError, match=match):
         StepBudget(**kwargs)

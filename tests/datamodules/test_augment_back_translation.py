@@ -4,11 +4,10 @@ models built here: outputs are strings, counts and determinism hold, and the dis
 from __future__ import annotations
 
 import pytest
+from conftest import make_texts
 
 from bertlab.errors import BertlabError
 from datamodules.augment import BackTranslation, build_augmenter
-
-from conftest import make_texts
 
 
 def build_tiny_marian(out_dir: str, texts: list[str], seed: int) -> str:
@@ -21,13 +20,27 @@ def build_tiny_marian(out_dir: str, texts: list[str], seed: int) -> str:
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=["<pad>", "</s>", "<unk>"]))
     eos = tok.token_to_id("</s>")
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", eos)])
-    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
-                            model_max_length=64).save_pretrained(out_dir)
-    config = MarianConfig(vocab_size=tok.get_vocab_size(), d_model=16, encoder_layers=1, decoder_layers=1,
-                          encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
-                          max_position_embeddings=64, pad_token_id=0, eos_token_id=eos, decoder_start_token_id=0,
-                          forced_eos_token_id=eos)
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", eos)]
+    )
+    PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", model_max_length=64
+    ).save_pretrained(out_dir)
+    config = MarianConfig(
+        vocab_size=tok.get_vocab_size(),
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        eos_token_id=eos,
+        decoder_start_token_id=0,
+        forced_eos_token_id=eos,
+    )
     torch.manual_seed(seed)
     MarianMTModel(config).save_pretrained(out_dir)
     return out_dir
@@ -36,7 +49,9 @@ def build_tiny_marian(out_dir: str, texts: list[str], seed: int) -> str:
 @pytest.fixture(scope="module")
 def marian_dirs(tmp_path_factory):
     texts = make_texts(60, seed=5)[0]
-    return tuple(build_tiny_marian(str(tmp_path_factory.mktemp(name)), texts, seed) for name, seed in [("fwd", 1), ("bwd", 2)])
+    return tuple(
+        build_tiny_marian(str(tmp_path_factory.mktemp(name)), texts, seed) for name, seed in [("fwd", 1), ("bwd", 2)]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -61,12 +76,12 @@ def test_round_trip_gives_n_aug_strings_deterministically(marian_dirs, texts):
     out = bt(texts + ["", "coffee"], seed=0)
     assert [len(v) for v in out] == [2] * (len(texts) + 2)
     assert out[len(texts)] == ["", ""]
-    assert all(isinstance(v, str) and v.strip() for vs in out[:len(texts)] + out[-1:] for v in vs)
+    assert all(isinstance(v, str) and v.strip() for vs in out[: len(texts)] + out[-1:] for v in vs)
     assert any(v != t for t, vs in zip(texts, out) for v in vs)
     # each row samples with its own generator: same result from a fresh instance, any batch size, any order
     again = BackTranslation(*marian_dirs, n_aug=2, batch_size=1, max_length=12)(texts[::-1], seed=0)
-    assert again == out[:len(texts)][::-1]
-    assert BackTranslation(*marian_dirs, n_aug=2, max_length=12, sampling_seed=1)(texts, seed=0) != out[:len(texts)]
+    assert again == out[: len(texts)][::-1]
+    assert BackTranslation(*marian_dirs, n_aug=2, max_length=12, sampling_seed=1)(texts, seed=0) != out[: len(texts)]
 
 
 def test_beam_search_mode(marian_dirs, texts):
@@ -91,7 +106,9 @@ def test_disk_cache_spares_a_rerun(marian_dirs, texts, tmp_path, monkeypatch):
 
 
 def test_needs_two_model_directories(marian_dirs, tmp_path):
-    with pytest.raises(BertlabError, match="needs two local seq2seq model directories.*missing: forward_model_dir, backward_model_dir"):
+    with pytest.raises(
+        BertlabError, match="needs two local seq2seq model directories.*missing: forward_model_dir, backward_model_dir"
+    ):
         build_augmenter("back_translation")
     with pytest.raises(BertlabError, match=r"\(missing: backward_model_dir\)$"):
         BackTranslation(marian_dirs[0])

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from conftest import make_texts
 
 from bertlab.errors import BertlabError
 from datamodules.augment import ContextualSubstitution, build_augmenter
 from datamodules.augment.words import is_word, split_words
-
-from conftest import make_texts
 
 SPECIALS = ("[MASK]", "[CLS]", "[SEP]", "[PAD]", "[UNK]", "##")
 
@@ -60,7 +59,10 @@ def test_short_texts_come_back_unchanged(augmenter, text):
 
 
 def test_fingerprint_and_errors(augmenter, tiny_bert_dir, tmp_path):
-    assert augmenter.fingerprint() == build_augmenter("contextual", model_dir=tiny_bert_dir, n_aug=3, rate=0.3, top_k=5).fingerprint()
+    assert (
+        augmenter.fingerprint()
+        == build_augmenter("contextual", model_dir=tiny_bert_dir, n_aug=3, rate=0.3, top_k=5).fingerprint()
+    )
     assert augmenter.fingerprint() != ContextualSubstitution(tiny_bert_dir, n_aug=3, rate=0.2, top_k=5).fingerprint()
     with pytest.raises(BertlabError, match="not a model directory"):
         ContextualSubstitution(str(tmp_path / "missing"))

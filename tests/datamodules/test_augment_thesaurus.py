@@ -31,7 +31,20 @@ def test_mythes_keeps_plain_synonyms_only():
 def test_cilin_uses_equal_groups_only():
     cilin = Cilin(DATA / "cilin_mini.txt")
     assert cilin.synonyms("公园") == ["园林", "花园", "庄园", "园", "苑"]
-    assert cilin.synonyms("散步") == ["撒", "播", "散", "播撒", "溜达", "遛", "逛", "绕弯儿", "遛弯儿", "转悠", "转转", "走走"]
+    assert cilin.synonyms("散步") == [
+        "撒",
+        "播",
+        "散",
+        "播撒",
+        "溜达",
+        "遛",
+        "逛",
+        "绕弯儿",
+        "遛弯儿",
+        "转悠",
+        "转转",
+        "走走",
+    ]
     assert cilin.synonyms("顺民") == []  # only in a '#' (related) group
     assert cilin.synonyms("众学生") == [] and cilin.synonyms("角色") == []  # '@' (self-contained) groups
     assert "顺民" not in cilin.synonyms("良民") and "好人" in cilin.synonyms("良民")
@@ -107,7 +120,9 @@ def test_malformed_files_name_the_problem(tmp_path):
         open_synonym_source(bad)
 
 
-@pytest.mark.skipif(not os.path.isfile(DEFAULT_MYTHES), reason=f"{DEFAULT_MYTHES} absent (apt-get install mythes-en-us)")
+@pytest.mark.skipif(
+    not os.path.isfile(DEFAULT_MYTHES), reason=f"{DEFAULT_MYTHES} absent (apt-get install mythes-en-us)"
+)
 def test_real_mythes():
     thesaurus = MyThes(DEFAULT_MYTHES)
     assert "glad" in thesaurus.synonyms("happy")

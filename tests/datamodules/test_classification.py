@@ -13,7 +13,9 @@ from datamodules.classification import ClassificationDataModule
 @pytest.fixture
 def dm_factory(tiny_bert_dir, tiny_csvs, tmp_path):
     def make(**kwargs):
-        args = dict(tokenizer=tiny_bert_dir, train_file=tiny_csvs["train"], cache_dir=str(tmp_path / "cache"), batch_size=8)
+        args = dict(
+            tokenizer=tiny_bert_dir, train_file=tiny_csvs["train"], cache_dir=str(tmp_path / "cache"), batch_size=8
+        )
         args.update(kwargs)
         return ClassificationDataModule(**args)
 
@@ -54,7 +56,9 @@ def test_batches_carry_ids_labels_and_dynamic_padding(dm_factory):
 
 
 def test_pad_collator_pads_to_a_multiple():
-    out = PadCollator(0, pad_to_multiple_of=8)([{"input_ids": np.array([5, 6, 7]), "labels": 1}, {"input_ids": np.array([5]), "labels": 0}])
+    out = PadCollator(0, pad_to_multiple_of=8)(
+        [{"input_ids": np.array([5, 6, 7]), "labels": 1}, {"input_ids": np.array([5]), "labels": 0}]
+    )
     assert out["input_ids"].tolist() == [[5, 6, 7, 0, 0, 0, 0, 0], [5, 0, 0, 0, 0, 0, 0, 0]]
     assert out["attention_mask"].sum(1).tolist() == [3, 1] and out["labels"].tolist() == [1, 0]
 
@@ -68,7 +72,7 @@ def test_length_grouped_sampler_is_a_permutation_with_less_padding():
     assert list(LengthGroupedSampler(lengths, batch_size=16, seed=3)) == first  # deterministic per (seed, epoch)
 
     def padding(order):
-        batches = [np.array(order[i:i + 16]) for i in range(0, len(order), 16)]
+        batches = [np.array(order[i : i + 16]) for i in range(0, len(order), 16)]
         return sum(int(lengths[b].max() * len(b) - lengths[b].sum()) for b in batches)
 
     random_order = rng.permutation(1000).tolist()
@@ -77,17 +81,24 @@ def test_length_grouped_sampler_is_a_permutation_with_less_padding():
 
 def test_train_subset_is_stratified(dm_factory):
     dm = dm_factory(val_fraction=0.25, train_subset=30)
-    assert len(dm.frames["train"]) == 30 and dm.frames["train"]["label"].value_counts().to_dict() == {"pos": 15, "neg": 15}
+    assert len(dm.frames["train"]) == 30 and dm.frames["train"]["label"].value_counts().to_dict() == {
+        "pos": 15,
+        "neg": 15,
+    }
     with pytest.raises(BertlabError, match=r"train_subset must be in \[1, 120\]"):
         dm_factory(val_fraction=0.25, train_subset=500).frames
 
 
 def test_augmentation_grows_train_by_n_aug_per_example_and_leaves_val_test_alone(dm_factory, tiny_csvs, monkeypatch):
-    synonyms = SynonymDict({"coffee": ["espresso"], "tea": ["chai"], "box": ["carton"], "snack": ["treat"], "kids": ["children"]})
+    synonyms = SynonymDict(
+        {"coffee": ["espresso"], "tea": ["chai"], "box": ["carton"], "snack": ["treat"], "kids": ["children"]}
+    )
     import datamodules.augment as augment
 
     real = augment.build_augmenter
-    monkeypatch.setattr("datamodules.augment.apply.build_augmenter", lambda name, **kw: real(name, synonyms=synonyms, **kw))
+    monkeypatch.setattr(
+        "datamodules.augment.apply.build_augmenter", lambda name, **kw: real(name, synonyms=synonyms, **kw)
+    )
     spec = [{"name": "eda", "n_aug": 3}]
     plain = dm_factory(val_fraction=0.25, test_file=tiny_csvs["test"])
     aug = dm_factory(val_fraction=0.25, test_file=tiny_csvs["test"], augment=spec)
@@ -95,7 +106,9 @@ def test_augmentation_grows_train_by_n_aug_per_example_and_leaves_val_test_alone
     train = aug.frames["train"]
     assert len(train) == n * 4
     assert train["source_idx"].tolist() == list(range(n)) + [i for i in range(n) for _ in range(3)]
-    assert (train["label"].to_numpy()[n:] == plain.frames["train"]["label"].to_numpy()[train["source_idx"].to_numpy()[n:]]).all()
+    assert (
+        train["label"].to_numpy()[n:] == plain.frames["train"]["label"].to_numpy()[train["source_idx"].to_numpy()[n:]]
+    ).all()
     for split in ("val", "test"):
         assert aug.frames[split].equals(plain.frames[split])
     again = dm_factory(val_fraction=0.25, test_file=tiny_csvs["test"], augment=spec)
@@ -106,6 +119,8 @@ def test_augmentation_grows_train_by_n_aug_per_example_and_leaves_val_test_alone
 
 
 def test_unknown_augmenter_is_an_error(dm_factory):
-    with pytest.raises(BertlabError, match="unknown augmenter 'mixup'; known augmenters: eda, contextual, back_translation"):
+    with pytest.raises(
+        BertlabError, match="unknown augmenter 'mixup'; known augmenters: eda, contextual, back_translation"
+    ):
         dm_factory(augment=[{"name": "mixup"}]).frames
     assert build_augmenter("eda", synonyms=SynonymDict({})).n_aug == 4

@@ -30,8 +30,14 @@ def data(tiny_csvs, tmp_path):
 
 
 def make_dm(tiny_bert_dir, data, tmp_path, **kwargs) -> ClassificationDataModule:
-    return ClassificationDataModule(tokenizer=tiny_bert_dir, train_file=data["train"], val_file=data["val"], max_length=32,
-                                    cache_dir=str(tmp_path / "cache"), **kwargs)
+    return ClassificationDataModule(
+        tokenizer=tiny_bert_dir,
+        train_file=data["train"],
+        val_file=data["val"],
+        max_length=32,
+        cache_dir=str(tmp_path / "cache"),
+        **kwargs,
+    )
 
 
 def write_soft_labels(path, n: int, c: int = 2, drop=(), dup=False, shuffle=True, **extra) -> np.ndarray:
@@ -62,10 +68,14 @@ def test_soft_labels_with_the_writer_metadata_are_checked(tiny_bert_dir, data, t
     dm = make_dm(tiny_bert_dir, data, tmp_path)
     fp = text_fingerprint(dm.frames["train"])
     good = tmp_path / "good.npz"
-    write_soft_labels(good, 160, labels=np.array(["neg", "pos"]), split=np.array("train"), data_fingerprint=np.array(fp))
+    write_soft_labels(
+        good, 160, labels=np.array(["neg", "pos"]), split=np.array("train"), data_fingerprint=np.array(fp)
+    )
     make_dm(tiny_bert_dir, data, tmp_path, soft_labels_file=str(good)).setup("fit")
     bad = tmp_path / "other_data.npz"
-    write_soft_labels(bad, 160, labels=np.array(["neg", "pos"]), split=np.array("train"), data_fingerprint=np.array("0" * 16))
+    write_soft_labels(
+        bad, 160, labels=np.array(["neg", "pos"]), split=np.array("train"), data_fingerprint=np.array("0" * 16)
+    )
     with pytest.raises(BertlabError, match="different training texts"):
         make_dm(tiny_bert_dir, data, tmp_path, soft_labels_file=str(bad)).setup("fit")
     val = tmp_path / "val_split.npz"
@@ -137,8 +147,14 @@ def test_knowledge_from_a_json_column(tiny_bert_dir, data, tmp_path):
 
 
 def test_knowledge_column_survives_the_train_val_cut(tiny_bert_dir, data, tmp_path):
-    dm = ClassificationDataModule(tokenizer=tiny_bert_dir, train_file=data["train"], val_fraction=0.25, max_length=32,
-                                  cache_dir=str(tmp_path / "cache"), knowledge={"column": "vec"})
+    dm = ClassificationDataModule(
+        tokenizer=tiny_bert_dir,
+        train_file=data["train"],
+        val_fraction=0.25,
+        max_length=32,
+        cache_dir=str(tmp_path / "cache"),
+        knowledge={"column": "vec"},
+    )
     raw = pd.read_csv(data["train"]).set_index("text")
     dm.setup("fit")
     for split in ("train", "val"):
@@ -153,11 +169,23 @@ def test_knowledge_column_from_jsonl_lists(tiny_bert_dir, tiny_csvs, tmp_path):
         df["kv"] = [[float(i), 1.0, 2.0] for i in range(len(df))]
         paths[split] = tmp_path / f"{split}.jsonl"
         df.to_json(paths[split], orient="records", lines=True)
-    dm = ClassificationDataModule(tokenizer=tiny_bert_dir, train_file=str(paths["train"]), val_file=str(paths["val"]), max_length=32,
-                                  cache_dir=str(tmp_path / "cache"), knowledge={"column": "kv"})
+    dm = ClassificationDataModule(
+        tokenizer=tiny_bert_dir,
+        train_file=str(paths["train"]),
+        val_file=str(paths["val"]),
+        max_length=32,
+        cache_dir=str(tmp_path / "cache"),
+        knowledge={"column": "kv"},
+    )
     np.testing.assert_array_equal(knowledge_of(dm, "val"), np.array([[i, 1, 2] for i in range(40)], dtype=np.float32))
-    dm = ClassificationDataModule(tokenizer=tiny_bert_dir, train_file=str(paths["train"]), val_file=tiny_csvs["val"], max_length=32,
-                                  cache_dir=str(tmp_path / "cache"), knowledge={"column": "kv"})
+    dm = ClassificationDataModule(
+        tokenizer=tiny_bert_dir,
+        train_file=str(paths["train"]),
+        val_file=tiny_csvs["val"],
+        max_length=32,
+        cache_dir=str(tmp_path / "cache"),
+        knowledge={"column": "kv"},
+    )
     with pytest.raises(BertlabError, match=r"val.csv: no column 'kv' for the knowledge vectors"):
         dm.frames
 
@@ -166,7 +194,9 @@ def test_knowledge_column_errors(tiny_bert_dir, data, tmp_path):
     df = pd.read_csv(data["val"])
     df.loc[[3, 9], "vec"] = ""
     df.to_csv(data["val"], index=False)
-    with pytest.raises(BertlabError, match=r"val split, column 'vec': knowledge vectors missing for 2 example\(s\): 3, 9"):
+    with pytest.raises(
+        BertlabError, match=r"val split, column 'vec': knowledge vectors missing for 2 example\(s\): 3, 9"
+    ):
         knowledge_of(make_dm(tiny_bert_dir, data, tmp_path, knowledge={"column": "vec"}), "val")
     df.loc[[3, 9], "vec"] = "[1, 2, 3]"
     df.to_csv(data["val"], index=False)
@@ -182,7 +212,12 @@ def test_knowledge_from_npy_and_npz_by_id(tiny_bert_dir, data, tmp_path):
     val = np.random.default_rng(1).normal(size=(40, 3)).astype(np.float32)
     order = np.random.default_rng(2).permutation(40)
     np.savez(tmp_path / "val.npz", idx=order, vectors=val[order])
-    dm = make_dm(tiny_bert_dir, data, tmp_path, knowledge={"files": {"train": str(tmp_path / "train.npy"), "val": str(tmp_path / "val.npz")}})
+    dm = make_dm(
+        tiny_bert_dir,
+        data,
+        tmp_path,
+        knowledge={"files": {"train": str(tmp_path / "train.npy"), "val": str(tmp_path / "val.npz")}},
+    )
     dm.setup("fit")
     np.testing.assert_array_equal(dm.datasets["train"].extras["knowledge"], train)
     np.testing.assert_array_equal(dm.datasets["val"].extras["knowledge"], val)
@@ -191,8 +226,16 @@ def test_knowledge_from_npy_and_npz_by_id(tiny_bert_dir, data, tmp_path):
 def test_knowledge_file_errors(tiny_bert_dir, data, tmp_path):
     np.save(tmp_path / "short.npy", np.zeros((150, 3), dtype=np.float32))
     np.save(tmp_path / "val.npy", np.zeros((40, 3), dtype=np.float32))
-    dm = make_dm(tiny_bert_dir, data, tmp_path, knowledge={"files": {"train": str(tmp_path / "short.npy"), "val": str(tmp_path / "val.npy")}})
-    with pytest.raises(BertlabError, match=r"short.npy: knowledge vectors missing for 10 of 160 examples of the train split \(ids 150, 151"):
+    dm = make_dm(
+        tiny_bert_dir,
+        data,
+        tmp_path,
+        knowledge={"files": {"train": str(tmp_path / "short.npy"), "val": str(tmp_path / "val.npy")}},
+    )
+    with pytest.raises(
+        BertlabError,
+        match=r"short.npy: knowledge vectors missing for 10 of 160 examples of the train split \(ids 150, 151",
+    ):
         dm.setup("fit")
     dm = make_dm(tiny_bert_dir, data, tmp_path, knowledge={"files": {"train": str(tmp_path / "val.npy")}})
     with pytest.raises(BertlabError, match="knowledge.files has no file for the val split"):
@@ -222,11 +265,16 @@ def test_knowledge_table_errors(tiny_bert_dir, data, tmp_path):
     path = tmp_path / "entities.json"
     path.write_text(json.dumps({f"e{j}": [1.0, 2.0] for j in range(5)}))  # no e5, e6
     dm = make_dm(tiny_bert_dir, data, tmp_path, knowledge={"table": str(path), "key_column": "entity"})
-    with pytest.raises(BertlabError, match=r"val split: 10 example\(s\) have no vector in .*entities.json for their 'entity': keys e5, e6 \(example ids 5, 6, 12, 13, 19"):
+    with pytest.raises(
+        BertlabError,
+        match=r"val split: 10 example\(s\) have no vector in .*entities.json for their 'entity': keys e5, e6 \(example ids 5, 6, 12, 13, 19",
+    ):
         knowledge_of(dm, "val")
     path.write_text(json.dumps({"e0": [1.0], **{f"e{j}": [1.0, 2.0] for j in range(1, 7)}}))
     with pytest.raises(BertlabError, match=r"inconsistent dimensions \[1, 2\]"):
-        knowledge_of(make_dm(tiny_bert_dir, data, tmp_path, knowledge={"table": str(path), "key_column": "entity"}), "val")
+        knowledge_of(
+            make_dm(tiny_bert_dir, data, tmp_path, knowledge={"table": str(path), "key_column": "entity"}), "val"
+        )
     bad = tmp_path / "bad.tsv"
     bad.write_text("e0\t1\t2\ne1\t1\tx\n")
     with pytest.raises(BertlabError, match="line 2: the fields after the key must be numbers"):
@@ -272,26 +320,53 @@ def test_vader_features_are_lexicon_scores_and_cached(tiny_bert_dir, data, tmp_p
     np.testing.assert_array_equal(again, k)
 
 
-def test_encoder_embeddings_are_masked_means_of_the_local_encoder_and_cached(tiny_bert_dir, data, tmp_path, monkeypatch):
+def test_encoder_embeddings_are_masked_means_of_the_local_encoder_and_cached(
+    tiny_bert_dir, data, tmp_path, monkeypatch
+):
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    dm = make_dm(tiny_bert_dir, data, tmp_path, knowledge={"provider": "encoder", "model_dir": tiny_bert_dir, "max_length": 16})
+    dm = make_dm(
+        tiny_bert_dir, data, tmp_path, knowledge={"provider": "encoder", "model_dir": tiny_bert_dir, "max_length": 16}
+    )
     k = knowledge_of(dm, "val")
     texts = list(dm.frames["val"]["text"])
     tok, enc = AutoTokenizer.from_pretrained(tiny_bert_dir), AutoModel.from_pretrained(tiny_bert_dir).eval()
     with torch.no_grad():  # one text at a time, no padding: the mean over its own tokens
-        expect = np.stack([enc(**tok(t, truncation=True, max_length=16, return_tensors="pt")).last_hidden_state[0].mean(0).numpy() for t in texts[:5]])
+        expect = np.stack(
+            [
+                enc(**tok(t, truncation=True, max_length=16, return_tensors="pt")).last_hidden_state[0].mean(0).numpy()
+                for t in texts[:5]
+            ]
+        )
     assert k.shape == (40, enc.config.hidden_size)
     np.testing.assert_allclose(k[:5], expect, atol=1e-5)
-    cls = knowledge_of(make_dm(tiny_bert_dir, data, tmp_path, knowledge={"provider": "encoder", "model_dir": tiny_bert_dir, "pooling": "cls", "max_length": 16}), "val")
+    cls = knowledge_of(
+        make_dm(
+            tiny_bert_dir,
+            data,
+            tmp_path,
+            knowledge={"provider": "encoder", "model_dir": tiny_bert_dir, "pooling": "cls", "max_length": 16},
+        ),
+        "val",
+    )
     with torch.no_grad():
-        first = enc(**tok(texts[0], truncation=True, max_length=16, return_tensors="pt")).last_hidden_state[0, 0].numpy()
+        first = (
+            enc(**tok(texts[0], truncation=True, max_length=16, return_tensors="pt")).last_hidden_state[0, 0].numpy()
+        )
     np.testing.assert_allclose(cls[0], first, atol=1e-5)
     import transformers
 
     monkeypatch.setattr(transformers, "AutoModel", None)  # a second build must read the cache
-    again = knowledge_of(make_dm(tiny_bert_dir, data, tmp_path, knowledge={"provider": "encoder", "model_dir": tiny_bert_dir, "max_length": 16}), "val")
+    again = knowledge_of(
+        make_dm(
+            tiny_bert_dir,
+            data,
+            tmp_path,
+            knowledge={"provider": "encoder", "model_dir": tiny_bert_dir, "max_length": 16},
+        ),
+        "val",
+    )
     np.testing.assert_array_equal(again, k)
 
 

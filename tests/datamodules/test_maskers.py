@@ -8,14 +8,24 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import build_tiny_bert, make_texts
 from torch.nn.utils.rnn import pad_sequence
 from transformers import AutoTokenizer
 
 from bertlab.errors import BertlabError
 from datamodules import maskers
-from datamodules.maskers import (MASKERS, DynamicMasker, EntropyMasker, SelectiveMasker, SpanMasker, StaticMasker,
-                                 WholeWordMasker, build_masker, jieba_word_ids, wordpiece_word_ids)
-from conftest import build_tiny_bert, make_texts
+from datamodules.maskers import (
+    MASKERS,
+    DynamicMasker,
+    EntropyMasker,
+    SelectiveMasker,
+    SpanMasker,
+    StaticMasker,
+    WholeWordMasker,
+    build_masker,
+    jieba_word_ids,
+    wordpiece_word_ids,
+)
 
 N = 10_000
 RATE_MASKERS = ["dynamic", "static", "whole_word", "span"]
@@ -29,7 +39,9 @@ def tok(tiny_bert_dir):
 @pytest.fixture(scope="module")
 def split_tok(tmp_path_factory):
     """A 60-piece vocab: most words split into ``##`` pieces."""
-    return AutoTokenizer.from_pretrained(build_tiny_bert(str(tmp_path_factory.mktemp("split_bert")), make_texts(200)[0], vocab_size=60))
+    return AutoTokenizer.from_pretrained(
+        build_tiny_bert(str(tmp_path_factory.mktemp("split_bert")), make_texts(200)[0], vocab_size=60)
+    )
 
 
 def random_features(tok, n=N, lo=3, hi=60, seed=0, pairs=False, scores=False):
@@ -52,9 +64,11 @@ def random_features(tok, n=N, lo=3, hi=60, seed=0, pairs=False, scores=False):
 def run(masker, feats, batch_size=1000):
     """Yield (original padded ids, masker output) per batch."""
     for lo in range(0, len(feats), batch_size):
-        chunk = feats[lo:lo + batch_size]
+        chunk = feats[lo : lo + batch_size]
         out = masker(chunk)
-        orig = pad_sequence([torch.as_tensor(f["input_ids"]) for f in chunk], batch_first=True, padding_value=masker.pad_id)
+        orig = pad_sequence(
+            [torch.as_tensor(f["input_ids"]) for f in chunk], batch_first=True, padding_value=masker.pad_id
+        )
         orig = torch.nn.functional.pad(orig, (0, out["input_ids"].shape[1] - orig.shape[1]), value=masker.pad_id)
         yield orig, out
 
@@ -134,9 +148,11 @@ def test_whole_words_never_split(with_word_ids, split_tok):
     feats = word_features(split_tok, with_word_ids=with_word_ids)
     pieces = sum(t.startswith("##") for f in feats[:100] for t in split_tok.convert_ids_to_tokens(f["input_ids"]))
     assert pieces > 300  # the small vocab really splits words
-    words = pad_sequence([torch.tensor(wordpiece_word_ids(f["input_ids"], split_tok)) for f in feats], batch_first=True, padding_value=-1)
+    words = pad_sequence(
+        [torch.tensor(wordpiece_word_ids(f["input_ids"], split_tok)) for f in feats], batch_first=True, padding_value=-1
+    )
     for lo, (orig, out) in zip(range(0, N, 1000), run(WholeWordMasker(split_tok), feats)):
-        w = words[lo:lo + 1000]
+        w = words[lo : lo + 1000]
         w = torch.nn.functional.pad(w, (0, orig.shape[1] - w.shape[1]), value=-1)
         key = torch.arange(len(w)).unsqueeze(1) * 1000 + w  # (row, word) -> one id
         valid = w >= 0
@@ -169,7 +185,9 @@ def test_spans_are_contiguous_geometric_and_meet_the_budget(tok):
         assert torch.equal(starts[:, 0], ends[:, 0])
         run_len = ends[:, 1] - starts[:, 1]
         is_mask = (out["input_ids"] == tok.mask_token_id).int().cumsum(1)
-        masks_in_run = is_mask[ends[:, 0], ends[:, 1] - 1] - torch.where(starts[:, 1] > 0, is_mask[starts[:, 0], starts[:, 1] - 1], 0)
+        masks_in_run = is_mask[ends[:, 0], ends[:, 1] - 1] - torch.where(
+            starts[:, 1] > 0, is_mask[starts[:, 0], starts[:, 1] - 1], 0
+        )
         assert ((masks_in_run == 0) | (masks_in_run == run_len)).all()  # one 80/10/10 decision per span
         lengths.append(run_len)
     lengths = torch.cat(lengths).double()
@@ -202,7 +220,9 @@ def test_static_masks_repeat_per_copy(tok):
         masker.set_epoch(epoch)
         outs[epoch] = masker(feats)
     for a, b in ((0, 4), (1, 5)):
-        assert torch.equal(outs[a]["input_ids"], outs[b]["input_ids"]) and torch.equal(outs[a]["labels"], outs[b]["labels"])
+        assert torch.equal(outs[a]["input_ids"], outs[b]["input_ids"]) and torch.equal(
+            outs[a]["labels"], outs[b]["labels"]
+        )
     rows_differ = (outs[0]["labels"] != outs[1]["labels"]).any(1).float().mean()
     assert rows_differ > 0.9
     # the mask belongs to (idx, copy), not to the batch it lands in or its padding
@@ -267,7 +287,7 @@ def test_selective_masks_the_top_scores(tok):
     for f, labels in zip(feats, out["labels"]):
         scores = torch.tensor(f["scores"])[1:-1]
         k = round(0.2 * len(scores))
-        chosen = (labels[1:len(f["input_ids"]) - 1] != -100).nonzero().flatten()
+        chosen = (labels[1 : len(f["input_ids"]) - 1] != -100).nonzero().flatten()
         assert set(chosen.tolist()) == set(scores.topk(k).indices.tolist())
 
 

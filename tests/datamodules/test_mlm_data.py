@@ -42,13 +42,22 @@ def _csv_texts(path) -> list[str]:
 
 def test_packed_keeps_every_token_in_full_blocks(tiny_bert_dir, tok, tmp_path):
     texts, _ = make_texts(60, seed=7)
-    dm = _mlm(tiny_bert_dir, tmp_path, corpus=[_corpus(tmp_path / "c.txt", texts)], mode="packed", max_length=16, val_fraction=0)
+    dm = _mlm(
+        tiny_bert_dir,
+        tmp_path,
+        corpus=[_corpus(tmp_path / "c.txt", texts)],
+        mode="packed",
+        max_length=16,
+        val_fraction=0,
+    )
     dm.setup()
     docs = dm.documents["train"]
     assert sorted(docs) == sorted(dict.fromkeys(texts)) and dm.documents["val"] == []
     doc_tokens = tok(docs, add_special_tokens=False)["input_ids"]
     n_tokens = sum(map(len, doc_tokens))
-    boundaries = set(np.cumsum([len(t) for t in doc_tokens])[:-1].tolist())  # text-token positions where a document ends
+    boundaries = set(
+        np.cumsum([len(t) for t in doc_tokens])[:-1].tolist()
+    )  # text-token positions where a document ends
     cls, sep = tok.cls_token_id, tok.sep_token_id
 
     blocks = _items(dm.datasets["train"])
@@ -70,7 +79,10 @@ def test_packed_keeps_every_token_in_full_blocks(tiny_bert_dir, tok, tmp_path):
     assert set(inner_seps) | (block_starts & boundaries) == boundaries
     # full blocks; one slot short only where a document ends in the block's last slot (its [SEP] is the block's own)
     for block, end in zip(blocks[:-1], block_ends[:-1]):
-        assert len(block) == 16 or (len(block) == 15 and end in boundaries), (len(block), tok.convert_ids_to_tokens(block))
+        assert len(block) == 16 or (len(block) == 15 and end in boundaries), (
+            len(block),
+            tok.convert_ids_to_tokens(block),
+        )
     assert sum(len(b) == 16 for b in blocks) >= len(blocks) - 3
     assert 3 <= len(blocks[-1]) <= 16 and block_ends[-1] == n_tokens
 
@@ -78,11 +90,20 @@ def test_packed_keeps_every_token_in_full_blocks(tiny_bert_dir, tok, tmp_path):
 def test_line_by_line_cuts_a_very_long_line(tiny_bert_dir, tok, tmp_path):
     long_line = " ".join(["coffee", "tea", "great", "box"] * 2500)  # 10,000 words
     short = "the tea was lovely"
-    dm = _mlm(tiny_bert_dir, tmp_path, corpus=[_corpus(tmp_path / "c.txt", [long_line, short])], mode="line_by_line", max_length=24, val_fraction=0)
+    dm = _mlm(
+        tiny_bert_dir,
+        tmp_path,
+        corpus=[_corpus(tmp_path / "c.txt", [long_line, short])],
+        mode="line_by_line",
+        max_length=24,
+        val_fraction=0,
+    )
     dm.setup()
     items = {len(ids): ids for ids in _items(dm.datasets["train"])}
     assert sorted(items) == [6, 24]
-    assert items[24] == [tok.cls_token_id] + tok(long_line, add_special_tokens=False)["input_ids"][:22] + [tok.sep_token_id]
+    assert items[24] == [tok.cls_token_id] + tok(long_line, add_special_tokens=False)["input_ids"][:22] + [
+        tok.sep_token_id
+    ]
     assert items[6] == tok(short)["input_ids"]
 
 
@@ -121,7 +142,9 @@ def test_val_fraction_split_is_deterministic_and_disjoint(tiny_bert_dir, tmp_pat
     texts, _ = make_texts(100, seed=4)
     corpus = [_corpus(tmp_path / "c.txt", texts)]
     n = len(set(texts))
-    first, again, other = (_mlm(tiny_bert_dir, tmp_path, corpus=corpus, val_fraction=0.2, seed=s).documents for s in (0, 0, 1))
+    first, again, other = (
+        _mlm(tiny_bert_dir, tmp_path, corpus=corpus, val_fraction=0.2, seed=s).documents for s in (0, 0, 1)
+    )
     assert first == again
     assert len(first["val"]) == round(0.2 * n) and len(first["train"]) == n - round(0.2 * n)
     assert not set(first["train"]) & set(first["val"])
@@ -158,7 +181,10 @@ def test_table_column_entries(tiny_bert_dir, tmp_path):
 
 
 def test_bad_corpus_entries(tiny_bert_dir, tmp_path):
-    with pytest.raises(BertlabError, match=r"corpus entry 'no_such_corpus' is neither a file nor a built-in corpus \(fine_food_reviews, "):
+    with pytest.raises(
+        BertlabError,
+        match=r"corpus entry 'no_such_corpus' is neither a file nor a built-in corpus \(fine_food_reviews, ",
+    ):
         _ = _mlm(tiny_bert_dir, tmp_path, corpus=["no_such_corpus"]).documents
     with pytest.raises(BertlabError, match=r"the MLM corpus is empty: give `corpus` entries and/or a `task`"):
         _mlm(tiny_bert_dir, tmp_path, corpus=[])
@@ -194,7 +220,14 @@ def test_selective_masker_needs_a_scorer(tiny_bert_dir, tmp_path):
 
 def test_train_batches_mask_about_15_percent_and_never_specials(tiny_bert_dir, tok, tmp_path):
     texts, _ = make_texts(400, seed=11)
-    dm = _mlm(tiny_bert_dir, tmp_path, corpus=[_corpus(tmp_path / "c.txt", texts)], max_length=32, val_fraction=0.1, batch_size=64)
+    dm = _mlm(
+        tiny_bert_dir,
+        tmp_path,
+        corpus=[_corpus(tmp_path / "c.txt", texts)],
+        max_length=32,
+        val_fraction=0.1,
+        batch_size=64,
+    )
     dm.setup()
     assert len(dm.datasets["train"]) >= 300
     specials = torch.tensor(tok.all_special_ids)
@@ -216,7 +249,14 @@ def test_train_batches_mask_about_15_percent_and_never_specials(tiny_bert_dir, t
 
 def test_val_loader_masks_are_fixed(tiny_bert_dir, tmp_path):
     texts, _ = make_texts(200, seed=12)
-    dm = _mlm(tiny_bert_dir, tmp_path, corpus=[_corpus(tmp_path / "c.txt", texts)], max_length=32, val_fraction=0.25, batch_size=16)
+    dm = _mlm(
+        tiny_bert_dir,
+        tmp_path,
+        corpus=[_corpus(tmp_path / "c.txt", texts)],
+        max_length=32,
+        val_fraction=0.25,
+        batch_size=16,
+    )
     dm.setup()
     loader = dm.val_dataloader()
     passes = [list(loader), list(loader), list(dm.val_dataloader())]
@@ -234,8 +274,16 @@ def test_ddp_sampler_wrapper_passes_the_epoch_to_the_masker(tiny_bert_dir, tmp_p
     from lightning_fabric.utilities.distributed import DistributedSamplerWrapper
 
     texts, _ = make_texts(60, seed=13)
-    dm = _mlm(tiny_bert_dir, tmp_path, corpus=[_corpus(tmp_path / "c.txt", texts)], max_length=32, batch_size=8,
-              masker="static", masker_kwargs={"dupe_factor": 4}, group_by_length=group_by_length)
+    dm = _mlm(
+        tiny_bert_dir,
+        tmp_path,
+        corpus=[_corpus(tmp_path / "c.txt", texts)],
+        max_length=32,
+        batch_size=8,
+        masker="static",
+        masker_kwargs={"dupe_factor": 4},
+        group_by_length=group_by_length,
+    )
     dm.setup()
     loader = dm.train_dataloader()
     wrapped = DistributedSamplerWrapper(loader.sampler, num_replicas=2, rank=1, shuffle=True, seed=0)

@@ -28,13 +28,21 @@ def test_bad_patterns(bad):
 
 
 def test_whitespace_before_a_slot_belongs_to_the_slot():
-    assert parse_pattern("Review: {text} It was [MASK].") == [("literal", "Review:"), ("text", " "), ("literal", " It was"), ("mask", " "), ("literal", ".")]
+    assert parse_pattern("Review: {text} It was [MASK].") == [
+        ("literal", "Review:"),
+        ("text", " "),
+        ("literal", " It was"),
+        ("mask", " "),
+        ("literal", "."),
+    ]
 
 
 def test_render_places_the_mask_token_between_the_pattern_words(tok):
     text = "the coffee was great"
     [ids], _ = render_pattern(tok, PATTERNS[0], [text], None, max_length=32)
-    assert ids == [tok.cls_token_id] + enc(tok, text) + enc(tok, " It was") + [tok.mask_token_id] + enc(tok, ".") + [tok.sep_token_id]
+    assert ids == [tok.cls_token_id] + enc(tok, text) + enc(tok, " It was") + [tok.mask_token_id] + enc(tok, ".") + [
+        tok.sep_token_id
+    ]
 
 
 @pytest.mark.parametrize("truncation", ["head", "tail", "head_tail"])
@@ -44,7 +52,7 @@ def test_mask_and_pattern_survive_truncation(tok, truncation):
     tail = enc(tok, " All in all,") + [tok.mask_token_id] + enc(tok, "!") + [tok.sep_token_id]
     for ids in rows:
         assert ids.count(tok.mask_token_id) == 1  # a mask inside the data becomes [UNK]
-        assert ids[-len(tail):] == tail and ids[1:1 + len(enc(tok, "Review:"))] == enc(tok, "Review:")
+        assert ids[-len(tail) :] == tail and ids[1 : 1 + len(enc(tok, "Review:"))] == enc(tok, "Review:")
     assert len(rows[0]) == 24
 
 
@@ -57,12 +65,21 @@ def test_text_pair_pattern_needs_a_pair_column(tok):
     with pytest.raises(BertlabError, match="text_pair"):
         render_pattern(tok, "{text} ? [MASK], {text_pair}", ["a"], None, max_length=16)
     [ids], _ = render_pattern(tok, "{text} ? [MASK], {text_pair}", ["the tea"], ["the coffee"], max_length=16)
-    assert ids == [tok.cls_token_id] + enc(tok, "the tea ?") + [tok.mask_token_id] + enc(tok, ", the coffee") + [tok.sep_token_id]
+    assert ids == [tok.cls_token_id] + enc(tok, "the tea ?") + [tok.mask_token_id] + enc(tok, ", the coffee") + [
+        tok.sep_token_id
+    ]
 
 
 def make_dm(tiny_bert_dir, tiny_csvs, tmp_path, **kw):
-    args = dict(tokenizer=tiny_bert_dir, train_file=tiny_csvs["train"], val_file=tiny_csvs["val"], batch_size=4, max_length=32,
-                cache_dir=str(tmp_path), patterns=PATTERNS)
+    args = dict(
+        tokenizer=tiny_bert_dir,
+        train_file=tiny_csvs["train"],
+        val_file=tiny_csvs["val"],
+        batch_size=4,
+        max_length=32,
+        cache_dir=str(tmp_path),
+        patterns=PATTERNS,
+    )
     return PETDataModule(**{**args, **kw})
 
 
@@ -77,7 +94,9 @@ def test_batches_hold_every_pattern_and_mlm_inputs(tiny_bert_dir, tiny_csvs, tmp
     assert batch["mlm_input_ids"].shape[0] == 4 and (batch["mlm_labels"] != -100).any()
     texts = dm.frames["train"]["text"]
     first = batch["input_ids"][0][batch["attention_mask"][0].bool()].tolist()
-    assert first[1:1 + len(enc(tok, texts[int(batch["idx"][0])]))] == enc(tok, texts[int(batch["idx"][0])])  # row b·P + 0 is example b
+    assert first[1 : 1 + len(enc(tok, texts[int(batch["idx"][0])]))] == enc(
+        tok, texts[int(batch["idx"][0])]
+    )  # row b·P + 0 is example b
     val = next(iter(dm.val_dataloader()))
     assert "mlm_input_ids" not in val and val["input_ids"].shape[0] == 2 * val["labels"].shape[0]
     assert dm.hparams.patterns == PATTERNS and dm.num_labels == 2

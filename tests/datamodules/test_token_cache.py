@@ -19,7 +19,12 @@ def _words(tok, ids):
 
 def test_template_of_bert(tok):
     t = SpecialTemplate.from_tokenizer(tok)
-    assert (t.prefix, t.suffix, t.middle, t.pair_suffix) == ((tok.cls_token_id,), (tok.sep_token_id,), (tok.sep_token_id,), (tok.sep_token_id,))
+    assert (t.prefix, t.suffix, t.middle, t.pair_suffix) == (
+        (tok.cls_token_id,),
+        (tok.sep_token_id,),
+        (tok.sep_token_id,),
+        (tok.sep_token_id,),
+    )
     assert t.pair_types == (0, 0, 0, 1, 1)
 
 

@@ -31,8 +31,10 @@ def logistic_setup(vocab=12, decisive=7):
 
 def test_the_decisive_token_gets_the_top_importance():
     embed, logits_fn = logistic_setup()
-    batch = {"input_ids": torch.tensor([[CLS, 5, 6, 7, 8, SEP, PAD], [CLS, 9, 7, 10, 11, 5, SEP]]),
-             "attention_mask": torch.tensor([[1, 1, 1, 1, 1, 1, 0], [1] * 7])}
+    batch = {
+        "input_ids": torch.tensor([[CLS, 5, 6, 7, 8, SEP, PAD], [CLS, 9, 7, 10, 11, 5, SEP]]),
+        "attention_mask": torch.tensor([[1, 1, 1, 1, 1, 1, 0], [1] * 7]),
+    }
     scores = importance_scores(logits_fn, batch, special_ids=SPECIALS, embed=embed)
     assert scores.shape == (2, 7)
     assert scores[0].argmax() == 3 and scores[1].argmax() == 2
@@ -40,9 +42,13 @@ def test_the_decisive_token_gets_the_top_importance():
     assert torch.allclose(scores[0, 1:5], torch.tensor([0.1, 0.1, 3.0, 0.1]))
     assert (scores[0, [0, 5, 6]] == 0).all() and (scores[1, [0, 6]] == 0).all()
     # the top-scored token is the one a selective masker picks
-    feats = [{"input_ids": ids[m.bool()].tolist(), "scores": s[m.bool()].tolist()}
-             for ids, m, s in zip(batch["input_ids"], batch["attention_mask"], scores)]
-    tok = type("Tok", (), {"mask_token_id": MASK, "pad_token_id": PAD, "all_special_ids": SPECIALS, "__len__": lambda self: 12})()
+    feats = [
+        {"input_ids": ids[m.bool()].tolist(), "scores": s[m.bool()].tolist()}
+        for ids, m, s in zip(batch["input_ids"], batch["attention_mask"], scores)
+    ]
+    tok = type(
+        "Tok", (), {"mask_token_id": MASK, "pad_token_id": PAD, "all_special_ids": SPECIALS, "__len__": lambda self: 12}
+    )()
     out = SelectiveMasker(tok, mlm_probability=0.2)(feats)
     assert (out["labels"] != -100).nonzero().tolist() == [[0, 3], [1, 2]]
 
@@ -51,8 +57,12 @@ def test_importance_of_a_tiny_hf_classifier(tiny_bert_dir):
     tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
     model = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir, num_labels=2)
     model.train()
-    batch = tok(["the coffee was great", "awful tea and stale cookies arrived"], padding=True,
-                return_tensors="pt", return_special_tokens_mask=True)
+    batch = tok(
+        ["the coffee was great", "awful tea and stale cookies arrived"],
+        padding=True,
+        return_tensors="pt",
+        return_special_tokens_mask=True,
+    )
     scores = importance_scores(model, dict(batch))
     assert scores.shape == batch["input_ids"].shape
     zero = batch["special_tokens_mask"].bool() | (batch["attention_mask"] == 0)
@@ -80,20 +90,29 @@ def hand_entropy(row):
 
 def test_entropy_matches_a_hand_computation():
     model = TableMLM()
-    batch = {"input_ids": torch.tensor([[CLS, 5, 6, 7, SEP], [CLS, 6, SEP, PAD, PAD]]),
-             "attention_mask": torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])}
+    batch = {
+        "input_ids": torch.tensor([[CLS, 5, 6, 7, SEP], [CLS, 6, SEP, PAD, PAD]]),
+        "attention_mask": torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]),
+    }
     scores = entropy_scores(model, batch, MASK, special_ids=SPECIALS)
     assert scores.shape == (2, 5)
-    expected = torch.tensor([[0, *(hand_entropy(model.table.weight[i]) for i in (5, 6, 7)), 0], [0, hand_entropy(model.table.weight[6]), 0, 0, 0]])
+    expected = torch.tensor(
+        [
+            [0, *(hand_entropy(model.table.weight[i]) for i in (5, 6, 7)), 0],
+            [0, hand_entropy(model.table.weight[6]), 0, 0, 0],
+        ]
+    )
     assert torch.allclose(scores, expected.float(), atol=1e-5)
 
 
 @pytest.mark.parametrize("chunk_size", [1, 3, 256])
 def test_entropy_with_each_position_masked(chunk_size):
     model = TableMLM()
-    batch = {"input_ids": torch.tensor([[CLS, 5, 6, 7, SEP], [CLS, 6, SEP, PAD, PAD]]),
-             "special_tokens_mask": torch.tensor([[1, 0, 0, 0, 1], [1, 0, 1, 1, 1]]),
-             "attention_mask": torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])}
+    batch = {
+        "input_ids": torch.tensor([[CLS, 5, 6, 7, SEP], [CLS, 6, SEP, PAD, PAD]]),
+        "special_tokens_mask": torch.tensor([[1, 0, 0, 0, 1], [1, 0, 1, 1, 1]]),
+        "attention_mask": torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]),
+    }
     scores = entropy_scores(model, batch, MASK, mask_each=True, chunk_size=chunk_size)
     at_mask = hand_entropy(model.table.weight[MASK])
     keep = batch["special_tokens_mask"] == 0

@@ -98,7 +98,9 @@ def test_values_equal_hand_computation():
             assert [concat[b, j * H + i].item() for j in range(3)] == vals  # lowest layer first
             assert mean[b, i].item() == pytest.approx(sum(vals) / 3, abs=1e-12)
             assert maxed[b, i].item() == max(vals)
-            assert [everything[b, j * H + i].item() for j in range(L)] == [first[layer][b, i].item() for layer in range(1, L + 1)]
+            assert [everything[b, j * H + i].item() for j in range(L)] == [
+                first[layer][b, i].item() for layer in range(1, L + 1)
+            ]
 
 
 def test_masked_mean_ignores_padding_exactly():
@@ -197,4 +199,7 @@ def test_heads_on_a_real_tiny_bert(tiny_bert_dir):
     layers, width = encoder.config.num_hidden_layers, encoder.config.hidden_size
     assert len(out.hidden_states) == layers + 1
     for name, kwargs in [("concat_all", {}), ("concat_last_k", {"k": 2}), ("layer_cnn", {"kernel_sizes": [1, 2]})]:
-        assert build_head(name, width, layers, **kwargs)(out.hidden_states, ids != 0).shape == (2, layers * width if name != "layer_cnn" else 64)
+        assert build_head(name, width, layers, **kwargs)(out.hidden_states, ids != 0).shape == (
+            2,
+            layers * width if name != "layer_cnn" else 64,
+        )

@@ -75,7 +75,9 @@ def test_embedding_path_with_nothing_injected_is_the_plain_encoder(tiny_bert_dir
     plain = classifier(tiny_bert_dir, dm).eval()
     with torch.no_grad():
         model.fusion.proj.weight.zero_()  # W·k + b = 0
-        torch.testing.assert_close(model.encode(batch, model.knowledge(batch)), plain.encode(batch), atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(
+            model.encode(batch, model.knowledge(batch)), plain.encode(batch), atol=1e-6, rtol=1e-6
+        )
 
 
 def test_fusion_argument_errors():
@@ -121,14 +123,35 @@ def test_plain_cls_export_stays_native(tiny_bert_dir, dm, tmp_path):
 
 @pytest.mark.parametrize("fusion", FUSIONS)
 def test_a_vader_fed_model_trains_and_predicts(tiny_bert_dir, tiny_csvs, tmp_path, fusion):
-    args = dict(tokenizer=tiny_bert_dir, train_file=tiny_csvs["train"], val_file=tiny_csvs["val"], batch_size=16, max_length=32,
-                cache_dir=str(tmp_path / "cache"), knowledge={"provider": "vader", "dim": 4})
+    args = dict(
+        tokenizer=tiny_bert_dir,
+        train_file=tiny_csvs["train"],
+        val_file=tiny_csvs["val"],
+        batch_size=16,
+        max_length=32,
+        cache_dir=str(tmp_path / "cache"),
+        knowledge={"provider": "vader", "dim": 4},
+    )
     data = ClassificationDataModule(**args)
     pl.seed_everything(0)
-    model = TextClassifier(tiny_bert_dir, num_labels=data.num_labels, id2label=data.id2label, knowledge_dim=4, knowledge_fusion=fusion, lr=1e-3)
+    model = TextClassifier(
+        tiny_bert_dir,
+        num_labels=data.num_labels,
+        id2label=data.id2label,
+        knowledge_dim=4,
+        knowledge_fusion=fusion,
+        lr=1e-3,
+    )
     before = {k: v.clone() for k, v in model.fusion.state_dict().items()} if fusion == "embedding" else None
-    trainer = pl.Trainer(max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, limit_val_batches=1)
+    trainer = pl.Trainer(
+        max_steps=3,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=1,
+    )
     trainer.fit(model, datamodule=data)
     assert data.datasets["train"].extras["knowledge"].shape == (len(data.frames["train"]), 4)
     preds = trainer.predict(model, datamodule=ClassificationDataModule(**args, predict_split="val"))

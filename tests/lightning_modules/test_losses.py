@@ -35,7 +35,13 @@ def hand_kd(student, teacher, labels, t, alpha):
 
 
 def kd(t, alpha, student=STUDENT, teacher=TEACHER, labels=LABELS):
-    return kd_loss(torch.tensor(student, dtype=torch.float64), torch.tensor(teacher, dtype=torch.float64), torch.tensor(labels), t, alpha)
+    return kd_loss(
+        torch.tensor(student, dtype=torch.float64),
+        torch.tensor(teacher, dtype=torch.float64),
+        torch.tensor(labels),
+        t,
+        alpha,
+    )
 
 
 def test_kd_equals_hand_computation():
@@ -59,9 +65,14 @@ def test_kd_alpha_one_ignores_labels():
 def test_tempering_probabilities_equals_tempering_teacher_logits(t):
     """softmax(log p / T) with p = softmax(z_t) is softmax(z_t / T): a dump's probabilities suffice."""
     g = torch.Generator().manual_seed(0)
-    z_s, z_t = torch.randn(4, 5, generator=g, dtype=torch.float64), 3 * torch.randn(4, 5, generator=g, dtype=torch.float64)
+    z_s, z_t = (
+        torch.randn(4, 5, generator=g, dtype=torch.float64),
+        3 * torch.randn(4, 5, generator=g, dtype=torch.float64),
+    )
     labels = torch.tensor([0, 1, 2, 3])
-    direct = t**2 * F.kl_div(F.log_softmax(z_s / t, -1), F.log_softmax(z_t / t, -1), reduction="batchmean", log_target=True)
+    direct = t**2 * F.kl_div(
+        F.log_softmax(z_s / t, -1), F.log_softmax(z_t / t, -1), reduction="batchmean", log_target=True
+    )
     torch.testing.assert_close(kd_loss(z_s, z_t.softmax(-1), labels, t, 1.0), direct, rtol=1e-12, atol=1e-12)
     assert kd_loss(z_t, z_t.softmax(-1), labels, t, 1.0).abs().item() < 1e-12  # student = teacher: no soft loss
 
@@ -89,12 +100,28 @@ def test_kd_handles_zero_teacher_probabilities():
 
 
 def test_kd_half_precision_logits_stay_finite():
-    loss = kd_loss(torch.tensor(STUDENT, dtype=torch.bfloat16), torch.tensor([[1.0, 0.0, 0.0], [0.1, 0.3, 0.6]]), torch.tensor(LABELS), 2.0, 0.5)
+    loss = kd_loss(
+        torch.tensor(STUDENT, dtype=torch.bfloat16),
+        torch.tensor([[1.0, 0.0, 0.0], [0.1, 0.3, 0.6]]),
+        torch.tensor(LABELS),
+        2.0,
+        0.5,
+    )
     assert torch.isfinite(loss)
 
 
-@pytest.mark.parametrize("t,alpha,match", [(0.0, 0.5, "temperature"), (-1.0, 0.5, "temperature"), (float("nan"), 0.5, "temperature"),
-                                            (float("inf"), 0.5, "temperature"), (2.0, -0.1, "alpha"), (2.0, 1.5, "alpha"), (2.0, float("nan"), "alpha")])
+@pytest.mark.parametrize(
+    "t,alpha,match",
+    [
+        (0.0, 0.5, "temperature"),
+        (-1.0, 0.5, "temperature"),
+        (float("nan"), 0.5, "temperature"),
+        (float("inf"), 0.5, "temperature"),
+        (2.0, -0.1, "alpha"),
+        (2.0, 1.5, "alpha"),
+        (2.0, float("nan"), "alpha"),
+    ],
+)
 def test_kd_rejects_bad_temperature_and_alpha(t, alpha, match):
     with pytest.raises(BertlabError, match=match):
         kd(t, alpha)
@@ -121,19 +148,32 @@ def hand_contrastive(tau, sample_negatives, samples=SAMPLES, labels=SAMPLE_LABEL
 
 
 def contrastive(tau=0.5, **kwargs):
-    return label_description_contrastive(torch.tensor(SAMPLES, dtype=torch.float64), torch.tensor(LABEL_EMB, dtype=torch.float64),
-                                         torch.tensor(SAMPLE_LABELS), tau, **kwargs)
+    return label_description_contrastive(
+        torch.tensor(SAMPLES, dtype=torch.float64),
+        torch.tensor(LABEL_EMB, dtype=torch.float64),
+        torch.tensor(SAMPLE_LABELS),
+        tau,
+        **kwargs,
+    )
 
 
 @pytest.mark.parametrize("tau", [0.1, 0.5, 1.0])
 @pytest.mark.parametrize("sample_negatives", [False, True])
 def test_contrastive_equals_hand_computation(tau, sample_negatives):
-    assert contrastive(tau, sample_negatives=sample_negatives).item() == pytest.approx(hand_contrastive(tau, sample_negatives), rel=1e-12)
+    assert contrastive(tau, sample_negatives=sample_negatives).item() == pytest.approx(
+        hand_contrastive(tau, sample_negatives), rel=1e-12
+    )
 
 
 def test_contrastive_pinned_value():
     # x_0=(.6,.8): cos 0.6 / 0.8; x_1: cos 1/√2 both; x_2=(-1,2)/√5: cos −1/√5 / 2/√5; τ=0.5
-    expected = (math.log(math.exp(1.2) + math.exp(1.6)) - 1.2 + math.log(2) + math.log(math.exp(-2 / 5**0.5) + math.exp(4 / 5**0.5)) + 2 / 5**0.5) / 3
+    expected = (
+        math.log(math.exp(1.2) + math.exp(1.6))
+        - 1.2
+        + math.log(2)
+        + math.log(math.exp(-2 / 5**0.5) + math.exp(4 / 5**0.5))
+        + 2 / 5**0.5
+    ) / 3
     assert contrastive(0.5).item() == pytest.approx(expected, rel=1e-12)
 
 
@@ -141,10 +181,18 @@ def test_sample_negatives_skip_self_and_same_label():
     """A batch of one label has no sample negatives; a duplicate of x_0 is not a negative for x_0."""
     same = torch.tensor([SAMPLES[0], SAMPLES[2], SAMPLES[0]])
     args = (torch.tensor(LABEL_EMB), torch.tensor([0, 0, 0]), 0.5)
-    assert label_description_contrastive(same, *args, sample_negatives=True).item() == label_description_contrastive(same, *args).item()
+    assert (
+        label_description_contrastive(same, *args, sample_negatives=True).item()
+        == label_description_contrastive(same, *args).item()
+    )
     doubled = [SAMPLES[0], SAMPLES[0], SAMPLES[1]]
-    got = label_description_contrastive(torch.tensor(doubled, dtype=torch.float64), torch.tensor(LABEL_EMB, dtype=torch.float64),
-                                        torch.tensor([0, 0, 1]), 0.5, sample_negatives=True)
+    got = label_description_contrastive(
+        torch.tensor(doubled, dtype=torch.float64),
+        torch.tensor(LABEL_EMB, dtype=torch.float64),
+        torch.tensor([0, 0, 1]),
+        0.5,
+        sample_negatives=True,
+    )
     assert got.item() == pytest.approx(hand_contrastive(0.5, True, doubled, [0, 0, 1]), rel=1e-12)
 
 
@@ -154,14 +202,20 @@ def test_contrastive_lower_when_samples_align_with_their_label(sample_negatives)
     label_emb = torch.randn(4, 16, generator=g)
     labels = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
     noise = 0.1 * torch.randn(8, 16, generator=g)
-    aligned = label_description_contrastive(label_emb[labels] + noise, label_emb, labels, 0.1, sample_negatives=sample_negatives)
-    wrong = label_description_contrastive(label_emb[(labels + 1) % 4] + noise, label_emb, labels, 0.1, sample_negatives=sample_negatives)
+    aligned = label_description_contrastive(
+        label_emb[labels] + noise, label_emb, labels, 0.1, sample_negatives=sample_negatives
+    )
+    wrong = label_description_contrastive(
+        label_emb[(labels + 1) % 4] + noise, label_emb, labels, 0.1, sample_negatives=sample_negatives
+    )
     assert aligned.item() < 0.1 < wrong.item()
 
 
 def test_contrastive_gradient_reaches_samples_and_descriptions():
     samples, descriptions = torch.tensor(SAMPLES, requires_grad=True), torch.tensor(LABEL_EMB, requires_grad=True)
-    label_description_contrastive(samples, descriptions, torch.tensor(SAMPLE_LABELS), 0.1, sample_negatives=True).backward()
+    label_description_contrastive(
+        samples, descriptions, torch.tensor(SAMPLE_LABELS), 0.1, sample_negatives=True
+    ).backward()
     for grad in (samples.grad, descriptions.grad):
         assert torch.isfinite(grad).all() and (grad.abs().sum(-1) > 0).all()
 

