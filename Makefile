@@ -8,7 +8,7 @@ export OMP_NUM_THREADS ?= 2
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: venv demo test test-fast bench clean
+.PHONY: venv demo lint test test-fast bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,10 +29,15 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/bertlab demo
 
-test: $(STAMP)
+# the formatter and the linter first: CI (`make test`) fails on a violation before any test runs
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+test: lint
 	WANDB_MODE=disabled OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -ra
 
-test-fast: $(STAMP)
+test-fast: lint
 	WANDB_MODE=disabled OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not slow"
 
 bench: $(STAMP)

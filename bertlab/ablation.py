@@ -20,7 +20,8 @@ import os
 import numpy as np
 import yaml
 
-from bertlab.errors import BertlabError
+from bertlab.core.errors import BertlabError
+from bertlab.core.files import atomic_path
 from bertlab.pipeline import Stage, _as_args, load_pipeline, run_stages
 
 ARM_KEYS = {"name", "config", "args", "pipeline", "note"}
@@ -157,9 +158,8 @@ def _record(store: str, arm: str | None, seed: int | None, test: dict | None, me
             runs[str(seed)] = test
             for m in metrics:
                 per[m] = [runs[s][m] for s in sorted(runs, key=int) if m in runs[s]]
-            with open(store + ".tmp", "w") as f:
+            with atomic_path(store) as tmp, open(tmp, "w") as f:
                 json.dump(results, f, indent=1)
-            os.replace(store + ".tmp", store)
     return results
 
 

@@ -21,7 +21,8 @@ from pytorch_lightning.cli import LightningCLI  # noqa: E402
 
 import datamodules.classification  # noqa: E402,F401  (imports register the class_path short names)
 import lightning_modules.classifier  # noqa: E402,F401
-from bertlab.errors import BertlabError  # noqa: E402
+from bertlab.core.errors import BertlabError  # noqa: E402
+from bertlab.core.files import atomic_path  # noqa: E402
 from callbacks.hf_export import HFExport  # noqa: E402
 from callbacks.predictions import PredictionCSV  # noqa: E402
 
@@ -50,11 +51,8 @@ def data_id2label(dm) -> dict | None:
 
 
 def write_json(path: str, payload) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
         json.dump(payload, f, indent=1, sort_keys=True, default=str)
-    os.replace(tmp, path)
 
 
 def default_loggers(root: str, wandb_args) -> list:
@@ -151,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bertlab: error: {ours}", file=sys.stderr)
         else:
             print(
-                f"bertlab: error: the trainer configuration: {(str(ours).strip() or type(ours).__name__).splitlines()[0]}",
+                "bertlab: error: the trainer configuration: "
+                f"{(str(ours).strip() or type(ours).__name__).splitlines()[0]}",
                 file=sys.stderr,
             )
         return 2

@@ -37,14 +37,17 @@ def main(argv: list[str]) -> int:
     print(f"{'pipeline':<30} {'test acc':>9} {'macro-F1':>9}  export")
     for label, test, export, _ in rows:
         print(
-            f"{label:<30} {test.get('test/acc', float('nan')):>9.4f} {test.get('test/f1', float('nan')):>9.4f}  {export}"
+            f"{label:<30} {test.get('test/acc', float('nan')):>9.4f} {test.get('test/f1', float('nan')):>9.4f}  "
+            f"{export}"
         )
     if len(rows) == 2:
         gain = rows[1][1].get("test/acc", 0) - rows[0][1].get("test/acc", 0)
         verdict = "helped" if gain > 0 else "did not help"
         print(
-            f"\nTAPT {verdict} at this budget: {gain:+.4f} test accuracy. One seed and 150 MLM steps — far from the ~100k "
-            "steps behind the papers' gains (Sun et al. 2019, Gururangan et al. 2020), and MiniLM's MLM head starts untrained."
+            f"\nTAPT {verdict} at this budget: {gain:+.4f} test accuracy. One seed and 150 MLM steps — far from the "
+            "~100k "
+            "steps behind the papers' gains (Sun et al. 2019, Gururangan et al. 2020), and MiniLM's MLM head starts "
+            "untrained."
         )
     print(f"\nLoad an export with:  transformers.pipeline('text-classification', model='{rows[0][2]}')")
     print(f"Summaries: {', '.join(os.path.join(r[3], 'summary.md') for r in rows)}   ({time.time() - t0:.0f} s)")

@@ -17,7 +17,6 @@ So a changed stage re-runs together with every stage after it.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -28,7 +27,9 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from bertlab.errors import BertlabError
+from bertlab.core.errors import BertlabError
+from bertlab.core.files import atomic_path
+from bertlab.core.fingerprint import fingerprint
 
 STAGE_FILE = "stage.json"
 KINDS = ("lightning", "init_model")
@@ -123,7 +124,8 @@ def _fill(arg: str, root: str, prev: str | None, names: list[str]) -> str:
             checkpoint = _read_json(os.path.join(export_dir(root, ref), "bertlab_export.json")).get("checkpoint")
             if not checkpoint:
                 raise BertlabError(
-                    f"argument {arg!r}: stage {ref!r} has no best checkpoint in its export; give it a ModelCheckpoint and run it first"
+                    f"argument {arg!r}: stage {ref!r} has no best checkpoint in its export; give it a "
+                    "ModelCheckpoint and run it first"
                 )
             return checkpoint
         raise BertlabError(f"argument {arg!r}: unknown placeholder {m.group(0)} (stages: {names})")
@@ -132,7 +134,8 @@ def _fill(arg: str, root: str, prev: str | None, names: list[str]) -> str:
     typo = _PLACEHOLDER.search(out)
     if typo:
         raise BertlabError(
-            f"argument {arg!r}: unknown placeholder {typo.group(0)}; use {{root}}, {{prev}}, {{export:NAME}}, {{dir:NAME}} or {{ckpt:NAME}}"
+            f"argument {arg!r}: unknown placeholder {typo.group(0)}; use {{root}}, {{prev}}, {{export:NAME}}, "
+            f"{{dir:NAME}} or {{ckpt:NAME}}"
         )
     return out
 
@@ -150,7 +153,8 @@ def check_stages(stages: list[Stage]) -> None:
         for ref in refs:
             if ref not in earlier:
                 raise BertlabError(
-                    f"stage {stage.name}: a placeholder names {ref!r}, which is not an earlier stage ({list(earlier) or 'none'})"
+                    f"stage {stage.name}: a placeholder names {ref!r}, which is not an earlier stage "
+                    f"({list(earlier) or 'none'})"
                 )
         if "{prev}" in " ".join(stage.args) and i == 0:
             raise BertlabError(f"stage {stage.name}: {{prev}} in the first stage")
@@ -169,12 +173,11 @@ def check_stages(stages: list[Stage]) -> None:
 
 
 def _fingerprint(stage: Stage, args: list[str], upstream: str) -> str:
-    h = hashlib.sha256(upstream.encode())
-    h.update(json.dumps([stage.kind, stage.subcommand, stage.test, args]).encode())
+    contents = []
     for cfg in stage.config:
         with open(cfg, "rb") as f:
-            h.update(f.read())
-    return h.hexdigest()[:16]
+            contents.append(f.read())
+    return fingerprint(upstream, json.dumps([stage.kind, stage.subcommand, stage.test, args]), *contents, sep="")
 
 
 def _run(cmd: list[str], where: str) -> None:
@@ -207,7 +210,8 @@ def run_stage(stage: Stage, root: str, args: list[str]) -> dict:
         info = _read_json(os.path.join(export_dir(root, stage.name), "bertlab_export.json"))
         if not info.get("checkpoint"):
             raise BertlabError(
-                f"stage {stage.name}: `test: true` needs a ModelCheckpoint in its config (the export names no checkpoint)"
+                f"stage {stage.name}: `test: true` needs a ModelCheckpoint in its config (the export names no "
+                "checkpoint)"
             )
         test = [sys.executable, "-m", "bertlab.cli", "test"] + base[4:] + ["--ckpt_path", info["checkpoint"]]
         _run(test, f"{stage.name} (test)")
@@ -282,7 +286,7 @@ def run_stages(
             print(f"[bertlab pipeline] {stage.name}: running", flush=True)
             metrics = run_stage(stage, root, args)
             status = "ran"
-            with open(record_path, "w") as f:
+            with atomic_path(record_path) as tmp, open(tmp, "w") as f:
                 json.dump(
                     {
                         "fingerprint": fp,
@@ -326,7 +330,8 @@ def write_summary(root: str, summary: dict) -> None:
     for s in summary["stages"]:
         fit, test = s["metrics"].get("fit", {}), s["metrics"].get("test", {})
         lines.append(
-            f"| {s['name']} | {s['status']} | {_fmt(fit)} | {_fmt(test, ('test/acc', 'test/f1', 'test/loss'))} | {s['export']} |"
+            f"| {s['name']} | {s['status']} | {_fmt(fit)} | {_fmt(test, ('test/acc', 'test/f1', 'test/loss'))} | "
+            f"{s['export']} |"
         )
     with open(os.path.join(root, "summary.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 
-from bertlab.errors import BertlabError
+from bertlab.core.errors import BertlabError
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 

@@ -10,38 +10,25 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 
 import pytorch_lightning as pl
 import torch
 
-from lightning_modules.hf_loading import quiet_transformers
+from bertlab.core.files import atomic_path
+from bertlab.core.hf_loading import quiet_transformers
 
 EXPORT_INFO = "bertlab_export.json"
 
 
 def atomic_export(module: pl.LightningModule, tokenizer, directory: str, info: dict) -> None:
     """Export ``module`` (which must have ``export_pretrained(dir)``) into ``directory`` atomically."""
-    parent = os.path.dirname(os.path.abspath(directory))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".export-", dir=parent)
-    try:
+    with atomic_path(directory, directory=True) as tmp:
         with quiet_transformers():
             native = module.export_pretrained(tmp)
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp)
         with open(os.path.join(tmp, EXPORT_INFO), "w") as f:
             json.dump({**info, "hf_native": bool(native)}, f, indent=1, default=str)
-        old = None
-        if os.path.exists(directory):
-            old = tempfile.mkdtemp(prefix=".old-export-", dir=parent)
-            os.rename(directory, os.path.join(old, "x"))
-        os.rename(tmp, directory)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 class HFExport(pl.Callback):

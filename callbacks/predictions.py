@@ -7,12 +7,13 @@ gathered on rank 0 and de-duplicated by example id: each input appears exactly o
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
+
+from bertlab.core.files import atomic_path
 
 
 def gather_predictions(trainer: pl.Trainer, predictions) -> tuple[np.ndarray, np.ndarray] | None:
@@ -56,9 +57,6 @@ class PredictionCSV(BasePredictionWriter):
         for j, name in enumerate(names):
             out[f"prob_{name}"] = probs[:, j]
         path = self.output_path or os.path.join(trainer.default_root_dir, "predictions.csv")
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".predictions-", suffix=".csv", dir=os.path.dirname(os.path.abspath(path)))
-        os.close(fd)
-        out.to_csv(tmp, index=False)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            out.to_csv(tmp, index=False)
         self.written_to = path

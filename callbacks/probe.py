@@ -15,11 +15,13 @@ are saved to ``<default_root_dir>/probe/best.ckpt`` (weights only). ``best_model
 ``patience`` probes in a row without improvement training stops (with ``stop``); rank 0's
 decision is broadcast, so every rank stops at the same step.
 
-The task: ``task`` holds ``ClassificationDataModule`` arguments; when it is not given, the MLM data
-module's own ``task`` is used, whose val/test texts the MLM corpus already excludes. Texts are
-encoded with the tokenizer being trained with (``trainer.datamodule.tokenizer``), because the
-encoder's embeddings are indexed by that vocabulary; ``task.tokenizer`` is used only when the
-data module has none.
+The task is a labelled data module (duck-typed: ``frames``, ``label2id``, ``encode``, ``collator_for``;
+``ClassificationDataModule`` has them): ``task`` when given (a ``class_path``), else the training data
+module's ``task_data`` (``MLMDataModule`` builds it from its own ``task``, whose val/test texts the MLM
+corpus already excludes). Texts are encoded with the tokenizer being trained with
+(``trainer.datamodule.tokenizer``), because the encoder's embeddings are indexed by that vocabulary;
+the task's own tokenizer is used only when the data module has none. The module must offer
+``hidden_states(input_ids, attention_mask, token_type_ids)`` (``MaskedLM`` does).
 """
 
 from __future__ import annotations
@@ -32,9 +34,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info
 
-from bertlab.errors import BertlabError
-from datamodules.batching import PadCollator
-from datamodules.token_cache import tokenize
+from bertlab.core.errors import BertlabError
+from bertlab.core.files import atomic_path
 
 PROBES = ("logreg",)
 POOLINGS = ("mean", "cls")
@@ -54,7 +55,10 @@ class PatienceTracker:
         self.wait = 0
 
     def update(self, step: int, score: float) -> tuple[bool, bool]:
-        """(improved, should_stop) after seeing ``score`` at ``step``; improved means better than the best by more than min_delta."""
+        """(improved, should_stop) after seeing ``score`` at ``step``.
+
+        Improved means better than the best by more than ``min_delta``.
+        """
         sign = 1.0 if self.mode == "max" else -1.0
         improved = self.best_score is None or sign * (score - self.best_score) > self.min_delta
         if improved:
@@ -88,7 +92,7 @@ class DownstreamProbe(pl.Callback):
         self,
         every_n_steps: int = 1000,
         patience: int = 3,
-        task: dict | None = None,
+        task: pl.LightningDataModule | None = None,
         probe: str = "logreg",
         pooling: str = "mean",
         max_train_examples: int = 2000,
@@ -101,7 +105,8 @@ class DownstreamProbe(pl.Callback):
         Args:
             every_n_steps: probe after every N optimiser steps.
             patience: stop after this many probes in a row without improvement.
-            task: ``ClassificationDataModule`` arguments (default: the MLM data module's ``task``); needs labelled train and val splits.
+            task: a labelled data module, e.g. ``class_path: datamodules.classification.ClassificationDataModule``
+                (default: the MLM data module's ``task_data``); needs labelled train and val splits.
             probe: ``logreg`` (standardised features, logistic regression).
             pooling: ``mean`` over real tokens or ``cls`` (the first token) of the last hidden states.
             max_train_examples: the probe is fit on at most this many train examples (a fixed stratified subset).
@@ -144,73 +149,63 @@ class DownstreamProbe(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit" or self.data is not None:
             return
-        if not hasattr(getattr(pl_module, "model", None), "base_model"):
+        if not callable(getattr(pl_module, "hidden_states", None)):
             raise BertlabError(
-                f"DownstreamProbe needs a module with an HF model in `.model` (MaskedLM); got {type(pl_module).__name__}"
+                "DownstreamProbe needs a module with an encoder's `hidden_states` (MaskedLM); "
+                f"got {type(pl_module).__name__}"
             )
         self.data = self.build_data(trainer.datamodule, pl_module)
 
     def build_data(self, datamodule, pl_module) -> dict:
         from sklearn.model_selection import train_test_split
 
-        from bertlab.paths import load_tokenizer
-        from datamodules.classification import ClassificationDataModule
-
-        mlm_hparams = getattr(datamodule, "hparams", {}) or {}
-        task = self.task if self.task is not None else mlm_hparams.get("task")
-        if not task:
+        task = self.task if self.task is not None else getattr(datamodule, "task_data", None)
+        if task is None:
             raise BertlabError(
-                "DownstreamProbe needs a labelled `task` (ClassificationDataModule arguments, e.g. {source: fine_food}); "
-                "the data module has none either"
+                "DownstreamProbe needs a labelled `task` (a data module such as "
+                "datamodules.classification.ClassificationDataModule with source: fine_food); "
+                "the training data module has none either"
             )
-        default_tok = mlm_hparams.get("tokenizer") or getattr(pl_module.hparams, "model_name_or_path", None) or "minilm"
-        dm = ClassificationDataModule(**{"tokenizer": default_tok, **task})
-        frames = dm.frames
+        frames = task.frames
         missing = [s for s in ("train", "val") if s not in frames or "label" not in frames[s]]
         if missing:
             raise BertlabError(
-                f"DownstreamProbe: the task has no labelled {' or '.join(missing)} split; give `train_file` (and `val_file` or "
-                "`val_fraction`) or a built-in `source`"
+                f"DownstreamProbe: the task has no labelled {' or '.join(missing)} split; "
+                "give `train_file` (and `val_file` or `val_fraction`) or a built-in `source`"
             )
-        tokenizer = getattr(datamodule, "tokenizer", None) or load_tokenizer(task.get("tokenizer", default_tok))
+        tokenizer = getattr(datamodule, "tokenizer", None) or task.tokenizer
         train = frames["train"]
         if train["label"].nunique() < 2:
             raise BertlabError(
-                f"DownstreamProbe: the task's train split has one label ({train['label'].iloc[0]!r}); a probe needs two or more"
+                f"DownstreamProbe: the task's train split has one label ({train['label'].iloc[0]!r}); "
+                "a probe needs two or more"
             )
         if len(train) > self.max_train_examples:
             strat = train["label"] if train["label"].value_counts().min() >= 2 else None
             train, _ = train_test_split(
                 train, train_size=self.max_train_examples, random_state=self.seed, stratify=strat
             )
-        h, out = dm.hparams, {}
-        max_length = min(
-            h.max_length, tokenizer.model_max_length
-        )  # the task's default 128 may exceed a small model's positions
+        # the task's default 128 may exceed a small model's positions
+        max_length = min(task.hparams.max_length, tokenizer.model_max_length)
+        out = {}
         for split, df in (("train", train), ("val", frames["val"])):
-            pairs = df["text_pair"].tolist() if "text_pair" in df else None
-            ids, types = tokenize(tokenizer, df["text"].tolist(), pairs, max_length, h.truncation, h.head_tokens)
-            rows = [{"input_ids": i} for i in ids]
-            for row, t in zip(rows, types or []):
-                row["token_type_ids"] = t
-            out[split] = (rows, df["label"].map(dm.label2id).to_numpy(np.int64))
-        out["collate"] = PadCollator(tokenizer.pad_token_id)
+            rows = task.encode(df, tokenizer, max_length)
+            out[split] = (rows, df["label"].map(task.label2id).to_numpy(np.int64))
+        out["collate"] = task.collator_for(tokenizer)
         return out
 
     # ------------------------------------------------------------ probing
 
     @torch.no_grad()
     def encode(self, trainer: pl.Trainer, pl_module: pl.LightningModule, rows: list[dict]) -> np.ndarray:
-        from lightning_modules.masked_lm import encoder_hidden
-
         feats = []
         with trainer.precision_plugin.forward_context():
             for lo in range(0, len(rows), self.batch_size):
                 batch = {
                     k: v.to(pl_module.device) for k, v in self.data["collate"](rows[lo : lo + self.batch_size]).items()
                 }
-                hidden = encoder_hidden(
-                    pl_module.model, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")
+                hidden = pl_module.hidden_states(
+                    batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids")
                 )
                 feats.append(pool(hidden, batch["attention_mask"], self.pooling).float().cpu())
         return torch.cat(feats).numpy()
@@ -249,7 +244,8 @@ class DownstreamProbe(pl.Callback):
         if trainer.is_global_zero:
             self.write_history(trainer)
         rank_zero_info(
-            f"DownstreamProbe: step {step} probe/acc {score:.4f} (best {self.tracker.best_score:.4f} at step {self.best_step}"
+            f"DownstreamProbe: step {step} probe/acc {score:.4f} (best {self.tracker.best_score:.4f} at step "
+            f"{self.best_step}"
             f"{', improved' if improved else f', {self.tracker.wait} without improvement'})"
         )
         if patience_out and self.stop:
@@ -260,7 +256,6 @@ class DownstreamProbe(pl.Callback):
 
     def write_history(self, trainer: pl.Trainer) -> None:
         path = os.path.join(trainer.default_root_dir, HISTORY)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         payload = {
             "monitor": MONITOR,
             "best_step": self.best_step,
@@ -268,9 +263,8 @@ class DownstreamProbe(pl.Callback):
             "best_model_path": self.best_model_path,
             "history": {str(k): v for k, v in self.history.items()},
         }
-        with open(path + ".tmp", "w") as f:
+        with atomic_path(path) as tmp, open(tmp, "w") as f:
             json.dump(payload, f, indent=1)
-        os.replace(path + ".tmp", path)
 
     # ------------------------------------------------------------ resume
 

@@ -15,14 +15,13 @@ and de-duplicated by id: each example is written exactly once. Only rank 0 write
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import BasePredictionWriter
 
+from bertlab.core.files import atomic_path
 from callbacks.predictions import gather_predictions
-from datamodules.sources import text_fingerprint
 
 FILENAME = "soft_labels.npz"
 
@@ -47,17 +46,13 @@ class SoftLabelWriter(BasePredictionWriter):
         dm = trainer.datamodule
         split = dm.hparams.predict_split
         path = self.output_path or os.path.join(trainer.default_root_dir, FILENAME)
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".soft-labels-", suffix=".npz", dir=directory)
-        with os.fdopen(fd, "wb") as f:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(
                 f,
                 idx=idx,
                 probs=probs,
                 labels=np.asarray(dm.label_names, dtype=str),
                 split=np.asarray(split),
-                data_fingerprint=np.asarray(text_fingerprint(dm.frames["predict"])),
+                data_fingerprint=np.asarray(dm.data_fingerprint("predict")),
             )
-        os.replace(tmp, path)
         self.written_to = path

@@ -19,7 +19,7 @@ import os
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
-from bertlab.errors import BertlabError
+from bertlab.core.errors import BertlabError
 from callbacks.hf_export import atomic_export
 
 
@@ -59,7 +59,8 @@ class StepBudget(pl.Callback):
         if horizon != self.max_steps:
             rank_zero_warn(
                 f"StepBudget stops at step {self.max_steps} but the LR schedule spans {horizon} steps "
-                f"(trainer.max_steps={trainer.max_steps}); set trainer.max_steps: {self.max_steps} for a schedule that ends with the budget"
+                f"(trainer.max_steps={trainer.max_steps}); set trainer.max_steps: {self.max_steps} for a schedule "
+                "that ends with the budget"
             )
 
     def on_train_batch_end(

@@ -17,8 +17,8 @@ import pytorch_lightning as pl
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader
 
-from bertlab.errors import BertlabError
-from bertlab.paths import load_tokenizer
+from bertlab.core.errors import BertlabError
+from bertlab.core.models import load_tokenizer
 from datamodules import sources
 from datamodules.augment.apply import augment_frame
 from datamodules.batching import LengthGroupedSampler, PadCollator, TokenizedDataset
@@ -82,7 +82,8 @@ class ClassificationDataModule(pl.LightningDataModule):
             augment_seed: the augmenters' seed (the same seed gives the same augmented data).
             predict_split: the split ``predict`` runs over; ``train`` dumps a teacher's soft labels.
             soft_labels_file: a teacher's ``soft_labels.npz`` (SoftLabelWriter): train batches carry ``soft_labels``.
-            knowledge: per-example knowledge vectors for every split, e.g. ``{provider: vader}`` (see ``datamodules.extras``).
+            knowledge: per-example knowledge vectors for every split, e.g. ``{provider: vader}``
+                (see ``datamodules.extras``).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -241,7 +242,23 @@ class ClassificationDataModule(pl.LightningDataModule):
 
     @property
     def collator(self) -> PadCollator:
-        return PadCollator(self.tokenizer.pad_token_id, self.hparams.pad_to_multiple_of)
+        return self.collator_for(self.tokenizer)
+
+    def collator_for(self, tokenizer) -> PadCollator:
+        return PadCollator(tokenizer.pad_token_id, self.hparams.pad_to_multiple_of)
+
+    def encode(self, df: pd.DataFrame, tokenizer=None, max_length: int | None = None) -> list[dict]:
+        """Token rows of a frame (text, [text_pair]) with this module's truncation, uncached: for a callback
+        that encodes the task with another tokenizer (the one being trained) or a shorter ``max_length``."""
+        h, tokenizer = self.hparams, tokenizer or self.tokenizer
+        pairs = df["text_pair"].tolist() if "text_pair" in df else None
+        ids, types = tokenize(
+            tokenizer, df["text"].tolist(), pairs, max_length or h.max_length, h.truncation, h.head_tokens
+        )
+        rows = [{"input_ids": i} for i in ids]
+        for row, t in zip(rows, types or []):
+            row["token_type_ids"] = t
+        return rows
 
     def train_dataloader(self) -> DataLoader:
         ds, h = self.datasets["train"], self.hparams
@@ -278,3 +295,7 @@ class ClassificationDataModule(pl.LightningDataModule):
 
     def texts(self, split: str) -> pd.DataFrame:
         return self.frames[split]
+
+    def data_fingerprint(self, split: str) -> str:
+        """The fingerprint of a split's texts, in order (a teacher's soft labels carry it)."""
+        return sources.text_fingerprint(self.frames[split])

@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 
 import numpy as np
 import pandas as pd
 
-from bertlab.errors import BertlabError
-from datamodules.augment.base import check_model_dir, dir_identity, stable_hash
+from bertlab.core.errors import BertlabError
+from bertlab.core.files import atomic_path
+from bertlab.core.fingerprint import dir_identity, stable_hash
+from bertlab.core.models import resolve_model_dir
 from datamodules.sources import text_fingerprint
 
 KNOWLEDGE_SOURCES = ("provider", "column", "files", "table")
@@ -67,7 +68,8 @@ def check_extras_args(
         )
     if soft_labels_file is not None and not os.path.isfile(soft_labels_file):
         raise BertlabError(
-            f"soft_labels_file {soft_labels_file!r} does not exist; write it with `bertlab predict` + SoftLabelWriter over the train split"
+            f"soft_labels_file {soft_labels_file!r} does not exist; write it with `bertlab predict` + "
+            "SoftLabelWriter over the train split"
         )
     if knowledge is None:
         return
@@ -90,7 +92,7 @@ def check_extras_args(
     if chosen[0] == "provider" and knowledge["provider"] not in PROVIDERS:
         raise BertlabError(f"unknown knowledge provider {knowledge['provider']!r}; known: {', '.join(PROVIDERS)}")
     if knowledge.get("provider") == "encoder":
-        check_model_dir(knowledge.get("model_dir"), "knowledge encoder model_dir", "AutoModel")
+        resolve_model_dir(knowledge.get("model_dir"), "knowledge encoder model_dir")
         if knowledge.get("pooling", "mean") not in ("mean", "cls"):
             raise BertlabError(f"knowledge.pooling must be mean or cls, got {knowledge['pooling']!r}")
         length = knowledge.get("max_length", 128)
@@ -127,7 +129,8 @@ def carry_columns(raw: pd.DataFrame, df: pd.DataFrame, where: str, knowledge: di
         )
     if name not in raw.columns:
         raise BertlabError(
-            f"{where}: no column {name!r} for the knowledge vectors; the columns are {', '.join(map(repr, map(str, raw.columns)))}"
+            f"{where}: no column {name!r} for the knowledge vectors; the columns are "
+            f"{', '.join(map(repr, map(str, raw.columns)))}"
         )
     out = df.copy()
     out[name] = raw[name].to_numpy()
@@ -144,17 +147,20 @@ def align_by_id(path: str, idx: np.ndarray, values: np.ndarray, n: int, what: st
     ids, counts = np.unique(idx, return_counts=True)
     if (counts > 1).any():
         raise BertlabError(
-            f"{path}: {int((counts > 1).sum())} example id(s) appear more than once (e.g. {_preview(ids[counts > 1])}); keep one row per id"
+            f"{path}: {int((counts > 1).sum())} example id(s) appear more than once (e.g. "
+            f"{_preview(ids[counts > 1])}); keep one row per id"
         )
     outside = ids[(ids < 0) | (ids >= n)]
     if len(outside):
         raise BertlabError(
-            f"{path}: {len(outside)} id(s) beyond the {n} {examples} 0..{n - 1} (e.g. {_preview(outside)}); is it the file of another split?"
+            f"{path}: {len(outside)} id(s) beyond the {n} {examples} 0..{n - 1} (e.g. {_preview(outside)}); is it "
+            "the file of another split?"
         )
     missing = np.setdiff1d(np.arange(n), ids)
     if len(missing):
         raise BertlabError(
-            f"{path}: {what} missing for {len(missing)} of {n} {examples} (ids {_preview(missing)}); the file has {len(ids)}"
+            f"{path}: {what} missing for {len(missing)} of {n} {examples} (ids {_preview(missing)}); the file has "
+            f"{len(ids)}"
         )
     out = np.empty((n, values.shape[1]), dtype=np.float32)
     out[idx] = values
@@ -201,7 +207,8 @@ def load_soft_labels(path: str, df: pd.DataFrame, label_names: list[str]) -> np.
         )
     if probs.shape[1] != c:
         raise BertlabError(
-            f"{path}: {probs.shape[1]} class probabilities per example, but the data has {c} labels {label_names}; dump the teacher on this label set"
+            f"{path}: {probs.shape[1]} class probabilities per example, but the data has {c} labels {label_names}; "
+            "dump the teacher on this label set"
         )
     if "labels" in data and [str(x) for x in data["labels"]] != list(label_names):
         raise BertlabError(
@@ -213,14 +220,16 @@ def load_soft_labels(path: str, df: pd.DataFrame, label_names: list[str]) -> np.
         )
     if "data_fingerprint" in data and str(data["data_fingerprint"]) != text_fingerprint(df):
         raise BertlabError(
-            f"{path}: the teacher predicted on different training texts (fingerprint {str(data['data_fingerprint'])} vs "
+            f"{path}: the teacher predicted on different training texts (fingerprint {str(data['data_fingerprint'])} "
+            "vs "
             f"{text_fingerprint(df)}); use the same data, split_seed and val_fraction for teacher and student"
         )
     out = align_by_id(path, idx, probs, n, "soft labels", "training examples")
     bad = np.flatnonzero((out < 0).any(1) | (np.abs(out.sum(1) - 1) > 1e-3))
     if len(bad):
         raise BertlabError(
-            f"{path}: {len(bad)} row(s) are not probability distributions (ids {_preview(bad)}); write softmax probabilities"
+            f"{path}: {len(bad)} row(s) are not probability distributions (ids {_preview(bad)}); write softmax "
+            "probabilities"
         )
     return out
 
@@ -361,7 +370,8 @@ def _from_table(df: pd.DataFrame, path: str, key_column: str, frame_column: str,
     if absent:
         rows = [i for i, k in enumerate(keys) if k not in table]
         raise BertlabError(
-            f"{where}: {len(rows)} example(s) have no vector in {path} for their {key_column!r}: keys {_preview(absent)} (example ids {_preview(rows)})"
+            f"{where}: {len(rows)} example(s) have no vector in {path} for their {key_column!r}: keys "
+            f"{_preview(absent)} (example ids {_preview(rows)})"
         )
     return _stack([table[k] for k in keys], f"{where} via {path}", range(len(df)))
 
@@ -377,7 +387,8 @@ def load_knowledge(spec: dict, split: str, df: pd.DataFrame, renamed: dict[str, 
     elif spec.get("files") is not None:
         if split not in spec["files"]:
             raise BertlabError(
-                f"knowledge.files has no file for the {split} split; give one for every split in use ({', '.join(spec['files'])} given)"
+                f"knowledge.files has no file for the {split} split; give one for every split in use "
+                f"({', '.join(spec['files'])} given)"
             )
         out = _from_file(spec["files"][split], len(df), where)
     else:
@@ -401,11 +412,8 @@ def _texts(df: pd.DataFrame) -> list[str]:
 
 
 def _save_atomic(path: str, out: np.ndarray) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".knowledge-", suffix=".npy", dir=os.path.dirname(path))
-    with os.fdopen(fd, "wb") as f:
-        np.save(f, out)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.save(tmp, out)
 
 
 def vader_features(spec: dict, df: pd.DataFrame, cache_dir: str) -> np.ndarray:
@@ -417,7 +425,8 @@ def vader_features(spec: dict, df: pd.DataFrame, cache_dir: str) -> np.ndarray:
         from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
     except ImportError:
         raise BertlabError(
-            "the vader knowledge provider needs the PyPI package vaderSentiment (it bundles the lexicon): pip install vaderSentiment"
+            "the vader knowledge provider needs the PyPI package vaderSentiment (it bundles the lexicon): pip "
+            "install vaderSentiment"
         ) from None
     analyzer = SentimentIntensityAnalyzer()
     scores = [analyzer.polarity_scores(t) for t in _texts(df)]
@@ -435,10 +444,10 @@ def encoder_embeddings(spec: dict, df: pd.DataFrame, cache_dir: str, batch_size:
     import torch
     from transformers import AutoModel
 
-    from bertlab.paths import load_tokenizer
-    from lightning_modules.hf_loading import from_pretrained
+    from bertlab.core.hf_loading import from_pretrained
+    from bertlab.core.models import load_tokenizer
 
-    model_dir = check_model_dir(spec.get("model_dir"), "knowledge encoder model_dir", "AutoModel")
+    model_dir = resolve_model_dir(spec.get("model_dir"), "knowledge encoder model_dir")
     pooling, max_length = spec.get("pooling", "mean"), spec.get("max_length", 128)
     key = stable_hash(dir_identity(model_dir), pooling, str(max_length), text_fingerprint(df))
     path = os.path.join(cache_dir, "knowledge", f"encoder-{key:016x}.npy")

@@ -21,7 +21,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import get_worker_info
 
-from bertlab.errors import BertlabError
+from bertlab.core.errors import BertlabError
 
 
 def _mix(*ints: int) -> int:
@@ -106,7 +106,8 @@ class DynamicMasker:
                 raise BertlabError(f"{name} must be in [0, 1], got {value}")
         if abs(sum(split.values()) - 1.0) > 1e-6:
             raise BertlabError(
-                f"replace_prob + random_prob + keep_prob must sum to 1, got {sum(split.values()):.6g}; BERT uses 0.8/0.1/0.1"
+                f"replace_prob + random_prob + keep_prob must sum to 1, got {sum(split.values()):.6g}; BERT uses "
+                "0.8/0.1/0.1"
             )
         if tokenizer.mask_token_id is None or tokenizer.pad_token_id is None:
             raise BertlabError("masked LM needs a tokenizer with both a mask and a pad token")
@@ -324,7 +325,8 @@ class SelectiveMasker(DynamicMasker):
     def _select(self, batch, u):
         if "scores" not in batch:
             raise BertlabError(
-                f"{type(self).__name__} needs per-token 'scores' in every example; run a scoring step from datamodules/token_scoring.py first"
+                f"{type(self).__name__} needs per-token 'scores' in every example; run a scoring step from "
+                "datamodules/token_scoring.py first"
             )
         maskable, scores = batch["maskable"], batch["scores"].double()
         if self.temperature > 0:

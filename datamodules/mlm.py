@@ -21,7 +21,6 @@ nothing is dropped per map batch).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from functools import cached_property
 
@@ -30,8 +29,10 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
-from bertlab.errors import BertlabError
-from bertlab.paths import load_tokenizer
+from bertlab.core.errors import BertlabError
+from bertlab.core.files import atomic_path
+from bertlab.core.fingerprint import fingerprint
+from bertlab.core.models import load_tokenizer
 from datamodules import sources
 from datamodules.batching import LengthGroupedSampler, TokenizedDataset
 from datamodules.maskers import build_masker, jieba_word_ids
@@ -157,15 +158,22 @@ class MLMDataModule(pl.LightningDataModule):
         return build_masker(self.hparams.masker, self.tokenizer, **kwargs)
 
     @cached_property
+    def task_data(self):
+        """The labelled task as a ``ClassificationDataModule`` (None without ``task``); a probe reads it too."""
+        if not self.hparams.task:
+            return None
+        from datamodules.classification import ClassificationDataModule
+
+        return ClassificationDataModule(**{"tokenizer": self.hparams.tokenizer, **self.hparams.task})
+
+    @cached_property
     def documents(self) -> dict[str, list[str]]:
         """train/val documents, deduplicated, with the task's val/test texts removed."""
         h = self.hparams
         docs: list[str] = []
         held_out: set[str] = set()
-        if h.task:
-            from datamodules.classification import ClassificationDataModule
-
-            frames = ClassificationDataModule(**{"tokenizer": h.tokenizer, **h.task}).frames
+        if self.task_data is not None:
+            frames = self.task_data.frames
             held_out = {t for split in ("val", "test") if split in frames for t in frames[split]["text"]}
             if h.task_train_texts:
                 docs += frames["train"]["text"].tolist()
@@ -224,7 +232,7 @@ class MLMDataModule(pl.LightningDataModule):
     def _dataset(self, split: str) -> TokenizedDataset:
         h = self.hparams
         docs = self.documents[split]
-        digest = hashlib.sha256("\x1e".join(docs).encode("utf-8")).hexdigest()[:16]
+        digest = fingerprint(*docs, sep="\x1e")
         key = cache_key(
             kind="mlm",
             data=digest,
@@ -249,14 +257,14 @@ class MLMDataModule(pl.LightningDataModule):
             self.cache_dir,
             "tokens",
             key,
-            f"scores-{hashlib.sha256(str(sorted(self.hparams.scorer.items())).encode()).hexdigest()[:12]}.npy",
+            f"scores-{fingerprint(str(sorted(self.hparams.scorer.items())), length=12)}.npy",
         )
         if os.path.isfile(path):
             flat = np.load(path, mmap_mode="r")
         else:
             flat = score_tokens(self.hparams.masker, self.hparams.scorer, self.tokenizer, arrays)
-            np.save(path + ".tmp.npy", flat)
-            os.replace(path + ".tmp.npy", path)
+            with atomic_path(path) as tmp:
+                np.save(tmp, flat)
         return [flat[arrays.offsets[i] : arrays.offsets[i + 1]] for i in range(len(arrays))]
 
     def prepare_data(self) -> None:
@@ -333,9 +341,9 @@ def score_tokens(masker: str, scorer: dict, tokenizer, arrays, batch_size: int =
     """Per-token scores for selective (classifier importance) or entropy (MLM uncertainty) masking."""
     from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
 
+    from bertlab.core.hf_loading import from_pretrained
     from datamodules.batching import PadCollator
     from datamodules.token_scoring import entropy_scores, importance_scores
-    from lightning_modules.hf_loading import from_pretrained
 
     auto = AutoModelForMaskedLM if masker == "entropy" else AutoModelForSequenceClassification
     model, _ = from_pretrained(auto, scorer["model"])

@@ -29,7 +29,7 @@ from functools import cached_property
 import numpy as np
 import torch
 
-from bertlab.errors import BertlabError
+from bertlab.core.errors import BertlabError
 from datamodules import sources
 from datamodules.batching import PadCollator
 from datamodules.classification import ClassificationDataModule
@@ -45,6 +45,7 @@ from datamodules.token_cache import (
 )
 
 MASK_SLOT = "[MASK]"
+DEFAULT_PATTERN = "{text} It was [MASK]."
 _SLOT_RE = re.compile(r"(\{text\}|\{text_pair\}|\[MASK\])")
 
 
@@ -55,7 +56,8 @@ def parse_pattern(pattern: str) -> list[tuple[str, str]]:
     counts = {slot: pieces.count(slot) for slot in ("{text}", "{text_pair}", MASK_SLOT)}
     if counts[MASK_SLOT] != 1 or counts["{text}"] != 1 or counts["{text_pair}"] > 1:
         raise BertlabError(
-            f"pattern {pattern!r} must hold {MASK_SLOT} exactly once, {{text}} exactly once and {{text_pair}} at most once"
+            f"pattern {pattern!r} must hold {MASK_SLOT} exactly once, {{text}} exactly once and {{text_pair}} at "
+            "most once"
         )
     out: list[tuple[str, str]] = []
     for piece in pieces:
@@ -96,7 +98,8 @@ def render_pattern(
     budget = max_length - fixed
     if budget < (2 if "text_pair" in kinds else 1):
         raise BertlabError(
-            f"pattern {pattern!r} takes {fixed} tokens with the special tokens: no room for text within max_length {max_length}"
+            f"pattern {pattern!r} takes {fixed} tokens with the special tokens: no room for text within max_length "
+            f"{max_length}"
         )
     head_tokens = budget // 4 if head_tokens is None else head_tokens
     mask_id, unk_id = tokenizer.mask_token_id, tokenizer.unk_token_id
@@ -121,7 +124,8 @@ def render_pattern(
 
 
 class PETDataset(torch.utils.data.Dataset):
-    """Example ``i`` in every pattern (``pattern_ids``), its ``idx``, its label, and optionally its plain text ids (``text``)."""
+    """Example ``i`` in every pattern (``pattern_ids``), its ``idx``, its label, and optionally its plain
+    text ids (``text``)."""
 
     def __init__(
         self,
@@ -168,15 +172,15 @@ class PETCollator:
 class PETDataModule(ClassificationDataModule):
     def __init__(
         self,
-        patterns: list[str] = ["{text} It was [MASK]."],
+        patterns: list[str] | None = None,
         mlm_masker: str | None = None,
         mlm_probability: float = 0.15,
         **kwargs,
-    ):  # noqa: B006
+    ):
         """
         Args:
             patterns: cloze patterns with ``{text}``, optionally ``{text_pair}``, and ``[MASK]`` once;
-                every example is rendered with each of them.
+                every example is rendered with each of them (default: ``["{text} It was [MASK]."]``).
             mlm_masker: a masker name (``datamodules.maskers``) for PET's auxiliary MLM loss on the
                 training texts; None = no MLM inputs in the batches.
             mlm_probability: the masker's selection rate.
@@ -184,6 +188,8 @@ class PETDataModule(ClassificationDataModule):
                 truncation — applied to the text, never to the pattern —, batch_size counts examples).
         """
         super().__init__(**kwargs)
+        if patterns is None:
+            patterns = [DEFAULT_PATTERN]
         if not patterns:
             raise BertlabError("give at least one pattern, e.g. '{text} It was [MASK].'")
         for pattern in patterns:

@@ -6,14 +6,14 @@ NaN labels. Inner code trusts what comes out (a DataFrame with ``text`` [``text_
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import re
 
 import pandas as pd
 
-from bertlab.errors import BertlabError
+from bertlab.core.errors import BertlabError
+from bertlab.core.fingerprint import fingerprint
 
 _DOC_ID = re.compile(r"^\d{8}-\d{2}-\d{3}-\d{3}$")
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
@@ -45,7 +45,8 @@ def read_table(path: str) -> pd.DataFrame:
     suffix = os.path.splitext(path)[1].lower()
     if suffix not in TABLE_SUFFIXES:
         raise BertlabError(
-            f"{path!r}: unknown data format {suffix!r}; use one of {', '.join(TABLE_SUFFIXES)} or a save_to_disk directory"
+            f"{path!r}: unknown data format {suffix!r}; use one of {', '.join(TABLE_SUFFIXES)} or a save_to_disk "
+            "directory"
         )
     if suffix == ".parquet":
         return pd.read_parquet(path)
@@ -80,7 +81,8 @@ def validate_frame(
     missing = [c for c in wanted if c not in df.columns]
     if missing:
         raise BertlabError(
-            f"{where}: no column {', '.join(map(repr, missing))}; the columns are {', '.join(map(repr, map(str, df.columns)))}"
+            f"{where}: no column {', '.join(map(repr, missing))}; the columns are "
+            f"{', '.join(map(repr, map(str, df.columns)))}"
         )
     out = pd.DataFrame({"text": df[text_column]})
     if text_pair_column:
@@ -91,7 +93,8 @@ def validate_frame(
         if empty.any():
             rows = _rows(empty, where)
             raise BertlabError(
-                f"{where}: {int(empty.sum())} empty or whitespace-only text(s) in column {text_column if col == 'text' else text_pair_column!r}, e.g. row(s) {rows}; remove or fill them"
+                f"{where}: {int(empty.sum())} empty or whitespace-only text(s) in column "
+                f"{text_column if col == 'text' else text_pair_column!r}, e.g. row(s) {rows}; remove or fill them"
             )
         out[col] = values.astype(str)
     if label_column:
@@ -99,7 +102,8 @@ def validate_frame(
         bad = labels.isna() | labels.astype(str).str.strip().isin(["", "nan", "NaN", "None"])
         if bad.any():
             raise BertlabError(
-                f"{where}: {int(bad.sum())} missing (NaN/empty) label(s) in column {label_column!r}, e.g. row(s) {_rows(bad, where)}; remove or fill them"
+                f"{where}: {int(bad.sum())} missing (NaN/empty) label(s) in column {label_column!r}, e.g. row(s) "
+                f"{_rows(bad, where)}; remove or fill them"
             )
         out["label"] = labels.map(_normalise_label)
     return out.reset_index(drop=True)
@@ -114,11 +118,7 @@ def sort_labels(labels) -> list[str]:
 
 
 def frame_fingerprint(df: pd.DataFrame) -> str:
-    h = hashlib.sha256()
-    for col in df.columns:
-        h.update(col.encode())
-        h.update("\x1f".join(df[col].astype(str)).encode("utf-8"))
-    return h.hexdigest()[:16]
+    return fingerprint(*(p for col in df.columns for p in (col, "\x1f".join(df[col].astype(str)))), sep="")
 
 
 def text_fingerprint(df: pd.DataFrame) -> str:

@@ -10,17 +10,16 @@ Truncation (Sun et al. 2019, §5.3.1): ``head`` keeps the first tokens, ``tail``
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from bertlab.errors import BertlabError
+from bertlab.core.errors import BertlabError
+from bertlab.core.files import atomic_path
+from bertlab.core.fingerprint import fingerprint
 
 TRUNCATIONS = ("head", "tail", "head_tail")
 CACHE_VERSION = "1"
@@ -32,7 +31,7 @@ def default_cache_dir() -> str:
 
 def tokenizer_fingerprint(tokenizer) -> str:
     backend = tokenizer.backend_tokenizer.to_str()
-    return hashlib.sha256(backend.encode("utf-8")).hexdigest()[:16]
+    return fingerprint(backend)
 
 
 @dataclass(frozen=True)
@@ -168,7 +167,7 @@ def write_arrays(directory: str, ids: list[list[int]], types: list[list[int]] | 
 
 def cache_key(**parts) -> str:
     blob = json.dumps({"version": CACHE_VERSION, **parts}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:24]
+    return fingerprint(blob, length=24)
 
 
 def cached_arrays(
@@ -182,18 +181,9 @@ def cached_arrays(
     final = os.path.join(cache_dir, "tokens", key)
     if os.path.isfile(os.path.join(final, "meta.json")):
         return TokenArrays(final), False
-    os.makedirs(os.path.dirname(final), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{key}.", dir=os.path.dirname(final))
-    try:
+    with atomic_path(final, directory=True, replace=False) as tmp:
         ids, types = build()
         write_arrays(tmp, ids, types)
         with open(os.path.join(tmp, "meta.json"), "w") as f:
             json.dump({"key": key, "n": len(ids), **(meta or {})}, f, indent=1, default=str)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not os.path.isfile(os.path.join(final, "meta.json")):
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return TokenArrays(final), True

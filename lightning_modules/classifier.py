@@ -28,9 +28,9 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from bertlab.errors import BertlabError
+from bertlab.core.errors import BertlabError
+from bertlab.core.hf_loading import from_pretrained, register_output_capture
 from lightning_modules.heads import ClsHead, build_head
-from lightning_modules.hf_loading import from_pretrained, register_output_capture
 from lightning_modules.knowledge import build_fusion
 from lightning_modules.losses import kd_loss, label_description_contrastive
 from lightning_modules.param_groups import build_param_groups, configure_adamw
@@ -132,7 +132,7 @@ class TextClassifier(SharedStepModule):
         empty = [n for n in names if not str(given[n] or "").strip()]
         if empty:
             raise BertlabError(f"label_descriptions for {empty} are empty; write a sentence for each label")
-        from bertlab.paths import load_tokenizer
+        from bertlab.core.models import load_tokenizer
 
         tokenizer = load_tokenizer(self.hparams.model_name_or_path)
         limit = min(int(tokenizer.model_max_length), int(getattr(self.encoder.config, "max_position_embeddings", 512)))
@@ -156,16 +156,19 @@ class TextClassifier(SharedStepModule):
         if self.fusion is None:
             if vectors is not None:
                 raise BertlabError(
-                    "the data attaches knowledge vectors but the model has no knowledge_fusion; set model knowledge_fusion and knowledge_dim, or remove data knowledge"
+                    "the data attaches knowledge vectors but the model has no knowledge_fusion; set model "
+                    "knowledge_fusion and knowledge_dim, or remove data knowledge"
                 )
             return None
         if vectors is None:
             raise BertlabError(
-                f"knowledge_fusion {self.hparams.knowledge_fusion!r} needs knowledge vectors in every batch; set `knowledge` on the data module"
+                f"knowledge_fusion {self.hparams.knowledge_fusion!r} needs knowledge vectors in every batch; set "
+                "`knowledge` on the data module"
             )
         if vectors.ndim != 2 or vectors.shape[-1] != self.hparams.knowledge_dim:
             raise BertlabError(
-                f"the data's knowledge vectors have width {vectors.shape[-1]} but the model's knowledge_dim is {self.hparams.knowledge_dim}; make them agree"
+                f"the data's knowledge vectors have width {vectors.shape[-1]} but the model's knowledge_dim is "
+                f"{self.hparams.knowledge_dim}; make them agree"
             )
         return vectors
 
@@ -244,7 +247,8 @@ class TextClassifier(SharedStepModule):
         saved = checkpoint.get("hyper_parameters", {}).get("num_labels")
         if saved is not None and saved != self.hparams.num_labels:
             raise BertlabError(
-                f"the checkpoint was trained with {saved} labels but the data has {self.hparams.num_labels} ({sorted((self.hparams.id2label or {}).values())}); use the training data's label set"
+                f"the checkpoint was trained with {saved} labels but the data has {self.hparams.num_labels} "
+                f"({sorted((self.hparams.id2label or {}).values())}); use the training data's label set"
             )
 
     def _hf_config(self):

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from bertlab.errors import BertlabError
+from bertlab.core.errors import BertlabError
 
 
 class Head(nn.Module):
@@ -141,12 +141,14 @@ class LayerCnnHead(Head):
         kernel_sizes = tuple(int(k) for k in kernel_sizes)
         if not kernel_sizes or num_filters < 1:
             raise BertlabError(
-                f"layer_cnn needs at least one kernel size and num_filters >= 1, got kernel_sizes={kernel_sizes}, num_filters={num_filters}"
+                f"layer_cnn needs at least one kernel size and num_filters >= 1, got kernel_sizes={kernel_sizes}, "
+                f"num_filters={num_filters}"
             )
         bad = [k for k in kernel_sizes if not 1 <= k <= num_layers]
         if bad:
             raise BertlabError(
-                f"layer_cnn kernel sizes {bad} do not fit the encoder's L={num_layers} layers; use kernel sizes between 1 and {num_layers}"
+                f"layer_cnn kernel sizes {bad} do not fit the encoder's L={num_layers} layers; use kernel sizes "
+                f"between 1 and {num_layers}"
             )
         if not 0.0 <= dropout < 1.0:
             raise BertlabError(f"layer_cnn dropout must be in [0, 1), got {dropout}")

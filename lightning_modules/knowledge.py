@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bertlab.errors import BertlabError
+from bertlab.core.errors import BertlabError
 
 
 class AfterEncoderFusion(nn.Module):
@@ -71,7 +71,8 @@ def build_fusion(
     if name is None:
         if knowledge_dim:
             raise BertlabError(
-                f"knowledge_dim={knowledge_dim} but knowledge_fusion is null; set knowledge_fusion to one of {', '.join(FUSIONS)}"
+                f"knowledge_dim={knowledge_dim} but knowledge_fusion is null; set knowledge_fusion to one of "
+                f"{', '.join(FUSIONS)}"
             )
         return None
     if name not in FUSIONS:

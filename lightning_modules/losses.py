@@ -16,7 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from bertlab.errors import BertlabError
+from bertlab.core.errors import BertlabError
 
 # log(0) would make the tempered teacher -inf and the KL NaN; a floor this low changes a
 # probability-1 teacher by ~1e-12 and keeps zero-probability classes out of the way.

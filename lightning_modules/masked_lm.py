@@ -25,8 +25,8 @@ import torch
 from torch import nn
 from torchmetrics import Metric
 
-from bertlab.errors import BertlabError
-from lightning_modules.hf_loading import from_pretrained
+from bertlab.core.errors import BertlabError
+from bertlab.core.hf_loading import from_pretrained
 from lightning_modules.param_groups import build_param_groups, configure_adamw
 from lightning_modules.shared_step import SharedStepModule
 
@@ -62,7 +62,8 @@ def mlm_head_fn(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     ):  # DistilBERT
         return lambda h: model.vocab_projector(model.vocab_layer_norm(model.activation(model.vocab_transform(h))))
     raise BertlabError(
-        f"no masked-LM head known for {type(model).__name__}; supported: BERT/MiniLM (cls), RoBERTa (lm_head), DistilBERT (vocab_projector)"
+        f"no masked-LM head known for {type(model).__name__}; supported: BERT/MiniLM (cls), RoBERTa (lm_head), "
+        "DistilBERT (vocab_projector)"
     )
 
 
@@ -131,16 +132,17 @@ def load_tokenizer_dir(name_or_path: str):
     """A tokenizer from a model directory or from a tokenizer-only directory (a trained char vocabulary)."""
     from transformers import AutoTokenizer
 
-    from bertlab.paths import BUILTIN_MODELS, load_tokenizer
+    from bertlab.core.models import is_model_dir, load_tokenizer
 
     path = os.path.expanduser(str(name_or_path))
-    if name_or_path in BUILTIN_MODELS or os.path.isfile(os.path.join(path, "config.json")):
+    if is_model_dir(name_or_path):
         return load_tokenizer(name_or_path)
     try:
         return AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError, TypeError) as e:
         raise BertlabError(
-            f"from_scratch.tokenizer {name_or_path!r}: no tokenizer there ({type(e).__name__}); save one with tokenizer.save_pretrained"
+            f"from_scratch.tokenizer {name_or_path!r}: no tokenizer there ({type(e).__name__}); save one with "
+            "tokenizer.save_pretrained"
         ) from None
 
 
@@ -254,3 +256,9 @@ class MaskedLM(SharedStepModule):
         """``save_pretrained`` of the MLM model: a fill-mask checkpoint whose encoder the classifier stage loads."""
         self.model.save_pretrained(directory)
         return True
+
+    def hidden_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Last hidden states ``[B, T, H]`` of the encoder (what a ``DownstreamProbe`` pools)."""
+        return encoder_hidden(self.model, input_ids, attention_mask, token_type_ids)

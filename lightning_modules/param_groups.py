@@ -22,7 +22,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from bertlab.errors import BertlabError
+from bertlab.core.errors import BertlabError
 
 # Encoder layer index in parameter names: BERT/RoBERTa/MiniLM use `encoder.layer.N`,
 # DistilBERT `transformer.layer.N`, ALBERT-style shared stacks have no index.
@@ -50,6 +50,14 @@ def layer_depth(name: str, num_layers: int) -> int:
     if _EMBED_RE.search(name):
         return 0
     return num_layers + 1
+
+
+def _group_name(depth: int, num_layers: int) -> str:
+    if depth == num_layers + 2:
+        return "head"
+    if depth == 0:
+        return "embeddings"
+    return f"layer_{depth}" if depth <= num_layers else "encoder_top"
 
 
 def build_param_groups(
@@ -99,8 +107,7 @@ def build_param_groups(
                 "params": params,
                 "lr": lr * scale,
                 "weight_decay": weight_decay if decay else 0.0,
-                "name": f"{'head' if depth == num_layers + 2 else 'embeddings' if depth == 0 else f'layer_{depth}' if depth <= num_layers else 'encoder_top'}"
-                f"{'' if decay else '_no_decay'}",
+                "name": _group_name(depth, num_layers) + ("" if decay else "_no_decay"),
             }
         )
     return out

@@ -29,8 +29,8 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
-from bertlab.errors import BertlabError
-from bertlab.paths import load_tokenizer
+from bertlab.core.errors import BertlabError
+from bertlab.core.models import load_tokenizer
 from lightning_modules.masked_lm import (
     encoder_hidden,
     load_mlm_model,
@@ -57,12 +57,14 @@ def verbalizer_token_ids(tokenizer, verbalizer: dict[str, str], labels: list[str
         pieces = tokenizer(" " + word.strip(), add_special_tokens=False)["input_ids"]
         if len(pieces) != 1:
             raise BertlabError(
-                f"multi-token verbalizer word {word!r} (label {lab!r}) tokenises to {tokenizer.convert_ids_to_tokens(pieces)}; "
+                f"multi-token verbalizer word {word!r} (label {lab!r}) tokenises to "
+                f"{tokenizer.convert_ids_to_tokens(pieces)}; "
                 "choose a word that is a single token of this vocabulary"
             )
         if pieces[0] == tokenizer.unk_token_id:
             raise BertlabError(
-                f"verbalizer word {word!r} (label {lab!r}) is not in the vocabulary (it tokenises to {tokenizer.unk_token})"
+                f"verbalizer word {word!r} (label {lab!r}) is not in the vocabulary (it tokenises to "
+                f"{tokenizer.unk_token})"
             )
         ids.append(pieces[0])
     if len(set(ids)) != len(ids):
@@ -119,7 +121,8 @@ class PET(SharedStepModule):
         self.model, missing = load_mlm_model(model_name_or_path)
         if any(k.startswith(("cls.", "lm_head.", "vocab_")) for k in missing):
             rank_zero_warn(
-                f"{model_name_or_path!r} has no trained MLM head, so PET starts from a random one; start from a MaskedLM export"
+                f"{model_name_or_path!r} has no trained MLM head, so PET starts from a random one; start from a "
+                "MaskedLM export"
             )
         metrics = MetricCollection(
             {
@@ -184,6 +187,7 @@ class PET(SharedStepModule):
         return configure_adamw(self, groups, h.lr, h.warmup_ratio)
 
     def export_pretrained(self, directory: str) -> bool:
-        """``save_pretrained`` of the MLM model (a fill-mask checkpoint); its encoder initialises the classifier stage."""
+        """``save_pretrained`` of the MLM model (a fill-mask checkpoint); its encoder initialises the classifier
+        stage."""
         self.model.save_pretrained(directory)
         return True

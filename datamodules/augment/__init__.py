@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 
-from bertlab.errors import BertlabError
+from bertlab.core.errors import BertlabError
 
 from .back_translation import BackTranslation
 from .base import Augmenter

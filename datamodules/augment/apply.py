@@ -10,21 +10,19 @@ matters for back-translation and contextual substitution.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 
 import pandas as pd
 
-from bertlab.errors import BertlabError
+from bertlab.core.errors import BertlabError
+from bertlab.core.files import atomic_path
+from bertlab.core.fingerprint import fingerprint
 from datamodules.augment import build_augmenter
 
 
-def _key(texts: list[str], fingerprint: str, seed: int) -> str:
-    h = hashlib.sha256(fingerprint.encode())
-    h.update(str(seed).encode())
-    h.update("\x1e".join(texts).encode("utf-8"))
-    return h.hexdigest()[:24]
+def _key(texts: list[str], augmenter: str, seed: int) -> str:
+    return fingerprint(augmenter, seed, "\x1e".join(texts), sep="", length=24)
 
 
 def augmented_texts(spec: dict, texts: list[str], seed: int, cache_dir: str) -> list[list[str]]:
@@ -38,10 +36,8 @@ def augmented_texts(spec: dict, texts: list[str], seed: int, cache_dir: str) -> 
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     variants = augmenter(texts, seed)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(variants, f, ensure_ascii=False)
-    os.replace(path + ".tmp", path)
     return variants
 
 

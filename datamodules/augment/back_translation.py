@@ -19,14 +19,15 @@ decoding setting. A re-run translates only texts it has not seen.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
 
-from bertlab.errors import BertlabError
+from bertlab.core.errors import BertlabError
+from bertlab.core.fingerprint import dir_identity, fingerprint, stable_hash
+from bertlab.core.models import resolve_model_dir
 
-from .base import Augmenter, check_model_dir, check_positive, check_rate, dir_identity, stable_hash
+from .base import Augmenter, check_positive, check_rate
 
 VERSION = 1
 _MISSING = (
@@ -61,12 +62,8 @@ class BackTranslation(Augmenter):
         if missing:
             raise BertlabError(f"{_MISSING} (missing: {', '.join(missing)})")
         self.dirs = {
-            "forward": check_model_dir(
-                forward_model_dir, "back_translation forward_model_dir", "AutoModelForSeq2SeqLM"
-            ),
-            "backward": check_model_dir(
-                backward_model_dir, "back_translation backward_model_dir", "AutoModelForSeq2SeqLM"
-            ),
+            "forward": resolve_model_dir(forward_model_dir, "back_translation forward_model_dir"),
+            "backward": resolve_model_dir(backward_model_dir, "back_translation backward_model_dir"),
         }
         self.n_aug = check_positive("n_aug", n_aug)
         self.batch_size = check_positive("batch_size", batch_size)
@@ -78,7 +75,8 @@ class BackTranslation(Augmenter):
             )
         if not do_sample and num_beams < n_aug:
             raise BertlabError(
-                f"back_translation with beam search needs num_beams ≥ n_aug to give {n_aug} variants (got num_beams={num_beams})"
+                f"back_translation with beam search needs num_beams ≥ n_aug to give {n_aug} variants (got "
+                f"num_beams={num_beams})"
             )
         if not temperature > 0 or not isinstance(top_k, int) or top_k < 0 or not top_p > 0:
             raise BertlabError(
@@ -105,8 +103,8 @@ class BackTranslation(Augmenter):
     def __call__(self, texts: list[str], seed: int) -> list[list[str]]:
         """``seed`` is accepted for the common interface and not used (see the module docstring)."""
         todo = list(dict.fromkeys(t for t in texts if t.strip()))
-        fingerprint = self.fingerprint()
-        keys = {t: hashlib.sha256(f"{fingerprint}\0{t}".encode()).hexdigest() for t in todo}
+        fp = self.fingerprint()
+        keys = {t: fingerprint(fp, t, sep="\0", length=64) for t in todo}
         with self._cache() as db:
             done = db.get(list(keys.values()))
             todo = [t for t in todo if keys[t] not in done]

@@ -15,9 +15,11 @@ capitalised replacement; texts with fewer than two words come back unchanged.
 
 from __future__ import annotations
 
-from bertlab.errors import BertlabError
+from bertlab.core.errors import BertlabError
+from bertlab.core.fingerprint import dir_identity
+from bertlab.core.models import resolve_model_dir
 
-from .base import Augmenter, check_model_dir, check_positive, check_rate, dir_identity, text_rng
+from .base import Augmenter, check_positive, check_rate, text_rng
 from .words import LANGUAGES, is_word, join_words, match_case, split_words
 
 VERSION = 1
@@ -40,7 +42,7 @@ class ContextualSubstitution(Augmenter):
         language: str = "en",
         max_length: int = 256,
     ):
-        self.model_dir = check_model_dir(model_dir, "contextual augmentation model_dir", "AutoModelForMaskedLM")
+        self.model_dir = resolve_model_dir(model_dir, "contextual augmentation model_dir")
         self.n_aug = check_positive("n_aug", n_aug)
         self.rate = check_rate("rate", rate)
         self.top_k = check_positive("top_k", top_k)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import random
 import re
 
-from bertlab.errors import BertlabError
+from bertlab.core.errors import BertlabError
 
 from .base import Augmenter, check_positive, check_rate, text_rng
 from .thesaurus import SynonymSource, default_synonym_source, open_synonym_source

@@ -23,9 +23,8 @@ import os
 import re
 from abc import ABC, abstractmethod
 
-from bertlab.errors import BertlabError
-
-from .base import file_identity, stable_hash
+from bertlab.core.errors import BertlabError
+from bertlab.core.fingerprint import file_identity, stable_hash
 
 DEFAULT_MYTHES = "/usr/share/mythes/th_en_US_v2.dat"
 _ANNOTATED = re.compile(r"\s\([^()]*\)$")

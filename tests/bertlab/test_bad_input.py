@@ -119,7 +119,11 @@ def test_non_utf8_file_names_the_byte_offset(fit, tmp_path):
 
 def test_model_directory_that_does_not_exist(fit, tmp_path):
     missing = str(tmp_path / "no_model")
-    assert_error(fit("--model.model_name_or_path", missing), fit.root, f"model directory {missing!r} does not exist")
+    assert_error(
+        fit("--model.model_name_or_path", missing),
+        fit.root,
+        f"model {missing!r} is not a model directory (it does not exist)",
+    )
 
 
 def test_model_directory_without_tokenizer(fit, tiny_bert_dir, tmp_path):
@@ -152,7 +156,8 @@ def test_conflicting_trainer_settings_are_one_error_line(fit):
     assert_error(
         fit("--trainer.enable_checkpointing", "false"),
         fit.root,
-        "the trainer configuration: Trainer was configured with `enable_checkpointing=False` but found `ModelCheckpoint`",
+        "the trainer configuration: Trainer was configured with `enable_checkpointing=False` but found "
+        "`ModelCheckpoint`",
     )
 
 
@@ -304,6 +309,7 @@ def test_pipeline_stage_whose_previous_export_is_missing(tiny_bert_dir, tiny_csv
     assert_error(
         run_cli("pipeline", str(path), "--root", str(root)),
         None,
-        "stage tune starts from 'check', a `validate` stage that exports nothing; set `init_from: none` or name a fit stage",
+        "stage tune starts from 'check', a `validate` stage that exports nothing; set `init_from: none` or name a "
+        "fit stage",
     )
     assert not root.exists()  # found before any stage ran

@@ -1,4 +1,5 @@
-"""``bertlab pipeline`` on a tiny 2-stage pipeline (a from-scratch BERT, then a classifier fit), and ablation reports."""
+"""``bertlab pipeline`` on a tiny 2-stage pipeline (a from-scratch BERT, then a classifier fit), and ablation
+reports."""
 
 import json
 import os
@@ -10,7 +11,7 @@ from cli_helpers import ROOT, run_cli
 from conftest import make_texts
 
 from bertlab.ablation import mean_std, write_report
-from bertlab.errors import BertlabError
+from bertlab.core.errors import BertlabError
 from bertlab.pipeline import load_pipeline, main, parse_overrides, run_pipeline
 
 TINY_CONFIG = os.path.join(ROOT, "configs/classify/tiny_test.yaml")

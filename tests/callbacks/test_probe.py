@@ -11,7 +11,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from bertlab.errors import BertlabError
+from bertlab.core.errors import BertlabError
 from callbacks.probe import DownstreamProbe, PatienceTracker, pool
 
 CURVE = [0.60, 0.65, 0.64, 0.66, 0.65, 0.65, 0.64]
@@ -60,7 +60,10 @@ def test_bad_arguments_are_refused(kwargs, match):
 
 def test_a_task_without_labelled_train_and_val_is_refused(tiny_bert_dir, tiny_csvs):
     module = SimpleNamespace(hparams=SimpleNamespace(model_name_or_path=tiny_bert_dir))
-    unlabelled = DownstreamProbe(task={"predict_file": tiny_csvs["test"], "labels": ["neg", "pos"]})
+    from datamodules.classification import ClassificationDataModule
+
+    task = ClassificationDataModule(tokenizer=tiny_bert_dir, predict_file=tiny_csvs["test"], labels=["neg", "pos"])
+    unlabelled = DownstreamProbe(task=task)
     with pytest.raises(BertlabError, match="no labelled train or val split"):
         unlabelled.build_data(None, module)
     with pytest.raises(BertlabError, match="needs a labelled `task`"):
@@ -124,7 +127,9 @@ def test_probe_on_the_tiny_mlm(tmp_path, tiny_bert_dir, tiny_csvs):
 
 
 def test_train_subset_is_stratified_and_fixed(tmp_path, tiny_bert_dir, tiny_csvs):
-    task = {"train_file": tiny_csvs["train"], "val_file": tiny_csvs["val"]}
+    from datamodules.classification import ClassificationDataModule
+
+    task = ClassificationDataModule(tokenizer=tiny_bert_dir, train_file=tiny_csvs["train"], val_file=tiny_csvs["val"])
     module = SimpleNamespace(hparams=SimpleNamespace(model_name_or_path=tiny_bert_dir))
     a = DownstreamProbe(task=task, max_train_examples=50).build_data(None, module)
     b = DownstreamProbe(task=task, max_train_examples=50).build_data(None, module)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from bertlab.errors import BertlabError
+from bertlab.core.errors import BertlabError
 from callbacks.hf_export import EXPORT_INFO
 from callbacks.step_budget import StepBudget
 

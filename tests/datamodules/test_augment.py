@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bertlab.errors import BertlabError
+from bertlab.core.errors import BertlabError
 from datamodules.augment import EDA, SynonymDict, SynonymTSV, build_augmenter
 from datamodules.augment.words import is_word, join_words, split_words
 

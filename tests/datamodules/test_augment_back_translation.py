@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from conftest import make_texts
 
-from bertlab.errors import BertlabError
+from bertlab.core.errors import BertlabError
 from datamodules.augment import BackTranslation, build_augmenter
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import make_texts
 
-from bertlab.errors import BertlabError
+from bertlab.core.errors import BertlabError
 from datamodules.augment import ContextualSubstitution, build_augmenter
 from datamodules.augment.words import is_word, split_words
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bertlab.errors import BertlabError
+from bertlab.core.errors import BertlabError
 from datamodules.augment import EDA, Cilin, MyThes, SynonymDict, SynonymTSV, open_synonym_source
 from datamodules.augment.thesaurus import DEFAULT_MYTHES, cilin_path
 

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 import torch
 
-from bertlab.errors import BertlabError
+from bertlab.core.errors import BertlabError
 from datamodules.augment import build_augmenter
 from datamodules.augment.thesaurus import SynonymDict
 from datamodules.batching import LengthGroupedSampler, PadCollator
@@ -36,7 +36,7 @@ def test_unknown_label_in_val_is_an_error(dm_factory, tmp_path, tiny_csvs):
     bad = tmp_path / "val.csv"
     pd.DataFrame({"text": ["fresh tea", "stale tea"], "label": ["pos", "meh"]}).to_csv(bad, index=False)
     with pytest.raises(BertlabError, match=r"label\(s\) \['meh'\] do not occur in the training data"):
-        dm_factory(val_file=str(bad)).frames
+        _ = dm_factory(val_file=str(bad)).frames
 
 
 def test_setup_without_the_split_names_what_to_set(dm_factory):
@@ -86,7 +86,7 @@ def test_train_subset_is_stratified(dm_factory):
         "neg": 15,
     }
     with pytest.raises(BertlabError, match=r"train_subset must be in \[1, 120\]"):
-        dm_factory(val_fraction=0.25, train_subset=500).frames
+        _ = dm_factory(val_fraction=0.25, train_subset=500).frames
 
 
 def test_augmentation_grows_train_by_n_aug_per_example_and_leaves_val_test_alone(dm_factory, tiny_csvs, monkeypatch):
@@ -122,5 +122,5 @@ def test_unknown_augmenter_is_an_error(dm_factory):
     with pytest.raises(
         BertlabError, match="unknown augmenter 'mixup'; known augmenters: eda, contextual, back_translation"
     ):
-        dm_factory(augment=[{"name": "mixup"}]).frames
+        _ = dm_factory(augment=[{"name": "mixup"}]).frames
     assert build_augmenter("eda", synonyms=SynonymDict({})).n_aug == 4

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bertlab.errors import BertlabError
+from bertlab.core.errors import BertlabError
 from datamodules.classification import ClassificationDataModule
 from datamodules.extras import read_table
 from datamodules.sources import text_fingerprint
@@ -187,7 +187,7 @@ def test_knowledge_column_from_jsonl_lists(tiny_bert_dir, tiny_csvs, tmp_path):
         knowledge={"column": "kv"},
     )
     with pytest.raises(BertlabError, match=r"val.csv: no column 'kv' for the knowledge vectors"):
-        dm.frames
+        _ = dm.frames
 
 
 def test_knowledge_column_errors(tiny_bert_dir, data, tmp_path):
@@ -203,7 +203,7 @@ def test_knowledge_column_errors(tiny_bert_dir, data, tmp_path):
     with pytest.raises(BertlabError, match=r"inconsistent dimensions: most are 2 wide, but 2 are not \(3: 3, 9: 3\)"):
         knowledge_of(make_dm(tiny_bert_dir, data, tmp_path, knowledge={"column": "vec"}), "val")
     with pytest.raises(BertlabError, match="no column 'nope'"):
-        make_dm(tiny_bert_dir, data, tmp_path, knowledge={"column": "nope"}).frames
+        _ = make_dm(tiny_bert_dir, data, tmp_path, knowledge={"column": "nope"}).frames
 
 
 def test_knowledge_from_npy_and_npz_by_id(tiny_bert_dir, data, tmp_path):
@@ -267,7 +267,8 @@ def test_knowledge_table_errors(tiny_bert_dir, data, tmp_path):
     dm = make_dm(tiny_bert_dir, data, tmp_path, knowledge={"table": str(path), "key_column": "entity"})
     with pytest.raises(
         BertlabError,
-        match=r"val split: 10 example\(s\) have no vector in .*entities.json for their 'entity': keys e5, e6 \(example ids 5, 6, 12, 13, 19",
+        match=r"val split: 10 example\(s\) have no vector in .*entities.json for their 'entity': "
+        r"keys e5, e6 \(example ids 5, 6, 12, 13, 19",
     ):
         knowledge_of(dm, "val")
     path.write_text(json.dumps({"e0": [1.0], **{f"e{j}": [1.0, 2.0] for j in range(1, 7)}}))

@@ -12,7 +12,7 @@ from conftest import build_tiny_bert, make_texts
 from torch.nn.utils.rnn import pad_sequence
 from transformers import AutoTokenizer
 
-from bertlab.errors import BertlabError
+from bertlab.core.errors import BertlabError
 from datamodules import maskers
 from datamodules.maskers import (
     MASKERS,
@@ -198,7 +198,7 @@ def test_spans_are_contiguous_geometric_and_meet_the_budget(tok):
     # f(r) = 1 + sum_l pmf(l) f(r - l), f(r <= 0) = 0; the mean run length is sum m / sum f(m).
     f = [0.0] * 100
     for r in range(1, 100):
-        f[r] = 1 + sum(float(pmf[l - 1]) * f[max(r - l, 0)] for l in range(1, 11))
+        f[r] = 1 + sum(float(pmf[k - 1]) * f[max(r - k, 0)] for k in range(1, 11))
     budgets = [round(0.15 * (len(x["input_ids"]) - 2)) for x in feats]
     predicted = sum(budgets) / sum(f[m] for m in budgets)
     assert 3.6 < predicted < 3.75

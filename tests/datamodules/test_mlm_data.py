@@ -6,8 +6,8 @@ import pytest
 import torch
 from conftest import make_texts
 
-from bertlab.errors import BertlabError
-from bertlab.paths import load_tokenizer
+from bertlab.core.errors import BertlabError
+from bertlab.core.models import load_tokenizer
 from datamodules.mlm import MLMDataModule
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from bertlab.errors import BertlabError
+from bertlab.core.errors import BertlabError
 from datamodules.pet import PETDataModule, parse_pattern, render_pattern
 
 PATTERNS = ["{text} It was [MASK].", "Review: {text} All in all, [MASK]!"]

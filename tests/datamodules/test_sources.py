@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bertlab.errors import BertlabError
+from bertlab.core.errors import BertlabError
 from datamodules import sources
 
 

@@ -3,8 +3,8 @@ import os
 import numpy as np
 import pytest
 
-from bertlab.errors import BertlabError
-from bertlab.paths import load_tokenizer
+from bertlab.core.errors import BertlabError
+from bertlab.core.models import load_tokenizer
 from datamodules.token_cache import SpecialTemplate, cache_key, cached_arrays, tokenize
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bertlab.errors import BertlabError
+from bertlab.core.errors import BertlabError
 from lightning_modules.heads import HEADS, LayerCnnHead, build_head
 
 B, T, H, L = 3, 5, 8, 4

@@ -11,7 +11,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from bertlab.errors import BertlabError
+from bertlab.core.errors import BertlabError
 from datamodules.classification import ClassificationDataModule
 from lightning_modules.classifier import HEAD_CONFIG, HEAD_FILE, TextClassifier
 from lightning_modules.knowledge import AfterEncoderFusion, EmbeddingFusion, build_fusion

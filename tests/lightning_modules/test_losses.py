@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bertlab.errors import BertlabError
+from bertlab.core.errors import BertlabError
 from lightning_modules.losses import kd_loss, label_description_contrastive
 
 STUDENT = [[1.0, 2.0, 0.5], [0.2, -1.0, 0.3]]

@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
-from bertlab.errors import BertlabError
+from bertlab.core.errors import BertlabError
 from lightning_modules.masked_lm import MaskedLM, MLMStats, masked_lm_loss, mlm_head_fn
 from lightning_modules.param_groups import build_param_groups
 
@@ -116,7 +116,7 @@ def test_tied_decoder_is_listed_once(tiny_bert_dir):
 def test_export_loads_as_encoder_without_warnings(tiny_bert_dir, tmp_path, capsys, caplog):
     from transformers import AutoModel
 
-    from lightning_modules.hf_loading import from_pretrained
+    from bertlab.core.hf_loading import from_pretrained
 
     module = MaskedLM(model_name_or_path=tiny_bert_dir)
     with torch.no_grad():
@@ -214,8 +214,9 @@ def test_fit_lowers_loss_and_logs_token_weighted_val_metrics(tiny_bert_dir):
 
 @pytest.mark.slow
 def test_minilm_sparse_loss_equals_hf_loss():
-    """The real MiniLM (no MLM head in the checkpoint: a fresh head, decoder tied to its embeddings), with token types."""
-    from bertlab.paths import load_tokenizer
+    """The real MiniLM (no MLM head in the checkpoint: a fresh head, decoder tied to its embeddings),
+    with token types."""
+    from bertlab.core.models import load_tokenizer
 
     module = MaskedLM("minilm").eval()
     tok = load_tokenizer("minilm")

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from bertlab.errors import BertlabError
+from bertlab.core.errors import BertlabError
 from lightning_modules.param_groups import build_param_groups
 
 LR, WD = 1e-3, 0.01

@@ -6,7 +6,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from bertlab.errors import BertlabError
+from bertlab.core.errors import BertlabError
 from datamodules.pet import PETDataModule
 from lightning_modules.pet import PET, pet_loss
 

@@ -12,7 +12,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from bertlab.errors import BertlabError
+from bertlab.core.errors import BertlabError
 from lightning_modules.classifier import TextClassifier
 from lightning_modules.losses import kd_loss, label_description_contrastive
 

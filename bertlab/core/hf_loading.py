@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 
-from bertlab.errors import BertlabError
-from bertlab.paths import resolve_model_dir
+from bertlab.core.errors import BertlabError
+from bertlab.core.models import resolve_model_dir
 
 
 @contextlib.contextmanager

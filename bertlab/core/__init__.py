@@ -1,0 +1,11 @@
+"""The base floor: what every component shares, importing no other project code.
+
+* ``errors`` — ``BertlabError``, the one exception type for bad input;
+* ``models`` — built-in model names and local model/tokenizer directories (nothing is downloaded);
+* ``hf_loading`` — ``from_pretrained`` on a local directory, quietly and with clear errors;
+* ``files`` — ``atomic_path``: the one way a file or directory is written atomically;
+* ``fingerprint`` — ``fingerprint`` and ``stable_hash``: stable across processes and machines.
+
+``datamodules/``, ``lightning_modules/`` and ``callbacks/`` stand on this package and on
+third-party code; ``tests/test_layers.py`` checks that nothing here leans back on them.
+"""
