@@ -69,9 +69,9 @@ def build(
 
     texts = [t for entry in corpus for t in read_corpus_entry(entry)]
     if task_source:  # the vocabulary must not see the task's val/test texts either
-        from datamodules.classification import ClassificationDataModule
+        from datamodules.splits import Splits
 
-        frames = ClassificationDataModule(source=task_source).frames
+        frames = Splits(source=task_source).read()
         held_out = {t for split in ("val", "test") for t in frames[split]["text"]}
         texts = [t for t in texts if t not in held_out]
     if not texts:

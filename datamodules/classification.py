@@ -14,7 +14,6 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
-from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader
 
 from bertlab.core.errors import BertlabError
@@ -23,6 +22,7 @@ from datamodules import sources
 from datamodules.augment.apply import augment_frame
 from datamodules.batching import LengthGroupedSampler, PadCollator, TokenizedDataset
 from datamodules.extras import carry_columns, check_extras_args, split_extras
+from datamodules.splits import Splits
 from datamodules.token_cache import (
     cache_key,
     cached_arrays,
@@ -87,10 +87,20 @@ class ClassificationDataModule(pl.LightningDataModule):
         """
         super().__init__()
         self.save_hyperparameters()
-        if source is not None and source not in sources.BUILTIN_SOURCES:
-            raise BertlabError(
-                f"unknown data source {source!r}; built-in sources: {', '.join(sources.BUILTIN_SOURCES)}"
-            )
+        self.splits = Splits(
+            source,
+            train_file,
+            val_file,
+            test_file,
+            predict_file,
+            text_column,
+            text_pair_column,
+            label_column,
+            val_fraction,
+            test_fraction,
+            split_seed,
+            train_subset,
+        )
         if source is None and train_file is None and labels is None:
             raise BertlabError("give data: a built-in `source`, a `train_file`, or (to predict only) the `labels`")
         check_extras_args(predict_split, predict_file, soft_labels_file, knowledge)
@@ -100,58 +110,17 @@ class ClassificationDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------ reading
 
-    def _read(self, path: str, with_labels: bool = True) -> pd.DataFrame:
+    def _carry(self, raw: pd.DataFrame, df: pd.DataFrame, path: str) -> pd.DataFrame:
         h = self.hparams
-        raw = sources.read_table(path)
-        df = sources.validate_frame(
-            raw, path, h.text_column, h.label_column if with_labels else None, h.text_pair_column
-        )
         return carry_columns(raw, df, path, h.knowledge, skip=(h.text_column, h.label_column, h.text_pair_column))
-
-    def _split(self, df: pd.DataFrame, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-        if not 0.0 < fraction < 1.0:
-            raise BertlabError(f"split fraction must be in (0, 1), got {fraction}")
-        counts = df["label"].value_counts()
-        stratify = df["label"] if counts.min() >= 2 else None
-        keep, held = train_test_split(df, test_size=fraction, random_state=self.hparams.split_seed, stratify=stratify)
-        return keep.reset_index(drop=True), held.reset_index(drop=True)
-
-    def _subset(self, df: pd.DataFrame, n: int) -> pd.DataFrame:
-        if n < 1 or n > len(df):
-            raise BertlabError(f"train_subset must be in [1, {len(df)}] (the training examples), got {n}")
-        if n == len(df):
-            return df
-        keep, _ = train_test_split(
-            df,
-            train_size=n,
-            random_state=self.hparams.split_seed,
-            stratify=df["label"] if df["label"].value_counts().min() >= 2 else None,
-        )
-        return keep.reset_index(drop=True)
 
     @cached_property
     def frames(self) -> dict[str, pd.DataFrame]:
         """Every configured split as a validated DataFrame (text, [text_pair], [label])."""
         h = self.hparams
-        out: dict[str, pd.DataFrame] = {}
-        if h.source:
-            out.update(sources.BUILTIN_SOURCES[h.source]())
-        elif h.train_file:
-            out["train"] = self._read(h.train_file)
-        for split, path in (("val", h.val_file), ("test", h.test_file)):
-            if path:
-                out[split] = self._read(path)
-        if "train" in out:
-            if "test" not in out and h.source:
-                out["train"], out["test"] = self._split(out["train"], h.test_fraction)
-            if "val" not in out:
-                out["train"], out["val"] = self._split(out["train"], h.val_fraction)
-            if h.train_subset:
-                out["train"] = self._subset(out["train"], h.train_subset)
-            if h.augment:
-                out["train"] = augment_frame(out["train"], h.augment, h.augment_seed, self.cache_dir)
-        if h.predict_file:
-            out["predict"] = self._read(h.predict_file, with_labels=False)
+        out = self.splits.read(carry=self._carry)
+        if "train" in out and h.augment:
+            out["train"] = augment_frame(out["train"], h.augment, h.augment_seed, self.cache_dir)
         if h.predict_split != "predict" and h.predict_split in out:
             out["predict"] = out[h.predict_split]
         self._check_labels(out)

@@ -9,7 +9,7 @@ Corpus entries (``corpus``), any number, concatenated in order:
   (People's Daily 1998, POS tags stripped), ``tweets`` (20k English tweets from R's dslabs, the
   largest informal English text that ships offline; out of the review domain).
 
-``task`` holds ``ClassificationDataModule`` arguments: its *train* texts join the corpus for
+``task`` holds the labelled task's ``Splits`` (``datamodules.splits``): its *train* texts join the corpus for
 task-adaptive pre-training (Gururangan et al. 2020; Sun et al. 2019's "within-task"); its val and
 test texts never do, and are also removed from the other corpus entries.
 
@@ -21,6 +21,7 @@ nothing is dropped per map batch).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from functools import cached_property
 
@@ -36,6 +37,7 @@ from bertlab.core.models import load_tokenizer
 from datamodules import sources
 from datamodules.batching import LengthGroupedSampler, TokenizedDataset
 from datamodules.maskers import build_masker, jieba_word_ids
+from datamodules.splits import Splits
 from datamodules.token_cache import cache_key, cached_arrays, default_cache_dir, tokenizer_fingerprint
 
 MODES = ("line_by_line", "packed")
@@ -101,7 +103,7 @@ class MLMDataModule(pl.LightningDataModule):
         self,
         tokenizer: str = "minilm",
         corpus: list[str] | None = None,
-        task: dict | None = None,
+        task: Splits | None = None,
         task_train_texts: bool = True,
         mode: str = "line_by_line",
         max_length: int = 128,
@@ -122,8 +124,8 @@ class MLMDataModule(pl.LightningDataModule):
         Args:
             tokenizer: model directory (or built-in name) whose tokenizer to use; the CLI links it to the model's path.
             corpus: corpus entries (see the module docstring).
-            task: ``ClassificationDataModule`` arguments; its train texts are added (task-adaptive pre-training)
-                and its val/test texts are removed from every corpus entry.
+            task: the labelled task's ``Splits`` (e.g. ``{source: fine_food}``); its train texts are added
+                (task-adaptive pre-training) and its val/test texts are removed from every corpus entry.
             task_train_texts: add the task's train texts (False: use ``task`` only to keep its val/test out).
             val_fraction: documents held out to measure ``val/loss`` and ``val/perplexity``.
             max_documents: keep at most this many documents (a deterministic sample), for quick runs.
@@ -159,12 +161,13 @@ class MLMDataModule(pl.LightningDataModule):
 
     @cached_property
     def task_data(self):
-        """The labelled task as a ``ClassificationDataModule`` (None without ``task``); a probe reads it too."""
-        if not self.hparams.task:
+        """The labelled task as a ``ClassificationDataModule`` with this tokenizer (None without ``task``),
+        for a ``DownstreamProbe``."""
+        if self.hparams.task is None:
             return None
         from datamodules.classification import ClassificationDataModule
 
-        return ClassificationDataModule(**{"tokenizer": self.hparams.tokenizer, **self.hparams.task})
+        return ClassificationDataModule(self.hparams.tokenizer, **dataclasses.asdict(self.hparams.task))
 
     @cached_property
     def documents(self) -> dict[str, list[str]]:
@@ -172,8 +175,8 @@ class MLMDataModule(pl.LightningDataModule):
         h = self.hparams
         docs: list[str] = []
         held_out: set[str] = set()
-        if self.task_data is not None:
-            frames = self.task_data.frames
+        if h.task is not None:
+            frames = h.task.read()
             held_out = {t for split in ("val", "test") if split in frames for t in frames[split]["text"]}
             if h.task_train_texts:
                 docs += frames["train"]["text"].tolist()

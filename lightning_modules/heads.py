@@ -19,8 +19,9 @@ no information about the text.
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -76,47 +77,32 @@ def _first_tokens(hidden_states, k: int) -> torch.Tensor:
     return torch.stack([h[:, 0] for h in hidden_states[-k:]], dim=1)
 
 
-class ConcatLastKHead(Head):
-    """First token of the last k layers concatenated, lowest layer first (Sun et al. 2019, Table 3); out_dim k·H."""
+class LastKHead(Head):
+    """The first token of the last k layers (Sun et al. 2019, Table 3), reduced across the layers:
+    ``concat`` (lowest layer first; out_dim k·H), element-wise ``mean`` or ``max`` (out_dim H).
+    Config names: ``concat_last_k``, ``mean_last_k``, ``max_last_k``; ``concat_all`` is k = L."""
 
-    def __init__(self, hidden_size: int, num_layers: int, k: int = 4):
+    REDUCE = ("concat", "mean", "max")
+
+    def __init__(self, hidden_size: int, num_layers: int, k: int = 4, reduce: str = "concat"):
         super().__init__()
-        self.k = _check_k(k, num_layers)
-        self.out_dim = self.k * hidden_size
+        if reduce not in self.REDUCE:
+            raise BertlabError(f"last-k head: reduce must be one of {', '.join(self.REDUCE)}, got {reduce!r}")
+        self.k, self.reduce = _check_k(k, num_layers), reduce
+        self.out_dim = self.k * hidden_size if reduce == "concat" else hidden_size
 
     def forward(self, hidden_states, attention_mask):
-        return _first_tokens(hidden_states, self.k).flatten(1)
+        first = _first_tokens(hidden_states, self.k)
+        if self.reduce == "concat":
+            return first.flatten(1)
+        return first.mean(1) if self.reduce == "mean" else first.amax(1)
 
 
-class MeanLastKHead(Head):
-    """Element-wise mean of the first token over the last k layers (Sun et al. 2019, Table 3); out_dim H."""
-
-    def __init__(self, hidden_size: int, num_layers: int, k: int = 4):
-        super().__init__()
-        self.k = _check_k(k, num_layers)
-        self.out_dim = hidden_size
-
-    def forward(self, hidden_states, attention_mask):
-        return _first_tokens(hidden_states, self.k).mean(1)
-
-
-class MaxLastKHead(Head):
-    """Element-wise max of the first token over the last k layers (Sun et al. 2019, Table 3); out_dim H."""
-
-    def __init__(self, hidden_size: int, num_layers: int, k: int = 4):
-        super().__init__()
-        self.k = _check_k(k, num_layers)
-        self.out_dim = hidden_size
-
-    def forward(self, hidden_states, attention_mask):
-        return _first_tokens(hidden_states, self.k).amax(1)
-
-
-class ConcatAllHead(ConcatLastKHead):
+class ConcatAllHead(LastKHead):
     """First token of every encoder layer concatenated, embedding output excluded (Sun et al. 2019); out_dim L·H."""
 
     def __init__(self, hidden_size: int, num_layers: int):
-        super().__init__(hidden_size, num_layers, k=num_layers)
+        super().__init__(hidden_size, num_layers, k=num_layers, reduce="concat")
 
 
 class LayerCnnHead(Head):
@@ -164,12 +150,12 @@ class LayerCnnHead(Head):
         return self.dropout(torch.cat(pooled, dim=-1))
 
 
-HEADS: dict[str, type[Head]] = {
+HEADS: dict[str, Callable[..., Head]] = {
     "cls": ClsHead,
     "mean": MeanHead,
-    "concat_last_k": ConcatLastKHead,
-    "mean_last_k": MeanLastKHead,
-    "max_last_k": MaxLastKHead,
+    "concat_last_k": functools.partial(LastKHead, reduce="concat"),
+    "mean_last_k": functools.partial(LastKHead, reduce="mean"),
+    "max_last_k": functools.partial(LastKHead, reduce="max"),
     "concat_all": ConcatAllHead,
     "layer_cnn": LayerCnnHead,
 }
@@ -180,7 +166,8 @@ def build_head(name: str, hidden_size: int, num_layers: int, **kwargs) -> Head:
     if name not in HEADS:
         raise BertlabError(f"unknown head {name!r}; known heads: {', '.join(sorted(HEADS))}")
     params = inspect.signature(HEADS[name]).parameters
-    options = [p for p in params if p not in ("hidden_size", "num_layers")]
+    preset = getattr(HEADS[name], "keywords", {})  # what the name fixes, e.g. reduce for mean_last_k
+    options = [p for p in params if p not in ("hidden_size", "num_layers", *preset)]
     unknown = sorted(set(kwargs) - set(options))
     if unknown and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         raise BertlabError(

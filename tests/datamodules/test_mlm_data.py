@@ -9,6 +9,7 @@ from conftest import make_texts
 from bertlab.core.errors import BertlabError
 from bertlab.core.models import load_tokenizer
 from datamodules.mlm import MLMDataModule
+from datamodules.splits import Splits
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +123,7 @@ def test_documents_are_deduplicated_across_lines_and_entries(tiny_bert_dir, tmp_
 
 def test_task_adds_only_its_train_texts(tiny_bert_dir, tiny_csvs, tmp_path):
     train, val, test = (set(_csv_texts(tiny_csvs[s])) for s in ("train", "val", "test"))
-    task = {"train_file": tiny_csvs["train"], "val_file": tiny_csvs["val"], "test_file": tiny_csvs["test"]}
+    task = Splits(train_file=tiny_csvs["train"], val_file=tiny_csvs["val"], test_file=tiny_csvs["test"])
     dm = _mlm(tiny_bert_dir, tmp_path, task=task, val_fraction=0.1)
     docs = set(_all_docs(dm))
     assert docs == train - val - test and len(docs) > 100
@@ -133,7 +134,7 @@ def test_task_without_train_texts_still_removes_val_and_test(tiny_bert_dir, tiny
     train, val, test = (_csv_texts(tiny_csvs[s]) for s in ("train", "val", "test"))
     extra = [t for t in make_texts(30, seed=99)[0] if t not in set(train) | set(val) | set(test)]
     corpus = _corpus(tmp_path / "c.txt", extra + val[:5] + test[:5])
-    task = {"train_file": tiny_csvs["train"], "val_file": tiny_csvs["val"], "test_file": tiny_csvs["test"]}
+    task = Splits(train_file=tiny_csvs["train"], val_file=tiny_csvs["val"], test_file=tiny_csvs["test"])
     dm = _mlm(tiny_bert_dir, tmp_path, corpus=[corpus], task=task, task_train_texts=False, val_fraction=0.1)
     assert set(_all_docs(dm)) == set(extra) and len(extra) >= 20
 

@@ -203,3 +203,22 @@ def test_heads_on_a_real_tiny_bert(tiny_bert_dir):
             2,
             layers * width if name != "layer_cnn" else 64,
         )
+
+
+def test_last_k_names_fix_the_reduction():
+    from lightning_modules.heads import LastKHead
+
+    hidden = tuple(torch.randn(2, 3, 8) for _ in range(5))  # embeddings + 4 layers
+    mask = torch.ones(2, 3)
+    first = torch.stack([h[:, 0] for h in hidden[-2:]], dim=1)
+    for name, expected in (
+        ("concat_last_k", first.flatten(1)),
+        ("mean_last_k", first.mean(1)),
+        ("max_last_k", first.amax(1)),
+    ):
+        head = build_head(name, 8, 4, k=2)
+        assert isinstance(head, LastKHead) and torch.equal(head(hidden, mask), expected)
+    with pytest.raises(BertlabError, match="head 'mean_last_k' takes no option"):
+        build_head("mean_last_k", 8, 4, reduce="max")
+    with pytest.raises(BertlabError, match="reduce must be one of concat, mean, max"):
+        LastKHead(8, 4, reduce="sum")
