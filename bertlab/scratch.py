@@ -65,7 +65,7 @@ def build(
     import torch
     from transformers import BertConfig, BertModel
 
-    from datamodules.mlm import read_corpus_entry
+    from datamodules.corpus import read_corpus_entry
 
     texts = [t for entry in corpus for t in read_corpus_entry(entry)]
     if task_source:  # the vocabulary must not see the task's val/test texts either

@@ -1,12 +1,10 @@
-"""Batches: a dataset over cached token arrays, dynamic padding, and length-grouped sampling."""
+"""Batches: a dataset over cached token arrays, and dynamic padding."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 from datamodules.token_cache import TokenArrays
 
@@ -65,37 +63,3 @@ class PadCollator:
             if key not in ("input_ids", "token_type_ids"):
                 batch[key] = torch.as_tensor(np.stack([np.asarray(f[key]) for f in features]))
         return batch
-
-
-class LengthGroupedSampler(Sampler[int]):
-    """Shuffled order in which neighbours have similar lengths, so padding is small.
-
-    Shuffle, cut into mega-batches of ``mega_batch_mult × batch_size``, sort each by length,
-    then shuffle the order of the resulting batches (as HF's ``group_by_length``). The order
-    depends only on (seed, epoch); the epoch advances at every ``__iter__``.
-    """
-
-    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int = 0, mega_batch_mult: int = 50):
-        self.lengths = np.asarray(lengths)
-        self.batch_size = batch_size
-        self.seed = seed
-        self.mega = max(batch_size * mega_batch_mult, batch_size)
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        self.epoch += 1
-        perm = rng.permutation(len(self.lengths))
-        batches = []
-        for start in range(0, len(perm), self.mega):
-            chunk = perm[start : start + self.mega]
-            chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
-            batches.extend(chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size))
-        order = rng.permutation(len(batches))
-        return iter(int(i) for b in order for i in batches[b])

@@ -20,8 +20,10 @@ from bertlab.core.errors import BertlabError
 from bertlab.core.models import load_tokenizer
 from datamodules import sources
 from datamodules.augment.apply import augment_frame
-from datamodules.batching import LengthGroupedSampler, PadCollator, TokenizedDataset
-from datamodules.extras import carry_columns, check_extras_args, split_extras
+from datamodules.batching import PadCollator, TokenizedDataset
+from datamodules.knowledge_vectors import Knowledge, carry_columns, load_knowledge
+from datamodules.samplers import LengthGroupedSampler
+from datamodules.soft_label_file import load_soft_labels
 from datamodules.splits import Splits
 from datamodules.token_cache import (
     cache_key,
@@ -64,7 +66,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         augment_seed: int = 0,
         predict_split: str = "predict",
         soft_labels_file: str | None = None,
-        knowledge: dict | None = None,
+        knowledge: Knowledge | None = None,
     ):
         """
         Args:
@@ -83,7 +85,7 @@ class ClassificationDataModule(pl.LightningDataModule):
             predict_split: the split ``predict`` runs over; ``train`` dumps a teacher's soft labels.
             soft_labels_file: a teacher's ``soft_labels.npz`` (SoftLabelWriter): train batches carry ``soft_labels``.
             knowledge: per-example knowledge vectors for every split, e.g. ``{provider: vader}``
-                (see ``datamodules.extras``).
+                (see ``datamodules.knowledge_vectors``).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -103,7 +105,18 @@ class ClassificationDataModule(pl.LightningDataModule):
         )
         if source is None and train_file is None and labels is None:
             raise BertlabError("give data: a built-in `source`, a `train_file`, or (to predict only) the `labels`")
-        check_extras_args(predict_split, predict_file, soft_labels_file, knowledge)
+        if predict_split not in SPLITS:
+            raise BertlabError(f"predict_split must be one of {', '.join(SPLITS)}, got {predict_split!r}")
+        if predict_split != "predict" and predict_file:
+            raise BertlabError(
+                f"predict_split is {predict_split!r}, so predict_file {predict_file!r} would be ignored; "
+                "drop one of them"
+            )
+        if soft_labels_file is not None and not os.path.isfile(soft_labels_file):
+            raise BertlabError(
+                f"soft_labels_file {soft_labels_file!r} does not exist; "
+                "write it with `bertlab predict` + SoftLabelWriter over the train split"
+            )
         self.cache_dir = cache_dir or default_cache_dir()
         self.datasets: dict[str, TokenizedDataset] = {}
         self.built_now: dict[str, bool] = {}
@@ -187,8 +200,25 @@ class ClassificationDataModule(pl.LightningDataModule):
             extras["labels"] = df["label"].map(self.label2id).to_numpy(np.int64)
         if "source_idx" in df:
             extras["source_idx"] = df["source_idx"].to_numpy(np.int64)
-        extras.update(split_extras(self, split, df))
+        extras.update(self._extras(split, df))
         return TokenizedDataset(arrays, np.arange(len(df)), extras)
+
+    def _extras(self, split: str, df: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Per-example arrays beside the tokens, row i = example id i: a teacher's soft labels (train only)
+        and knowledge vectors (every split)."""
+        h = self.hparams
+        out: dict[str, np.ndarray] = {}
+        if h.soft_labels_file and split == "train":
+            out["soft_labels"] = load_soft_labels(h.soft_labels_file, df, self.label_names)
+        if h.knowledge:
+            source = h.predict_split if split == "predict" else split
+            renamed = {
+                h.text_column: "text",
+                h.label_column: "label",
+                **({h.text_pair_column: "text_pair"} if h.text_pair_column else {}),
+            }
+            out["knowledge"] = load_knowledge(h.knowledge, source, df, renamed, self.cache_dir)
+        return out
 
     def prepare_data(self) -> None:
         for split in self.frames:

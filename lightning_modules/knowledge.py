@@ -10,7 +10,7 @@ Two places to put it, chosen by name in config (``knowledge_fusion``):
   input (word) embedding, before position/type embeddings and LayerNorm, so every layer
   can attend to it. Works with any encoder that accepts ``inputs_embeds``.
 
-The vectors come from the data (``datamodules/extras.py``) as the batch key ``knowledge``.
+The vectors come from the data (``datamodules/knowledge_vectors.py``) as the batch key ``knowledge``.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import torch
 from bertlab.cli import main
 from bertlab.pipeline import load_pipeline
 from callbacks.soft_labels import gather_predictions
-from datamodules.extras import load_soft_labels
+from datamodules.soft_label_file import load_soft_labels
 from datamodules.sources import text_fingerprint
 
 ROOT = Path(__file__).resolve().parents[2]

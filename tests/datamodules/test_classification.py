@@ -6,8 +6,9 @@ import torch
 from bertlab.core.errors import BertlabError
 from datamodules.augment import build_augmenter
 from datamodules.augment.thesaurus import SynonymDict
-from datamodules.batching import LengthGroupedSampler, PadCollator
+from datamodules.batching import PadCollator
 from datamodules.classification import ClassificationDataModule
+from datamodules.samplers import LengthGroupedSampler
 
 
 @pytest.fixture

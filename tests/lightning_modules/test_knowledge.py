@@ -13,6 +13,7 @@ import torch
 
 from bertlab.core.errors import BertlabError
 from datamodules.classification import ClassificationDataModule
+from datamodules.knowledge_vectors import Knowledge
 from lightning_modules.classifier import HEAD_CONFIG, HEAD_FILE, TextClassifier
 from lightning_modules.knowledge import AfterEncoderFusion, EmbeddingFusion, build_fusion
 
@@ -130,7 +131,7 @@ def test_a_vader_fed_model_trains_and_predicts(tiny_bert_dir, tiny_csvs, tmp_pat
         batch_size=16,
         max_length=32,
         cache_dir=str(tmp_path / "cache"),
-        knowledge={"provider": "vader", "dim": 4},
+        knowledge=Knowledge(provider="vader", dim=4),
     )
     data = ClassificationDataModule(**args)
     pl.seed_everything(0)

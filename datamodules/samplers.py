@@ -1,0 +1,71 @@
+"""Samplers: the order in which training examples are drawn.
+
+``LengthGroupedSampler`` batches examples of similar length (less padding); the two ``Epoch``
+samplers also tell an MLM masker the epoch, because a static masker picks its masked copy by it
+and a dynamic one reseeds per epoch. Lightning's DDP wrapper passes ``set_epoch`` on to them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import RandomSampler, Sampler
+
+
+class LengthGroupedSampler(Sampler[int]):
+    """Shuffled order in which neighbours have similar lengths, so padding is small.
+
+    Shuffle, cut into mega-batches of ``mega_batch_mult × batch_size``, sort each by length,
+    then shuffle the order of the resulting batches (as HF's ``group_by_length``). The order
+    depends only on (seed, epoch); the epoch advances at every ``__iter__``.
+    """
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int = 0, mega_batch_mult: int = 50):
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.mega = max(batch_size * mega_batch_mult, batch_size)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        perm = rng.permutation(len(self.lengths))
+        batches = []
+        for start in range(0, len(perm), self.mega):
+            chunk = perm[start : start + self.mega]
+            chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
+            batches.extend(chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size))
+        order = rng.permutation(len(batches))
+        return iter(int(i) for b in order for i in batches[b])
+
+
+class EpochSampler(RandomSampler):
+    """A random sampler that also tells the masker the epoch (static masks pick their copy by it)."""
+
+    def __init__(self, data, masker, seed: int):
+        super().__init__(data, generator=torch.Generator().manual_seed(seed))
+        self.masker = masker
+
+    def set_epoch(self, epoch: int) -> None:
+        self.masker.set_epoch(epoch)
+
+
+class LengthGroupedEpochSampler(LengthGroupedSampler):
+    """Length-grouped order (less padding, as for classification) that also tells the masker the epoch."""
+
+    def __init__(self, lengths, batch_size: int, masker, seed: int):
+        super().__init__(lengths, batch_size, seed=seed)
+        self.masker = masker
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.masker.set_epoch(epoch)
