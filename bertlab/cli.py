@@ -50,6 +50,10 @@ def data_id2label(dm) -> dict | None:
     return getattr(dm, "id2label", None)
 
 
+def data_knowledge_dim(dm) -> int:
+    return dm.knowledge_dim if hasattr(type(dm), "knowledge_dim") else 0  # getattr would hide the data's errors
+
+
 def write_json(path: str, payload) -> None:
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         json.dump(payload, f, indent=1, sort_keys=True, default=str)
@@ -91,6 +95,9 @@ class BertlabCLI(LightningCLI):
         parser.link_arguments("model.init_args.model_name_or_path", "data.init_args.tokenizer")
         parser.link_arguments("data", "model.init_args.num_labels", compute_fn=data_num_labels, apply_on="instantiate")
         parser.link_arguments("data", "model.init_args.id2label", compute_fn=data_id2label, apply_on="instantiate")
+        parser.link_arguments(
+            "data", "model.init_args.knowledge_dim", compute_fn=data_knowledge_dim, apply_on="instantiate"
+        )
 
     def _instantiate_trainer(self, config, callbacks):
         if config.get("logger") in (None, True):  # default: CSV + W&B under the run's root

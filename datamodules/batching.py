@@ -1,6 +1,8 @@
-"""Batches: a dataset over cached token arrays, and dynamic padding."""
+"""Batches: a dataset over cached token arrays, dynamic padding, and the ``Loader`` settings."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -63,3 +65,26 @@ class PadCollator:
             if key not in ("input_ids", "token_type_ids"):
                 batch[key] = torch.as_tensor(np.stack([np.asarray(f[key]) for f in features]))
         return batch
+
+
+@dataclass
+class Loader:
+    """How batches are drawn.
+
+    Args:
+        batch_size: training examples per batch.
+        eval_batch_size: examples per validation/test/predict batch (default: ``batch_size``).
+        group_by_length: batch training examples of similar length (less padding).
+        pad_to_multiple_of: pad every batch to a multiple of this many tokens (tensor cores like 8).
+        num_workers: DataLoader worker processes.
+    """
+
+    batch_size: int = 32
+    eval_batch_size: int | None = None
+    group_by_length: bool = True
+    pad_to_multiple_of: int | None = None
+    num_workers: int = 0
+
+    @property
+    def eval_size(self) -> int:
+        return self.eval_batch_size or self.batch_size

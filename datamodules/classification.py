@@ -89,6 +89,8 @@ class ClassificationDataModule(pl.LightningDataModule):
         """
         super().__init__()
         self.save_hyperparameters()
+        # typed arguments are kept as given: under LightningCLI, ``hparams`` holds their config (plain dicts)
+        self.knowledge = knowledge
         self.splits = Splits(
             source,
             train_file,
@@ -125,7 +127,7 @@ class ClassificationDataModule(pl.LightningDataModule):
 
     def _carry(self, raw: pd.DataFrame, df: pd.DataFrame, path: str) -> pd.DataFrame:
         h = self.hparams
-        return carry_columns(raw, df, path, h.knowledge, skip=(h.text_column, h.label_column, h.text_pair_column))
+        return carry_columns(raw, df, path, self.knowledge, skip=(h.text_column, h.label_column, h.text_pair_column))
 
     @cached_property
     def frames(self) -> dict[str, pd.DataFrame]:
@@ -173,6 +175,17 @@ class ClassificationDataModule(pl.LightningDataModule):
         return {name: i for i, name in enumerate(self.label_names)}
 
     @cached_property
+    def knowledge_dim(self) -> int:
+        """The width of the knowledge vectors (0 without ``knowledge``), read from the first split."""
+        spec = self.knowledge
+        if spec is None:
+            return 0
+        if spec.dim is not None:
+            return spec.dim
+        split = next(s for s in SPLITS if s in self.frames)
+        return int(self._extras(split, self.frames[split])["knowledge"].shape[1])
+
+    @cached_property
     def tokenizer(self):
         return load_tokenizer(self.hparams.tokenizer)
 
@@ -210,14 +223,14 @@ class ClassificationDataModule(pl.LightningDataModule):
         out: dict[str, np.ndarray] = {}
         if h.soft_labels_file and split == "train":
             out["soft_labels"] = load_soft_labels(h.soft_labels_file, df, self.label_names)
-        if h.knowledge:
+        if self.knowledge:
             source = h.predict_split if split == "predict" else split
             renamed = {
                 h.text_column: "text",
                 h.label_column: "label",
                 **({h.text_pair_column: "text_pair"} if h.text_pair_column else {}),
             }
-            out["knowledge"] = load_knowledge(h.knowledge, source, df, renamed, self.cache_dir)
+            out["knowledge"] = load_knowledge(self.knowledge, source, df, renamed, self.cache_dir)
         return out
 
     def prepare_data(self) -> None:

@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -32,9 +35,9 @@ from bertlab.core.errors import BertlabError
 from bertlab.core.files import atomic_path
 from bertlab.core.fingerprint import fingerprint
 from bertlab.core.models import load_tokenizer
-from datamodules.batching import TokenizedDataset
+from datamodules.batching import Loader, TokenizedDataset
 from datamodules.corpus import read_corpus_entry
-from datamodules.maskers import build_masker, jieba_word_ids
+from datamodules.maskers import DynamicMasker, EntropyMasker, SelectiveMasker, StaticMasker, jieba_word_ids
 from datamodules.samplers import EpochSampler, LengthGroupedEpochSampler
 from datamodules.splits import Splits
 from datamodules.token_cache import cache_key, cached_arrays, default_cache_dir, tokenizer_fingerprint
@@ -53,14 +56,10 @@ class MLMDataModule(pl.LightningDataModule):
         max_length: int = 128,
         val_fraction: float = 0.05,
         max_documents: int | None = None,
-        masker: str = "dynamic",
-        masker_kwargs: dict | None = None,
+        masker: Callable[[Any], DynamicMasker] | None = None,
         chinese_whole_word: bool = False,
-        scorer: dict | None = None,
-        group_by_length: bool = True,
-        batch_size: int = 32,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
+        scorer: Scorer | None = None,
+        loader: Loader | None = None,
         seed: int = 0,
         cache_dir: str | None = None,
     ):
@@ -73,12 +72,14 @@ class MLMDataModule(pl.LightningDataModule):
             task_train_texts: add the task's train texts (False: use ``task`` only to keep its val/test out).
             val_fraction: documents held out to measure ``val/loss`` and ``val/perplexity``.
             max_documents: keep at most this many documents (a deterministic sample), for quick runs.
-            masker: ``dynamic``, ``static``, ``whole_word``, ``span``, ``selective`` or ``entropy``;
-                ``masker_kwargs`` go to its constructor (``mlm_probability``, ``dupe_factor``, ...).
+            masker: a masker class and its settings, e.g. ``class_path: datamodules.maskers.SpanMasker`` with
+                ``init_args: {mlm_probability: 0.15}`` (default: ``DynamicMasker``); the tokenizer, the
+                ``seed`` and ``loader.pad_to_multiple_of`` (when set) come from this data module.
             chinese_whole_word: give ``whole_word`` jieba word boundaries (Chinese; needs jieba).
-            scorer: for ``selective``/``entropy``: ``{"model": DIR}`` — a fine-tuned classifier
+            scorer: for ``SelectiveMasker``/``EntropyMasker``: ``{model: DIR}`` — a fine-tuned classifier
                 (importance) or a masked LM (entropy) that scores every token once, before training.
-            group_by_length: batch documents of similar length (line_by_line leaves ~40 % padding otherwise).
+            loader: batch sizes, length grouping (line_by_line leaves ~40 % padding without it), workers.
+            seed: the document sample, the validation cut, the batch order and the masks.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -86,10 +87,11 @@ class MLMDataModule(pl.LightningDataModule):
             raise BertlabError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if not corpus and not task:
             raise BertlabError("the MLM corpus is empty: give `corpus` entries and/or a `task`")
-        if masker in ("selective", "entropy") and not (scorer and scorer.get("model")):
-            raise BertlabError(f"the {masker} masker needs `scorer: {{model: DIR}}` to score tokens")
         if chinese_whole_word and mode != "line_by_line":
             raise BertlabError("chinese_whole_word needs mode: line_by_line")
+        # typed arguments are kept as given: under LightningCLI, ``hparams`` holds their config (plain dicts)
+        self.task, self.make_masker, self.scorer = task, masker, scorer
+        self.loader = loader or Loader()
         self.cache_dir = cache_dir or default_cache_dir()
         self.datasets: dict[str, TokenizedDataset] = {}
         self.built_now: dict[str, bool] = {}
@@ -99,19 +101,23 @@ class MLMDataModule(pl.LightningDataModule):
         return load_tokenizer(self.hparams.tokenizer)
 
     @cached_property
-    def masker(self):
-        kwargs = {"seed": self.hparams.seed, **(self.hparams.masker_kwargs or {})}
-        return build_masker(self.hparams.masker, self.tokenizer, **kwargs)
+    def masker(self) -> DynamicMasker:
+        make = self.make_masker or DynamicMasker
+        extra = {"pad_to_multiple_of": self.loader.pad_to_multiple_of} if self.loader.pad_to_multiple_of else {}
+        masker = make(self.tokenizer, seed=self.hparams.seed, **extra)
+        if isinstance(masker, SelectiveMasker) and self.scorer is None:
+            raise BertlabError(f"the {type(masker).__name__} needs `scorer: {{model: DIR}}` to score tokens")
+        return masker
 
     @cached_property
     def task_data(self):
         """The labelled task as a ``ClassificationDataModule`` with this tokenizer (None without ``task``),
         for a ``DownstreamProbe``."""
-        if self.hparams.task is None:
+        if self.task is None:
             return None
         from datamodules.classification import ClassificationDataModule
 
-        return ClassificationDataModule(self.hparams.tokenizer, **dataclasses.asdict(self.hparams.task))
+        return ClassificationDataModule(self.hparams.tokenizer, **dataclasses.asdict(self.task))
 
     @cached_property
     def documents(self) -> dict[str, list[str]]:
@@ -119,8 +125,8 @@ class MLMDataModule(pl.LightningDataModule):
         h = self.hparams
         docs: list[str] = []
         held_out: set[str] = set()
-        if h.task is not None:
-            frames = h.task.read()
+        if self.task is not None:
+            frames = self.task.read()
             held_out = {t for split in ("val", "test") if split in frames for t in frames[split]["text"]}
             if h.task_train_texts:
                 docs += frames["train"]["text"].tolist()
@@ -195,7 +201,7 @@ class MLMDataModule(pl.LightningDataModule):
             lambda: self._tokenize(docs),
             meta={"split": split, "documents": len(docs), "mode": h.mode},
         )
-        scores = self._scores(split, arrays, key) if h.scorer else None
+        scores = self._scores(split, arrays, key) if isinstance(self.masker, SelectiveMasker) else None
         return _MLMDataset(TokenizedDataset(arrays, np.arange(len(arrays))), h.chinese_whole_word, scores)
 
     def _scores(self, split: str, arrays, key: str) -> list[np.ndarray]:
@@ -204,12 +210,13 @@ class MLMDataModule(pl.LightningDataModule):
             self.cache_dir,
             "tokens",
             key,
-            f"scores-{fingerprint(str(sorted(self.hparams.scorer.items())), length=12)}.npy",
+            f"scores-{fingerprint(str(sorted(dataclasses.asdict(self.scorer).items())), length=12)}.npy",
         )
         if os.path.isfile(path):
             flat = np.load(path, mmap_mode="r")
         else:
-            flat = score_tokens(self.hparams.masker, self.hparams.scorer, self.tokenizer, arrays)
+            kind = "entropy" if isinstance(self.masker, EntropyMasker) else "selective"
+            flat = score_tokens(kind, dataclasses.asdict(self.scorer), self.tokenizer, arrays)
             with atomic_path(path) as tmp:
                 np.save(tmp, flat)
         return [flat[arrays.offsets[i] : arrays.offsets[i + 1]] for i in range(len(arrays))]
@@ -225,40 +232,48 @@ class MLMDataModule(pl.LightningDataModule):
                 self.datasets[split] = self._dataset(split)
 
     def train_dataloader(self) -> DataLoader:
-        ds, h = self.datasets["train"], self.hparams
-        if h.group_by_length:
-            sampler = LengthGroupedEpochSampler(ds.lengths(), h.batch_size, self.masker, h.seed)
+        ds, h, loader = self.datasets["train"], self.hparams, self.loader
+        if loader.group_by_length:
+            sampler = LengthGroupedEpochSampler(ds.lengths(), loader.batch_size, self.masker, h.seed)
         else:
             sampler = EpochSampler(ds, self.masker, h.seed)
         return DataLoader(
-            ds,
-            batch_size=self.hparams.batch_size,
-            sampler=sampler,
-            collate_fn=self.masker,
-            num_workers=self.hparams.num_workers,
+            ds, batch_size=loader.batch_size, sampler=sampler, collate_fn=self.masker, num_workers=loader.num_workers
         )
 
     def val_dataloader(self) -> DataLoader:
         if "val" not in self.datasets:
             return []
         # Validation masks are fixed (a static copy with its own seed) so val/loss is comparable across checkpoints.
-        fixed = build_masker(
-            "static",
+        m = self.masker
+        fixed = StaticMasker(
             self.tokenizer,
-            **{
-                k: v
-                for k, v in {"seed": self.hparams.seed + 1, **(self.hparams.masker_kwargs or {})}.items()
-                if k in ("seed", "mlm_probability", "replace_prob", "random_prob", "keep_prob")
-            },
+            mlm_probability=m.mlm_probability,
+            replace_prob=m.replace_prob,
+            random_prob=m.random_prob,
+            keep_prob=1.0 - m.replace_prob - m.random_prob,
+            seed=self.hparams.seed + 1,
             dupe_factor=1,
         )
         return DataLoader(
             self.datasets["val"],
-            batch_size=self.hparams.eval_batch_size or self.hparams.batch_size,
+            batch_size=self.loader.eval_size,
             shuffle=False,
             collate_fn=fixed,
-            num_workers=self.hparams.num_workers,
+            num_workers=self.loader.num_workers,
         )
+
+
+@dataclass
+class Scorer:
+    """The model that scores every token once, before training, for selective or entropy masking.
+
+    Args:
+        model: a fine-tuned classifier directory (importance, ``SelectiveMasker``) or a masked LM
+            (predictive entropy, ``EntropyMasker``).
+    """
+
+    model: str
 
 
 class _MLMDataset(torch.utils.data.Dataset):

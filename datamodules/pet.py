@@ -16,7 +16,7 @@ mask token inside the data's text becomes the unknown token, so each row has exa
 
 Every example is rendered with every pattern. A batch of B examples and P patterns holds
 ``input_ids`` / ``attention_mask`` ``[B·P, T]`` (row ``b·P + p``), ``mask_pos`` ``[B·P]``, and
-``labels`` (class ids) and ``idx`` ``[B]``. With ``mlm_masker`` set, training batches also carry
+``labels`` (class ids) and ``idx`` ``[B]``. With ``masker`` set, training batches also carry
 ``mlm_input_ids``, ``mlm_attention_mask``, ``mlm_labels`` (-100 = not masked) built by that masker
 from the plain text, for PET's auxiliary language-modelling loss (§3.2).
 """
@@ -24,7 +24,9 @@ from the plain text, for PET's auxiliary language-modelling loss (§3.2).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +35,7 @@ from bertlab.core.errors import BertlabError
 from datamodules import sources
 from datamodules.batching import PadCollator
 from datamodules.classification import ClassificationDataModule
+from datamodules.maskers import DynamicMasker
 from datamodules.token_cache import (
     TRUNCATIONS,
     SpecialTemplate,
@@ -173,21 +176,21 @@ class PETDataModule(ClassificationDataModule):
     def __init__(
         self,
         patterns: list[str] | None = None,
-        mlm_masker: str | None = None,
-        mlm_probability: float = 0.15,
+        masker: Callable[[Any], DynamicMasker] | None = None,
         **kwargs,
     ):
         """
         Args:
             patterns: cloze patterns with ``{text}``, optionally ``{text_pair}``, and ``[MASK]`` once;
                 every example is rendered with each of them (default: ``["{text} It was [MASK]."]``).
-            mlm_masker: a masker name (``datamodules.maskers``) for PET's auxiliary MLM loss on the
-                training texts; None = no MLM inputs in the batches.
-            mlm_probability: the masker's selection rate.
+            masker: the masker for PET's auxiliary MLM loss on the training texts, spelled as for
+                ``MLMDataModule``: ``class_path: datamodules.maskers.DynamicMasker`` with
+                ``init_args: {mlm_probability: 0.15}``; the seed is ``split_seed``. None = no MLM inputs.
             **kwargs: everything ``ClassificationDataModule`` takes (files, source, labels, max_length,
                 truncation — applied to the text, never to the pattern —, batch_size counts examples).
         """
         super().__init__(**kwargs)
+        self.make_masker = masker  # kept as given: under LightningCLI, ``hparams.masker`` is its config
         if patterns is None:
             patterns = [DEFAULT_PATTERN]
         if not patterns:
@@ -198,16 +201,9 @@ class PETDataModule(ClassificationDataModule):
 
     @cached_property
     def masker(self):
-        if self.hparams.mlm_masker is None:
+        if self.make_masker is None:
             return None
-        from datamodules.maskers import build_masker
-
-        return build_masker(
-            self.hparams.mlm_masker,
-            self.tokenizer,
-            mlm_probability=self.hparams.mlm_probability,
-            seed=self.hparams.split_seed,
-        )
+        return self.make_masker(self.tokenizer, seed=self.hparams.split_seed)
 
     def _pattern_arrays(self, split: str, pattern: str) -> tuple[TokenArrays, bool]:
         h, df = self.hparams, self.frames[split]

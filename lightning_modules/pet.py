@@ -98,7 +98,7 @@ class PET(SharedStepModule):
             model_name_or_path: a local HF directory (or ``minilm``) with a fill-mask model and its tokenizer.
             verbalizer: label name → one word that is a single token (default: the label names themselves).
             num_labels, id2label: set from the data by the CLI.
-            mlm_weight: α of the auxiliary MLM loss (0 = off; the paper uses 1e-4); needs ``data.mlm_masker``.
+            mlm_weight: α of the auxiliary MLM loss (0 = off; the paper uses 1e-4); needs ``data.masker``.
             compile: ``torch.compile`` the encoder in ``configure_model``.
         """
         super().__init__()
@@ -159,7 +159,8 @@ class PET(SharedStepModule):
         if stage == "train" and alpha > 0:
             if "mlm_input_ids" not in batch:
                 raise BertlabError(
-                    "mlm_weight > 0 needs MLM inputs in the batches: set the data module's `mlm_masker` (e.g. dynamic)"
+                    "mlm_weight > 0 needs MLM inputs in the batches: set the data module's `masker` (e.g. "
+                    "class_path: datamodules.maskers.DynamicMasker)"
                 )
             mlm = masked_lm_loss(*sparse_mlm_logits(self.model, mlm_head_fn(self.model), batch, prefix="mlm_"))
             self.log("train/mlm_loss", mlm, on_step=True, on_epoch=True, batch_size=bs)

@@ -217,7 +217,7 @@ def mlm_fit(tiny_bert_dir, tmp_path):
             "null",
             "--data.init_args.max_length",
             "32",
-            "--data.init_args.batch_size",
+            "--data.init_args.loader.batch_size",
             "8",
             "--data.init_args.cache_dir",
             str(tmp_path / "cache"),
@@ -255,7 +255,7 @@ def test_mlm_empty_corpus(mlm_fit, tmp_path):
 
 
 def test_mlm_probability_out_of_range(mlm_fit, corpus):
-    proc = mlm_fit("--data.init_args.corpus", corpus, "--data.init_args.masker_kwargs", '{"mlm_probability": 1.5}')
+    proc = mlm_fit("--data.init_args.corpus", corpus, "--data.init_args.masker.init_args.mlm_probability", "1.5")
     assert_error(proc, mlm_fit.root, "mlm_probability must be strictly between 0 and 1, got 1.5")
 
 
@@ -263,10 +263,15 @@ def test_mlm_replacement_split_must_sum_to_one(mlm_fit, corpus):
     proc = mlm_fit(
         "--data.init_args.corpus",
         corpus,
-        "--data.init_args.masker_kwargs",
-        '{"replace_prob": 0.5, "random_prob": 0.1, "keep_prob": 0.1}',
+        "--data.init_args.masker.init_args.replace_prob",
+        "0.5",
     )
     assert_error(proc, mlm_fit.root, "replace_prob + random_prob + keep_prob must sum to 1, got 0.7")
+
+
+def test_a_misspelt_masker_setting_is_refused(mlm_fit, corpus):
+    proc = mlm_fit("--data.init_args.corpus", corpus, "--data.init_args.masker.init_args.mlm_probabilty", "0.2")
+    assert proc.returncode == 2 and "mlm_probabilty" in proc.stderr
 
 
 # ------------------------------------------------------------ pipelines

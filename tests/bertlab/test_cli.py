@@ -108,3 +108,19 @@ def test_ddp_spawn_two_cpu_ranks_fit_and_predict_each_example_once(tiny_bert_dir
     assert proc.returncode == 0, proc.stderr[-3000:]
     pred = pd.read_csv(out)
     assert len(pred) == 39 and pred["text"].tolist() == pd.read_csv(odd)["text"].tolist()
+
+
+def test_knowledge_dim_is_linked_from_the_data(tiny_bert_dir, tiny_csvs, tmp_path):
+    """The model's knowledge_dim is the width of the data's vectors: never typed by hand."""
+    csvs = {}
+    for split in ("train", "val", "test"):
+        df = pd.read_csv(tiny_csvs[split])
+        df["vec"] = [json.dumps([i % 3, 1.0, -1.0]) for i in range(len(df))]
+        csvs[split] = str(tmp_path / f"{split}.csv")
+        df.to_csv(csvs[split], index=False)
+    args = tiny_args(tiny_bert_dir, csvs, str(tmp_path / "run"), str(tmp_path / "cache"))
+    knowledge = ["--data.knowledge", '{"column": "vec"}', "--model.knowledge_fusion", "after_encoder"]
+    proc = run_cli("fit", *args, *knowledge, "--trainer.fast_dev_run", "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_cli("fit", *args, *knowledge, "--print_config")
+    assert "knowledge_dim:" not in proc.stdout  # a link target

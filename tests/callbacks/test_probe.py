@@ -13,6 +13,7 @@ import torch
 
 from bertlab.core.errors import BertlabError
 from callbacks.probe import DownstreamProbe, PatienceTracker, pool
+from datamodules.batching import Loader
 from datamodules.splits import Splits
 
 CURVE = [0.60, 0.65, 0.64, 0.66, 0.65, 0.65, 0.64]
@@ -82,7 +83,7 @@ def fit_mlm(tmp_path, tiny_bert_dir, tiny_csvs, probe: DownstreamProbe, max_step
         tokenizer=tiny_bert_dir,
         task=Splits(train_file=tiny_csvs["train"], val_file=tiny_csvs["val"]),
         max_length=32,
-        batch_size=16,
+        loader=Loader(batch_size=16),
         cache_dir=str(tmp_path / "cache"),
     )
     module = MaskedLM(model_name_or_path=tiny_bert_dir, warmup_steps=0)

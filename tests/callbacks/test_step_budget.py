@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from bertlab.core.errors import BertlabError
 from callbacks.hf_export import EXPORT_INFO
 from callbacks.step_budget import StepBudget
+from datamodules.batching import Loader
 from datamodules.splits import Splits
 
 
@@ -93,7 +94,7 @@ def test_masked_lm_milestones_are_loadable_hf_directories(tmp_path, tiny_bert_di
         tokenizer=tiny_bert_dir,
         task=Splits(train_file=tiny_csvs["train"], val_file=tiny_csvs["val"]),
         max_length=32,
-        batch_size=16,
+        loader=Loader(batch_size=16),
         cache_dir=str(tmp_path / "cache"),
     )
     budget = StepBudget(max_steps=3, milestones=[1, 3])

@@ -1,5 +1,7 @@
 """``MLMDataModule`` on the tiny tokenizer: corpus reading, task texts, packing, splits, cache, masks."""
 
+import functools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,6 +10,8 @@ from conftest import make_texts
 
 from bertlab.core.errors import BertlabError
 from bertlab.core.models import load_tokenizer
+from datamodules.batching import Loader
+from datamodules.maskers import EntropyMasker, SelectiveMasker, StaticMasker
 from datamodules.mlm import MLMDataModule
 from datamodules.splits import Splits
 
@@ -211,9 +215,9 @@ def test_chinese_whole_word_needs_line_by_line_and_gives_word_ids(tiny_bert_dir,
 
 def test_selective_masker_needs_a_scorer(tiny_bert_dir, tmp_path):
     corpus = [_corpus(tmp_path / "c.txt", ["lovely tea"])]
-    for masker in ("selective", "entropy"):
-        with pytest.raises(BertlabError, match=f"the {masker} masker needs `scorer: {{model: DIR}}`"):
-            _mlm(tiny_bert_dir, tmp_path, corpus=corpus, masker=masker)
+    for masker in (SelectiveMasker, EntropyMasker):
+        with pytest.raises(BertlabError, match=f"the {masker.__name__} needs `scorer: {{model: DIR}}`"):
+            _ = _mlm(tiny_bert_dir, tmp_path, corpus=corpus, masker=masker).masker
 
 
 # ------------------------------------------------------------ batches
@@ -227,7 +231,7 @@ def test_train_batches_mask_about_15_percent_and_never_specials(tiny_bert_dir, t
         corpus=[_corpus(tmp_path / "c.txt", texts)],
         max_length=32,
         val_fraction=0.1,
-        batch_size=64,
+        loader=Loader(batch_size=64),
     )
     dm.setup()
     assert len(dm.datasets["train"]) >= 300
@@ -256,7 +260,7 @@ def test_val_loader_masks_are_fixed(tiny_bert_dir, tmp_path):
         corpus=[_corpus(tmp_path / "c.txt", texts)],
         max_length=32,
         val_fraction=0.25,
-        batch_size=16,
+        loader=Loader(batch_size=16),
     )
     dm.setup()
     loader = dm.val_dataloader()
@@ -280,10 +284,8 @@ def test_ddp_sampler_wrapper_passes_the_epoch_to_the_masker(tiny_bert_dir, tmp_p
         tmp_path,
         corpus=[_corpus(tmp_path / "c.txt", texts)],
         max_length=32,
-        batch_size=8,
-        masker="static",
-        masker_kwargs={"dupe_factor": 4},
-        group_by_length=group_by_length,
+        masker=functools.partial(StaticMasker, dupe_factor=4),
+        loader=Loader(batch_size=8, group_by_length=group_by_length),
     )
     dm.setup()
     loader = dm.train_dataloader()

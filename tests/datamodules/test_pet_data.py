@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from transformers import AutoTokenizer
 
 from bertlab.core.errors import BertlabError
+from datamodules.maskers import DynamicMasker
 from datamodules.pet import PETDataModule, parse_pattern, render_pattern
 
 PATTERNS = ["{text} It was [MASK].", "Review: {text} All in all, [MASK]!"]
@@ -84,7 +87,7 @@ def make_dm(tiny_bert_dir, tiny_csvs, tmp_path, **kw):
 
 
 def test_batches_hold_every_pattern_and_mlm_inputs(tiny_bert_dir, tiny_csvs, tmp_path, tok):
-    dm = make_dm(tiny_bert_dir, tiny_csvs, tmp_path, mlm_masker="dynamic", mlm_probability=0.3)
+    dm = make_dm(tiny_bert_dir, tiny_csvs, tmp_path, masker=functools.partial(DynamicMasker, mlm_probability=0.3))
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["input_ids"].shape[0] == 8 and batch["labels"].shape == batch["idx"].shape == (4,)

@@ -7,6 +7,7 @@ import pytorch_lightning as pl
 import torch
 
 from bertlab.core.errors import BertlabError
+from datamodules.maskers import DynamicMasker
 from datamodules.pet import PETDataModule
 from lightning_modules.pet import PET, pet_loss
 
@@ -26,7 +27,7 @@ def dm(tiny_bert_dir, tiny_csvs, tmp_path):
         max_length=32,
         cache_dir=str(tmp_path / "cache"),
         patterns=PATTERNS,
-        mlm_masker="dynamic",
+        masker=DynamicMasker,
     )
 
 
@@ -81,10 +82,10 @@ def test_loss_equals_hand_computation_from_full_logits(tiny_bert_dir, dm):
 
 
 def test_mlm_weight_needs_mlm_inputs(tiny_bert_dir, dm):
-    dm.hparams.mlm_masker = None
+    dm.make_masker = None
     dm.setup("fit")
     module = pet(tiny_bert_dir, mlm_weight=1e-4)
-    with pytest.raises(BertlabError, match="mlm_masker"):
+    with pytest.raises(BertlabError, match="masker"):
         module._shared_step(next(iter(dm.train_dataloader())), "train")
 
 
