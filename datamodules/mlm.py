@@ -117,7 +117,7 @@ class MLMDataModule(pl.LightningDataModule):
             return None
         from datamodules.classification import ClassificationDataModule
 
-        return ClassificationDataModule(self.hparams.tokenizer, **dataclasses.asdict(self.task))
+        return ClassificationDataModule(self.hparams.tokenizer, splits=self.task)
 
     @cached_property
     def documents(self) -> dict[str, list[str]]:

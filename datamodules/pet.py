@@ -185,7 +185,7 @@ class PETDataModule(ClassificationDataModule):
                 every example is rendered with each of them (default: ``["{text} It was [MASK]."]``).
             masker: the masker for PET's auxiliary MLM loss on the training texts, spelled as for
                 ``MLMDataModule``: ``class_path: datamodules.maskers.DynamicMasker`` with
-                ``init_args: {mlm_probability: 0.15}``; the seed is ``split_seed``. None = no MLM inputs.
+                ``init_args: {mlm_probability: 0.15}``; the seed is ``splits.split_seed``. None = no MLM inputs.
             **kwargs: everything ``ClassificationDataModule`` takes (files, source, labels, max_length,
                 truncation — applied to the text, never to the pattern —, batch_size counts examples).
         """
@@ -203,7 +203,7 @@ class PETDataModule(ClassificationDataModule):
     def masker(self):
         if self.make_masker is None:
             return None
-        return self.make_masker(self.tokenizer, seed=self.hparams.split_seed)
+        return self.make_masker(self.tokenizer, seed=self.splits.split_seed)
 
     def _pattern_arrays(self, split: str, pattern: str) -> tuple[TokenArrays, bool]:
         h, df = self.hparams, self.frames[split]
@@ -239,5 +239,5 @@ class PETDataModule(ClassificationDataModule):
     @property
     def collator(self) -> PETCollator:
         return PETCollator(
-            self.tokenizer.pad_token_id, self.tokenizer.mask_token_id, self.hparams.pad_to_multiple_of, self.masker
+            self.tokenizer.pad_token_id, self.tokenizer.mask_token_id, self.loader.pad_to_multiple_of, self.masker
         )

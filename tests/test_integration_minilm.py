@@ -1,6 +1,7 @@
 """Slow integration tests on the real MiniLM and the real fine-food reviews (bounded: a few minutes on 2 cores)."""
 
 import pytest
+from dm_args import grouped
 
 pytestmark = pytest.mark.slow
 
@@ -13,13 +14,15 @@ def test_minilm_learns_fine_food_well_above_the_majority_class(tmp_path):
 
     pl.seed_everything(0, verbose=False)
     dm = ClassificationDataModule(
-        tokenizer="minilm",
-        source="fine_food",
-        train_subset=800,
-        max_length=64,
-        batch_size=16,
-        eval_batch_size=128,
-        cache_dir=str(tmp_path / "cache"),
+        **grouped(
+            tokenizer="minilm",
+            source="fine_food",
+            train_subset=800,
+            max_length=64,
+            batch_size=16,
+            eval_batch_size=128,
+            cache_dir=str(tmp_path / "cache"),
+        )
     )
     model = TextClassifier("minilm", num_labels=dm.num_labels, id2label=dm.id2label, lr=1e-4)
     trainer = pl.Trainer(

@@ -66,10 +66,10 @@ def _write_bytes(path, data: bytes) -> str:
 
 def test_missing_train_file(fit, tmp_path):
     missing = str(tmp_path / "nope" / "train.csv")
-    assert_error(fit("--data.train_file", missing), fit.root, f"data file {missing!r} does not exist")
+    assert_error(fit("--data.splits.train_file", missing), fit.root, f"data file {missing!r} does not exist")
 
 
-@pytest.mark.parametrize("option", ["--data.text_column", "--data.label_column"])
+@pytest.mark.parametrize("option", ["--data.splits.text_column", "--data.splits.label_column"])
 def test_missing_column_lists_the_columns(fit, tiny_csvs, option):
     assert_error(
         fit(option, "body"), fit.root, f"{tiny_csvs['train']}: no column 'body'; the columns are 'text', 'label'"
@@ -82,7 +82,7 @@ def test_empty_and_whitespace_texts_are_rejected_with_rows(fit, tmp_path):
     )
     # rows are the file's line numbers (line 1 is the header)
     assert_error(
-        fit("--data.train_file", path),
+        fit("--data.splits.train_file", path),
         fit.root,
         f"{path}: 2 empty or whitespace-only text(s) in column 'text'",
         "row(s) [3, 5]",
@@ -94,13 +94,15 @@ def test_nan_labels_are_rejected(fit, tmp_path):
         tmp_path / "nan.csv",
         b"text,label\nthe tea was great,pos\nbland coffee,\nlovely box,pos\nawful tea,NaN\nstale,neg\n",
     )
-    assert_error(fit("--data.train_file", path), fit.root, f"{path}: 2 missing (NaN/empty) label(s) in column 'label'")
+    assert_error(
+        fit("--data.splits.train_file", path), fit.root, f"{path}: 2 missing (NaN/empty) label(s) in column 'label'"
+    )
 
 
 def test_val_label_missing_from_train(fit, tmp_path):
     path = _write_bytes(tmp_path / "val.csv", b"text,label\nthe tea was great,pos\nbland coffee,meh\nlovely box,neg\n")
     assert_error(
-        fit("--data.val_file", path),
+        fit("--data.splits.val_file", path),
         fit.root,
         f"{path}: label(s) ['meh'] do not occur in the training data (labels: ['neg', 'pos'])",
     )
@@ -111,7 +113,9 @@ def test_non_utf8_file_names_the_byte_offset(fit, tmp_path):
     path = _write_bytes(tmp_path / "latin1.csv", data)
     offset = data.index(b"\xe9")
     assert offset == 42
-    assert_error(fit("--data.train_file", path), fit.root, f"{path}: not valid UTF-8 at byte offset 42 (byte 0xe9)")
+    assert_error(
+        fit("--data.splits.train_file", path), fit.root, f"{path}: not valid UTF-8 at byte offset 42 (byte 0xe9)"
+    )
 
 
 # ------------------------------------------------------------ models and config
@@ -186,9 +190,9 @@ def test_predict_with_a_checkpoint_of_another_label_count(two_label_checkpoint, 
     proc = run_cli(
         "predict",
         *args,
-        "--data.train_file",
+        "--data.splits.train_file",
         str(three),
-        "--data.predict_file",
+        "--data.splits.predict_file",
         tiny_csvs["test"],
         "--ckpt_path",
         two_label_checkpoint,
@@ -304,8 +308,8 @@ def test_pipeline_stage_whose_previous_export_is_missing(tiny_bert_dir, tiny_csv
         "init_from": "none",
         "args": {
             "model.init_args.model_name_or_path": tiny_bert_dir,
-            "data.init_args.train_file": tiny_csvs["train"],
-            "data.init_args.val_file": tiny_csvs["val"],
+            "data.init_args.splits.train_file": tiny_csvs["train"],
+            "data.init_args.splits.val_file": tiny_csvs["val"],
             "data.init_args.cache_dir": str(tmp_path / "cache"),
         },
     }

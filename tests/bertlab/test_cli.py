@@ -53,7 +53,7 @@ def test_predict_csv_matches_transformers_pipeline(fitted, tiny_csvs):
         *fitted["args"],
         "--ckpt_path",
         ckpt,
-        "--data.predict_file",
+        "--data.splits.predict_file",
         tiny_csvs["test"],
         "--predictions.output_path",
         out,
@@ -103,7 +103,15 @@ def test_ddp_spawn_two_cpu_ranks_fit_and_predict_each_example_once(tiny_bert_dir
     ckpt = glob.glob(os.path.join(str(tmp_path), "checkpoints", "*.ckpt"))[0]
     out = str(tmp_path / "pred.csv")
     proc = run_cli(
-        "predict", *args, *ddp, "--ckpt_path", ckpt, "--data.predict_file", str(odd), "--predictions.output_path", out
+        "predict",
+        *args,
+        *ddp,
+        "--ckpt_path",
+        ckpt,
+        "--data.splits.predict_file",
+        str(odd),
+        "--predictions.output_path",
+        out,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     pred = pd.read_csv(out)

@@ -59,8 +59,8 @@ def _spec(corpus: str, csvs: dict, init_extra=(), finetune_extra=None) -> dict:
                 "name": "finetune",
                 "config": [TINY_CONFIG],
                 "args": {
-                    "data.init_args.train_file": csvs["train"],
-                    "data.init_args.val_file": csvs["val"],
+                    "data.init_args.splits.train_file": csvs["train"],
+                    "data.init_args.splits.val_file": csvs["val"],
                     "data.init_args.cache_dir": "{root}/cache",
                     "trainer.max_epochs": 1,
                     "trainer.limit_train_batches": 3,
@@ -171,16 +171,16 @@ def test_reruns_skip_what_is_unchanged(first_run, tiny_csvs):
     assert _stage_config(root)["trainer"]["limit_train_batches"] == 2
 
     # --set overrides one stage's argument
-    assert main([str(path), "--root", root, "--set", "finetune.data.init_args.batch_size=4"]) == 0
+    assert main([str(path), "--root", root, "--set", "finetune.data.init_args.loader.batch_size=4"]) == 0
     assert _statuses(root) == {"init": "skipped (unchanged)", "finetune": "ran"}
-    assert _stage_config(root)["data"]["init_args"]["batch_size"] == 4
+    assert _stage_config(root)["data"]["init_args"]["loader"]["batch_size"] == 4
     before, weights = _mtimes(root), _read(os.path.join(root, "init", "export", "model.safetensors"), "rb")
 
     # the first stage changed: both re-run, the second only because the first did
     _write(
         path, _spec(corpus, tiny_csvs, init_extra=["--seed", "1"], finetune_extra={"trainer.limit_train_batches": 2})
     )
-    assert main([str(path), "--root", root, "--set", "finetune.data.init_args.batch_size=4"]) == 0
+    assert main([str(path), "--root", root, "--set", "finetune.data.init_args.loader.batch_size=4"]) == 0
     assert _statuses(root) == {"init": "ran", "finetune": "ran"}
     after = _mtimes(root)
     assert after["init"] > before["init"] and after["finetune"] > before["finetune"]

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 import pytorch_lightning as pl
 import torch
+from dm_args import grouped
 
 from bertlab.core.errors import BertlabError
 from callbacks.probe import DownstreamProbe, PatienceTracker, pool
@@ -64,7 +65,9 @@ def test_a_task_without_labelled_train_and_val_is_refused(tiny_bert_dir, tiny_cs
     module = SimpleNamespace(hparams=SimpleNamespace(model_name_or_path=tiny_bert_dir))
     from datamodules.classification import ClassificationDataModule
 
-    task = ClassificationDataModule(tokenizer=tiny_bert_dir, predict_file=tiny_csvs["test"], labels=["neg", "pos"])
+    task = ClassificationDataModule(
+        **grouped(tokenizer=tiny_bert_dir, predict_file=tiny_csvs["test"], labels=["neg", "pos"])
+    )
     unlabelled = DownstreamProbe(task=task)
     with pytest.raises(BertlabError, match="no labelled train or val split"):
         unlabelled.build_data(None, module)
@@ -131,7 +134,9 @@ def test_probe_on_the_tiny_mlm(tmp_path, tiny_bert_dir, tiny_csvs):
 def test_train_subset_is_stratified_and_fixed(tmp_path, tiny_bert_dir, tiny_csvs):
     from datamodules.classification import ClassificationDataModule
 
-    task = ClassificationDataModule(tokenizer=tiny_bert_dir, train_file=tiny_csvs["train"], val_file=tiny_csvs["val"])
+    task = ClassificationDataModule(
+        **grouped(tokenizer=tiny_bert_dir, train_file=tiny_csvs["train"], val_file=tiny_csvs["val"])
+    )
     module = SimpleNamespace(hparams=SimpleNamespace(model_name_or_path=tiny_bert_dir))
     a = DownstreamProbe(task=task, max_train_examples=50).build_data(None, module)
     b = DownstreamProbe(task=task, max_train_examples=50).build_data(None, module)

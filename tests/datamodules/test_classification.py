@@ -2,6 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from dm_args import grouped
 
 from bertlab.core.errors import BertlabError
 from datamodules.augment import build_augmenter
@@ -18,7 +19,7 @@ def dm_factory(tiny_bert_dir, tiny_csvs, tmp_path):
             tokenizer=tiny_bert_dir, train_file=tiny_csvs["train"], cache_dir=str(tmp_path / "cache"), batch_size=8
         )
         args.update(kwargs)
-        return ClassificationDataModule(**args)
+        return ClassificationDataModule(**grouped(**args))
 
     return make
 

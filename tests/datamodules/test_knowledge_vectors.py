@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from dm_args import grouped
 
 from bertlab.core.errors import BertlabError
 from datamodules.classification import ClassificationDataModule
@@ -33,12 +34,14 @@ def make_dm(tiny_bert_dir, data, tmp_path, **kwargs) -> ClassificationDataModule
     if isinstance(kwargs.get("knowledge"), dict):
         kwargs["knowledge"] = Knowledge(**kwargs["knowledge"])
     return ClassificationDataModule(
-        tokenizer=tiny_bert_dir,
-        train_file=data["train"],
-        val_file=data["val"],
-        max_length=32,
-        cache_dir=str(tmp_path / "cache"),
-        **kwargs,
+        **grouped(
+            tokenizer=tiny_bert_dir,
+            train_file=data["train"],
+            val_file=data["val"],
+            max_length=32,
+            cache_dir=str(tmp_path / "cache"),
+            **kwargs,
+        )
     )
 
 
@@ -150,12 +153,14 @@ def test_knowledge_from_a_json_column(tiny_bert_dir, data, tmp_path):
 
 def test_knowledge_column_survives_the_train_val_cut(tiny_bert_dir, data, tmp_path):
     dm = ClassificationDataModule(
-        tokenizer=tiny_bert_dir,
-        train_file=data["train"],
-        val_fraction=0.25,
-        max_length=32,
-        cache_dir=str(tmp_path / "cache"),
-        knowledge=Knowledge(column="vec"),
+        **grouped(
+            tokenizer=tiny_bert_dir,
+            train_file=data["train"],
+            val_fraction=0.25,
+            max_length=32,
+            cache_dir=str(tmp_path / "cache"),
+            knowledge=Knowledge(column="vec"),
+        )
     )
     raw = pd.read_csv(data["train"]).set_index("text")
     dm.setup("fit")
@@ -172,21 +177,25 @@ def test_knowledge_column_from_jsonl_lists(tiny_bert_dir, tiny_csvs, tmp_path):
         paths[split] = tmp_path / f"{split}.jsonl"
         df.to_json(paths[split], orient="records", lines=True)
     dm = ClassificationDataModule(
-        tokenizer=tiny_bert_dir,
-        train_file=str(paths["train"]),
-        val_file=str(paths["val"]),
-        max_length=32,
-        cache_dir=str(tmp_path / "cache"),
-        knowledge=Knowledge(column="kv"),
+        **grouped(
+            tokenizer=tiny_bert_dir,
+            train_file=str(paths["train"]),
+            val_file=str(paths["val"]),
+            max_length=32,
+            cache_dir=str(tmp_path / "cache"),
+            knowledge=Knowledge(column="kv"),
+        )
     )
     np.testing.assert_array_equal(knowledge_of(dm, "val"), np.array([[i, 1, 2] for i in range(40)], dtype=np.float32))
     dm = ClassificationDataModule(
-        tokenizer=tiny_bert_dir,
-        train_file=str(paths["train"]),
-        val_file=tiny_csvs["val"],
-        max_length=32,
-        cache_dir=str(tmp_path / "cache"),
-        knowledge=Knowledge(column="kv"),
+        **grouped(
+            tokenizer=tiny_bert_dir,
+            train_file=str(paths["train"]),
+            val_file=tiny_csvs["val"],
+            max_length=32,
+            cache_dir=str(tmp_path / "cache"),
+            knowledge=Knowledge(column="kv"),
+        )
     )
     with pytest.raises(BertlabError, match=r"val.csv: no column 'kv' for the knowledge vectors"):
         _ = dm.frames

@@ -6,6 +6,7 @@ import functools
 
 import pytest
 import torch
+from dm_args import grouped
 from transformers import AutoTokenizer
 
 from bertlab.core.errors import BertlabError
@@ -83,7 +84,7 @@ def make_dm(tiny_bert_dir, tiny_csvs, tmp_path, **kw):
         cache_dir=str(tmp_path),
         patterns=PATTERNS,
     )
-    return PETDataModule(**{**args, **kw})
+    return PETDataModule(**grouped(**{**args, **kw}))
 
 
 def test_batches_hold_every_pattern_and_mlm_inputs(tiny_bert_dir, tiny_csvs, tmp_path, tok):

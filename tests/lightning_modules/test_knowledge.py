@@ -10,6 +10,7 @@ import os
 import pytest
 import pytorch_lightning as pl
 import torch
+from dm_args import grouped
 
 from bertlab.core.errors import BertlabError
 from datamodules.classification import ClassificationDataModule
@@ -133,7 +134,7 @@ def test_a_vader_fed_model_trains_and_predicts(tiny_bert_dir, tiny_csvs, tmp_pat
         cache_dir=str(tmp_path / "cache"),
         knowledge=Knowledge(provider="vader", dim=4),
     )
-    data = ClassificationDataModule(**args)
+    data = ClassificationDataModule(**grouped(**args))
     pl.seed_everything(0)
     model = TextClassifier(
         tiny_bert_dir,
@@ -155,7 +156,7 @@ def test_a_vader_fed_model_trains_and_predicts(tiny_bert_dir, tiny_csvs, tmp_pat
     )
     trainer.fit(model, datamodule=data)
     assert data.datasets["train"].extras["knowledge"].shape == (len(data.frames["train"]), 4)
-    preds = trainer.predict(model, datamodule=ClassificationDataModule(**args, predict_split="val"))
+    preds = trainer.predict(model, datamodule=ClassificationDataModule(**grouped(**args, predict_split="val")))
     probs = torch.cat([p["probs"] for p in preds])
     assert probs.shape == (len(data.frames["val"]), 2) and torch.isfinite(probs).all()
     if before is not None:

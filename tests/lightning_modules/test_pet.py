@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import pytorch_lightning as pl
 import torch
+from dm_args import grouped
 
 from bertlab.core.errors import BertlabError
 from datamodules.maskers import DynamicMasker
@@ -19,15 +20,17 @@ PATTERNS = ["{text} It was [MASK].", "Review: {text} All in all, [MASK]!"]
 @pytest.fixture
 def dm(tiny_bert_dir, tiny_csvs, tmp_path):
     return PETDataModule(
-        tokenizer=tiny_bert_dir,
-        train_file=tiny_csvs["train"],
-        val_file=tiny_csvs["val"],
-        predict_file=tiny_csvs["test"],
-        batch_size=8,
-        max_length=32,
-        cache_dir=str(tmp_path / "cache"),
-        patterns=PATTERNS,
-        masker=DynamicMasker,
+        **grouped(
+            tokenizer=tiny_bert_dir,
+            train_file=tiny_csvs["train"],
+            val_file=tiny_csvs["val"],
+            predict_file=tiny_csvs["test"],
+            batch_size=8,
+            max_length=32,
+            cache_dir=str(tmp_path / "cache"),
+            patterns=PATTERNS,
+            masker=DynamicMasker,
+        )
     )
 
 
