@@ -121,7 +121,12 @@ class BertlabCLI(LightningCLI):
         self._dump_metrics("test")
 
 
+# The blocks every stage shares, loaded before any --config (jsonargparse's default config files).
+BASE_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "base.yaml")
+
+
 def run_lightning(args: list[str] | None) -> None:
+    base = {"default_config_files": [BASE_CONFIG]} if os.path.isfile(BASE_CONFIG) else {}
     BertlabCLI(
         pl.LightningModule,
         pl.LightningDataModule,
@@ -129,6 +134,7 @@ def run_lightning(args: list[str] | None) -> None:
         subclass_mode_data=True,
         args=args,
         save_config_kwargs={"overwrite": True},
+        parser_kwargs={sub: base for sub in ("fit", "validate", "test", "predict")},
     )
 
 

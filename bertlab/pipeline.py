@@ -9,6 +9,9 @@ By default stage N+1 starts from stage N's export (``--model.init_args.model_nam
 Arguments may use ``{root}``, ``{prev}`` (previous export), ``{export:NAME}`` / ``{dir:NAME}`` and
 ``{ckpt:NAME}`` (the best checkpoint behind stage NAME's export, e.g. for a ``predict`` stage).
 
+A stage may be ``{include: configs/pipelines/stages/NAME.yaml}``: a stage defined once and shared by
+several pipelines; keys beside ``include`` override the file's.
+
 Re-runs: a finished stage is skipped when its export exists and its fingerprint — its config
 files' contents, its arguments and the fingerprints of all stages before it — is unchanged.
 So a changed stage re-runs together with every stage after it.
@@ -59,6 +62,20 @@ def _as_args(raw, where: str) -> list[str]:
     raise BertlabError(f"{where}: `args` must be a mapping or a list, got {type(raw).__name__}")
 
 
+def _included(raw: dict, where: str) -> dict:
+    """A stage given as ``{include: FILE, ...}``: the stage mapping in FILE, the other keys overriding it."""
+    if "include" not in raw:
+        return raw
+    path = raw["include"]
+    if not isinstance(path, str) or not os.path.isfile(path):
+        raise BertlabError(f"{where}: include {path!r} is not a stage file")
+    with open(path, encoding="utf-8") as f:
+        base = yaml.safe_load(f) or {}
+    if not isinstance(base, dict):
+        raise BertlabError(f"{path}: a stage file holds one stage (a mapping with name, config, args, ...)")
+    return {**base, **{k: v for k, v in raw.items() if k != "include"}}
+
+
 def load_pipeline(path: str) -> tuple[str, list[Stage]]:
     if not os.path.isfile(path):
         raise BertlabError(f"pipeline file {path!r} does not exist")
@@ -70,6 +87,7 @@ def load_pipeline(path: str) -> tuple[str, list[Stage]]:
     stages = []
     for i, raw in enumerate(spec.get("stages") or []):
         where = f"{path}: stage {i + 1}"
+        raw = _included(raw, where)
         bad = set(raw) - {"name", "kind", "config", "args", "init_from", "test", "subcommand"}
         if bad or "name" not in raw:
             raise BertlabError(
