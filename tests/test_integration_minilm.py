@@ -1,7 +1,8 @@
 """Slow integration tests on the real MiniLM and the real fine-food reviews (bounded: a few minutes on 2 cores)."""
 
 import pytest
-from dm_args import grouped
+
+from tests.dm_args import grouped
 
 pytestmark = pytest.mark.slow
 

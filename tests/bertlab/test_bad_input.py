@@ -8,8 +8,9 @@ import shutil
 import pandas as pd
 import pytest
 import yaml
-from cli_helpers import QUIET, ROOT, run_cli, tiny_args
-from conftest import make_texts
+
+from tests.bertlab.cli_helpers import QUIET, ROOT, run_cli, tiny_args
+from tests.conftest import make_texts
 
 MLM_CONFIG = os.path.join(ROOT, "configs/mlm/fine_food_tapt.yaml")
 TINY_CONFIG = os.path.join(ROOT, "configs/classify/tiny_test.yaml")

@@ -6,7 +6,8 @@ import os
 
 import pandas as pd
 import pytest
-from cli_helpers import run_cli, tiny_args
+
+from tests.bertlab.cli_helpers import run_cli, tiny_args
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,12 @@ import struct
 
 import pytest
 import yaml
-from cli_helpers import ROOT, run_cli
-from conftest import make_texts
 
 from bertlab.ablation import mean_std, write_report
 from bertlab.core.errors import BertlabError
 from bertlab.pipeline import load_pipeline, main, parse_overrides, run_pipeline
+from tests.bertlab.cli_helpers import ROOT, run_cli
+from tests.conftest import make_texts
 
 TINY_CONFIG = os.path.join(ROOT, "configs/classify/tiny_test.yaml")
 

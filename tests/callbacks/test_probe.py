@@ -10,12 +10,12 @@ from types import SimpleNamespace
 import pytest
 import pytorch_lightning as pl
 import torch
-from dm_args import grouped
 
 from bertlab.core.errors import BertlabError
 from callbacks.probe import DownstreamProbe, PatienceTracker, pool
 from datamodules.batching import Loader
 from datamodules.splits import Splits
+from tests.dm_args import grouped
 
 CURVE = [0.60, 0.65, 0.64, 0.66, 0.65, 0.65, 0.64]
 

@@ -2,7 +2,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from dm_args import grouped
 
 from bertlab.core.errors import BertlabError
 from datamodules.augment import build_augmenter
@@ -10,6 +9,7 @@ from datamodules.augment.thesaurus import SynonymDict
 from datamodules.batching import PadCollator
 from datamodules.classification import ClassificationDataModule
 from datamodules.samplers import LengthGroupedSampler
+from tests.dm_args import grouped
 
 
 @pytest.fixture

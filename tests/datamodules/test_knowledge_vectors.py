@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from dm_args import grouped
 
 from bertlab.core.errors import BertlabError
 from datamodules.classification import ClassificationDataModule
 from datamodules.knowledge_vectors import Knowledge, read_vector_table
 from datamodules.sources import text_fingerprint
+from tests.dm_args import grouped
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import build_tiny_bert, make_texts
 from torch.nn.utils.rnn import pad_sequence
 from transformers import AutoTokenizer
 
@@ -26,6 +25,7 @@ from datamodules.maskers import (
     jieba_word_ids,
     wordpiece_word_ids,
 )
+from tests.conftest import build_tiny_bert, make_texts
 
 N = 10_000
 RATE_MASKERS = ["dynamic", "static", "whole_word", "span"]

@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import make_texts
 
 from bertlab.core.errors import BertlabError
 from bertlab.core.models import load_tokenizer
@@ -14,6 +13,7 @@ from datamodules.batching import Loader
 from datamodules.maskers import EntropyMasker, SelectiveMasker, StaticMasker
 from datamodules.mlm import MLMDataModule
 from datamodules.splits import Splits
+from tests.conftest import make_texts
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,12 @@ import functools
 
 import pytest
 import torch
-from dm_args import grouped
 from transformers import AutoTokenizer
 
 from bertlab.core.errors import BertlabError
 from datamodules.maskers import DynamicMasker
 from datamodules.pet import PETDataModule, parse_pattern, render_pattern
+from tests.dm_args import grouped
 
 PATTERNS = ["{text} It was [MASK].", "Review: {text} All in all, [MASK]!"]
 

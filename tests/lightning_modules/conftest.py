@@ -1,9 +1,9 @@
 """Fixtures shared by the classifier-recipe tests."""
 
 import pytest
-from dm_args import grouped
 
 from datamodules.classification import ClassificationDataModule
+from tests.dm_args import grouped
 
 
 @pytest.fixture

@@ -10,13 +10,13 @@ import os
 import pytest
 import pytorch_lightning as pl
 import torch
-from dm_args import grouped
 
 from bertlab.core.errors import BertlabError
 from datamodules.classification import ClassificationDataModule
 from datamodules.knowledge_vectors import Knowledge
 from lightning_modules.classifier import HEAD_CONFIG, HEAD_FILE, TextClassifier
 from lightning_modules.knowledge import AfterEncoderFusion, EmbeddingFusion, build_fusion
+from tests.dm_args import grouped
 
 D = 3
 FUSIONS = ["after_encoder", "embedding"]

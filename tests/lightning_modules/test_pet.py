@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import pytorch_lightning as pl
 import torch
-from dm_args import grouped
 
 from bertlab.core.errors import BertlabError
 from datamodules.maskers import DynamicMasker
 from datamodules.pet import PETDataModule
 from lightning_modules.pet import PET, pet_loss
+from tests.dm_args import grouped
 
 ID2LABEL = {0: "neg", 1: "pos"}
 VERBALIZER = {"pos": "great", "neg": "awful"}

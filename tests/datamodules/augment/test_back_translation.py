@@ -4,10 +4,10 @@ models built here: outputs are strings, counts and determinism hold, and the dis
 from __future__ import annotations
 
 import pytest
-from conftest import make_texts
 
 from bertlab.core.errors import BertlabError
 from datamodules.augment import BackTranslation, build_augmenter
+from tests.conftest import make_texts
 
 
 def build_tiny_marian(out_dir: str, texts: list[str], seed: int) -> str:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from conftest import make_texts
 
 from bertlab.core.errors import BertlabError
 from datamodules.augment import ContextualSubstitution, build_augmenter
 from datamodules.augment.words import is_word, split_words
+from tests.conftest import make_texts
 
 SPECIALS = ("[MASK]", "[CLS]", "[SEP]", "[PAD]", "[UNK]", "##")
 

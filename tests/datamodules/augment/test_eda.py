@@ -12,7 +12,7 @@ from bertlab.core.errors import BertlabError
 from datamodules.augment import EDA, SynonymDict, SynonymTSV, build_augmenter
 from datamodules.augment.words import is_word, join_words, split_words
 
-DATA = Path(__file__).parent.parent / "data" / "augment"
+DATA = Path(__file__).resolve().parents[2] / "data" / "augment"
 SENTENCE = "The quick brown fox jumps over the lazy dog near 3 big trees, happily!"
 ZH_SENTENCE = "我们去公园散步，天气很好。"
 

@@ -12,7 +12,7 @@ from bertlab.core.errors import BertlabError
 from datamodules.augment import EDA, Cilin, MyThes, SynonymDict, SynonymTSV, open_synonym_source
 from datamodules.augment.thesaurus import DEFAULT_MYTHES, cilin_path
 
-DATA = Path(__file__).parent.parent / "data" / "augment"
+DATA = Path(__file__).resolve().parents[2] / "data" / "augment"
 
 
 def test_mythes_keeps_plain_synonyms_only():
