@@ -20,6 +20,7 @@ from bertlab.core.errors import BertlabError
 from bertlab.core.models import load_tokenizer
 from datamodules import sources
 from datamodules.augment.apply import augment_frame
+from datamodules.augment.base import Augmenter
 from datamodules.batching import Loader, PadCollator, TokenizedDataset
 from datamodules.knowledge_vectors import Knowledge, carry_columns, load_knowledge
 from datamodules.samplers import LengthGroupedSampler
@@ -47,7 +48,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         head_tokens: int | None = None,
         loader: Loader | None = None,
         cache_dir: str | None = None,
-        augment: list[dict] | None = None,
+        augment: list[Augmenter] | None = None,
         augment_seed: int = 0,
         predict_split: str = "predict",
         soft_labels_file: str | None = None,
@@ -62,8 +63,9 @@ class ClassificationDataModule(pl.LightningDataModule):
             truncation: ``head``, ``tail`` or ``head_tail`` (Sun et al. 2019, §5.3.1).
             head_tokens: tokens kept from the start with ``head_tail`` (default: a quarter of the budget).
             loader: batch sizes, length grouping, padding multiple, workers (``datamodules.batching.Loader``).
-            augment: augmenters for the training split only, e.g. ``[{name: eda, n_aug: 4}]``
-                (``eda``, ``contextual``, ``back_translation``; see ``datamodules.augment``). Results are cached.
+            augment: augmenters for the training split only, by class, e.g.
+                ``[{class_path: datamodules.augment.EDA, init_args: {n_aug: 4}}]`` (``EDA``,
+                ``ContextualSubstitution``, ``BackTranslation``; see ``datamodules.augment``). Results are cached.
             augment_seed: the augmenters' seed (the same seed gives the same augmented data).
             predict_split: the split ``predict`` runs over; ``train`` dumps a teacher's soft labels.
             soft_labels_file: a teacher's ``soft_labels.npz`` (SoftLabelWriter): train batches carry ``soft_labels``.
@@ -74,6 +76,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         self.save_hyperparameters()
         # typed arguments are kept as given: under LightningCLI, ``hparams`` holds their config (plain dicts)
         self.splits, self.loader, self.knowledge = splits or Splits(), loader or Loader(), knowledge
+        self.augmenters = list(augment or [])
         if self.splits.source is None and self.splits.train_file is None and labels is None:
             raise BertlabError(
                 "give data: a built-in `splits.source`, a `splits.train_file`, or (to predict only) the `labels`"
@@ -106,8 +109,8 @@ class ClassificationDataModule(pl.LightningDataModule):
         """Every configured split as a validated DataFrame (text, [text_pair], [label])."""
         h = self.hparams
         out = self.splits.read(carry=self._carry)
-        if "train" in out and h.augment:
-            out["train"] = augment_frame(out["train"], h.augment, h.augment_seed, self.cache_dir)
+        if "train" in out and self.augmenters:
+            out["train"] = augment_frame(out["train"], self.augmenters, h.augment_seed, self.cache_dir)
         if h.predict_split != "predict" and h.predict_split in out:
             out["predict"] = out[h.predict_split]
         self._check_labels(out)

@@ -15,22 +15,17 @@ import os
 
 import pandas as pd
 
-from bertlab.core.errors import BertlabError
 from bertlab.core.files import atomic_path
 from bertlab.core.fingerprint import fingerprint
-from datamodules.augment import build_augmenter
+from datamodules.augment.base import Augmenter
 
 
 def _key(texts: list[str], augmenter: str, seed: int) -> str:
     return fingerprint(augmenter, seed, "\x1e".join(texts), sep="", length=24)
 
 
-def augmented_texts(spec: dict, texts: list[str], seed: int, cache_dir: str) -> list[list[str]]:
-    """``n_aug`` variants of every text for one augmenter config (``{"name": ..., **settings}``)."""
-    if not isinstance(spec, dict) or "name" not in spec:
-        raise BertlabError(f"each `augment` entry needs a `name` (eda, contextual, back_translation), got {spec!r}")
-    settings = {k: v for k, v in spec.items() if k != "name"}
-    augmenter = build_augmenter(spec["name"], **settings)
+def augmented_texts(augmenter: Augmenter, texts: list[str], seed: int, cache_dir: str) -> list[list[str]]:
+    """``n_aug`` variants of every text from one augmenter, cached by its fingerprint, the seed and the texts."""
     path = os.path.join(cache_dir, "augment", _key(texts, augmenter.fingerprint(), seed) + ".json")
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
@@ -41,14 +36,14 @@ def augmented_texts(spec: dict, texts: list[str], seed: int, cache_dir: str) -> 
     return variants
 
 
-def augment_frame(df: pd.DataFrame, specs: list[dict], seed: int, cache_dir: str) -> pd.DataFrame:
+def augment_frame(df: pd.DataFrame, augmenters: list[Augmenter], seed: int, cache_dir: str) -> pd.DataFrame:
     """``df`` followed by every augmenter's rows, with a ``source_idx`` column."""
     base = df.reset_index(drop=True).copy()
     base["source_idx"] = range(len(base))
     texts = base["text"].tolist()
     parts = [base]
-    for spec in specs:
-        variants = augmented_texts(spec, texts, seed, cache_dir)
+    for augmenter in augmenters:
+        variants = augmented_texts(augmenter, texts, seed, cache_dir)
         rows = base.loc[[i for i, vs in enumerate(variants) for _ in vs]].copy()
         rows["text"] = [v for vs in variants for v in vs]
         parts.append(rows)

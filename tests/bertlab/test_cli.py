@@ -133,3 +133,14 @@ def test_knowledge_dim_is_linked_from_the_data(tiny_bert_dir, tiny_csvs, tmp_pat
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc = run_cli("fit", *args, *knowledge, "--print_config")
     assert "knowledge_dim:" not in proc.stdout  # a link target
+
+
+def test_augmenters_are_given_by_class_path(tiny_bert_dir, tiny_csvs, tmp_path):
+    synonyms = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "augment", "synonyms_en.tsv")
+    eda = {"class_path": "datamodules.augment.EDA", "init_args": {"n_aug": 1, "synonyms": synonyms}}
+    args = tiny_args(tiny_bert_dir, tiny_csvs, str(tmp_path / "run"), str(tmp_path / "cache"))
+    proc = run_cli("fit", *args, "--data.augment", json.dumps([eda]), "--trainer.fast_dev_run", "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    typo = {"class_path": "datamodules.augment.EDA", "init_args": {"n_augs": 1}}
+    proc = run_cli("fit", *args, "--data.augment", json.dumps([typo]), "--print_config")
+    assert proc.returncode == 2 and "n_augs" in proc.stderr

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from bertlab.core.errors import BertlabError
-from datamodules.augment import build_augmenter
+from datamodules.augment import EDA, build_augmenter
 from datamodules.augment.thesaurus import SynonymDict
 from datamodules.batching import PadCollator
 from datamodules.classification import ClassificationDataModule
@@ -95,13 +95,7 @@ def test_augmentation_grows_train_by_n_aug_per_example_and_leaves_val_test_alone
     synonyms = SynonymDict(
         {"coffee": ["espresso"], "tea": ["chai"], "box": ["carton"], "snack": ["treat"], "kids": ["children"]}
     )
-    import datamodules.augment as augment
-
-    real = augment.build_augmenter
-    monkeypatch.setattr(
-        "datamodules.augment.apply.build_augmenter", lambda name, **kw: real(name, synonyms=synonyms, **kw)
-    )
-    spec = [{"name": "eda", "n_aug": 3}]
+    spec = [EDA(n_aug=3, synonyms=synonyms)]
     plain = dm_factory(val_fraction=0.25, test_file=tiny_csvs["test"])
     aug = dm_factory(val_fraction=0.25, test_file=tiny_csvs["test"], augment=spec)
     n = len(plain.frames["train"])
@@ -120,9 +114,9 @@ def test_augmentation_grows_train_by_n_aug_per_example_and_leaves_val_test_alone
     assert "source_idx" in batch and torch.all(batch["source_idx"] < n)
 
 
-def test_unknown_augmenter_is_an_error(dm_factory):
+def test_unknown_augmenter_is_an_error():
     with pytest.raises(
         BertlabError, match="unknown augmenter 'mixup'; known augmenters: eda, contextual, back_translation"
     ):
-        _ = dm_factory(augment=[{"name": "mixup"}]).frames
+        build_augmenter("mixup")
     assert build_augmenter("eda", synonyms=SynonymDict({})).n_aug == 4
