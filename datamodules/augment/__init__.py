@@ -1,8 +1,8 @@
 """Text augmentation for classification: EDA, contextual substitution, back-translation.
 
-``build_augmenter(name, **settings)`` is what the data module calls, with the names and
-settings a config gives; every augmenter maps ``(texts, seed)`` to ``n_aug`` variants per text
-and names its settings in ``fingerprint()`` for caching.
+A config names augmenters by class (``class_path: datamodules.augment.EDA`` with ``init_args``);
+``build_augmenter(name, **settings)`` builds one by its short name from Python. Every augmenter maps
+``(texts, seed)`` to ``n_aug`` variants per text and names its settings in ``fingerprint()`` for caching.
 """
 
 from __future__ import annotations
