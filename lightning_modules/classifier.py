@@ -29,6 +29,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from bertlab.errors import BertlabError
+from lightning_modules.cpu_kernels import FastDropout, use_cpu_kernels
 from lightning_modules.heads import ClsHead, build_head
 from lightning_modules.hf_loading import from_pretrained, register_output_capture
 from lightning_modules.knowledge import build_fusion
@@ -84,7 +85,7 @@ class TextClassifier(SharedStepModule):
         from transformers import AutoModel
 
         self.encoder, missing = from_pretrained(AutoModel, model_name_or_path)
-        self.encoder.train()  # from_pretrained leaves it in eval mode
+        use_cpu_kernels(self.encoder.train())  # from_pretrained leaves it in eval mode
         config = self.encoder.config
         pooler = getattr(self.encoder, "pooler", None)
         if pooler is not None:  # heads read hidden states; an unused pooler would also break DDP
@@ -93,7 +94,7 @@ class TextClassifier(SharedStepModule):
         if isinstance(self.head, ClsHead) and pooler is not None and not any(k.startswith("pooler.") for k in missing):
             self.head.init_from_pooler(pooler)
         p_drop = classifier_dropout if classifier_dropout is not None else getattr(config, "hidden_dropout_prob", 0.1)
-        self.dropout = nn.Dropout(p_drop)
+        self.dropout = FastDropout(p_drop)
         self.fusion = build_fusion(
             knowledge_fusion, knowledge_dim, config.hidden_size, getattr(config, "initializer_range", 0.02)
         )

@@ -26,6 +26,7 @@ from torch import nn
 from torchmetrics import Metric
 
 from bertlab.errors import BertlabError
+from lightning_modules.cpu_kernels import use_cpu_kernels
 from lightning_modules.hf_loading import from_pretrained
 from lightning_modules.param_groups import build_param_groups, configure_adamw
 from lightning_modules.shared_step import SharedStepModule
@@ -180,7 +181,7 @@ def load_mlm_model(model_name_or_path: str | None, from_scratch: dict | None = N
     else:
         model, missing = from_pretrained(AutoModelForMaskedLM, model_name_or_path)
     mlm_head_fn(model)  # unknown architectures fail here, at the edge
-    return model.train(), missing  # from_pretrained leaves eval mode
+    return use_cpu_kernels(model.train()), missing  # from_pretrained leaves eval mode
 
 
 class MaskedLM(SharedStepModule):
