@@ -83,12 +83,12 @@ def classifier_probs(model):
 
 
 def check_same_tokenizer(tokenizer, name_or_path: str, role: str) -> None:
-    """The scorer must read the token ids the data holds."""
+    """The scorer must read the token ids the data holds: the same vocabulary and special tokens."""
     from bertlab.paths import load_tokenizer
-    from datamodules.token_cache import tokenizer_fingerprint
 
-    if tokenizer_fingerprint(load_tokenizer(name_or_path)) != tokenizer_fingerprint(tokenizer):
+    theirs = load_tokenizer(name_or_path)
+    if theirs.get_vocab() != tokenizer.get_vocab() or theirs.all_special_ids != tokenizer.all_special_ids:
         raise BertlabError(
-            f"the {role} {name_or_path!r} has another tokenizer than the data; "
+            f"the {role} {name_or_path!r} has another vocabulary than the data's tokenizer; "
             "fine-tune it from the same encoder as the model being trained"
         )
