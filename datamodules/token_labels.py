@@ -32,6 +32,7 @@ from datamodules.task_scorer import check_same_tokenizer, classifier_probs, load
 from datamodules.token_cache import SpecialTemplate, cache_key, default_cache_dir, tokenizer_fingerprint
 
 UNLABELLED = -1  # sentences Model_0 misclassifies, and those beyond ``max_sentences``
+TAGS = {0: "other", 1: "important"}
 
 
 def continuation_table(tokenizer) -> np.ndarray:
@@ -81,6 +82,10 @@ class TokenLabelDataModule(pl.LightningDataModule):
     @cached_property
     def tokenizer(self):
         return load_tokenizer(self.hparams.tokenizer)
+
+    # The tag set, linked into the model's arguments by the CLI.
+    num_labels = len(TAGS)
+    id2label = TAGS
 
     @cached_property
     def task_data(self):

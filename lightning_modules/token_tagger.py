@@ -42,6 +42,8 @@ class TokenTagger(SharedStepModule):
     def __init__(
         self,
         model_name_or_path: str = "minilm",
+        num_labels: int = 2,
+        id2label: dict[int, str] | None = None,
         lr: float = 5e-5,
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.1,
@@ -51,19 +53,23 @@ class TokenTagger(SharedStepModule):
         Args:
             model_name_or_path: the encoder Model_b starts from (a local HF directory or ``minilm``); use the
                 encoder Model_0 was fine-tuned from, so that both read the same tokens.
+            num_labels, id2label: the tag set, linked from the data by the CLI (``{0: other, 1: important}``).
             important_weight: weight of the *important* class in the cross-entropy (> 1 when it is rare).
         """
         super().__init__()
         self.save_hyperparameters()
         if not important_weight > 0:
             raise BertlabError(f"important_weight must be > 0, got {important_weight}")
+        id2label = {int(k): str(v) for k, v in (id2label or ID2LABEL).items()}
+        if num_labels != 2 or id2label != ID2LABEL:
+            raise BertlabError(f"TokenTagger tags {ID2LABEL}; the data gives {num_labels} labels {id2label}")
         from transformers import AutoModelForTokenClassification
 
         self.model, _ = from_pretrained(
             AutoModelForTokenClassification,
             model_name_or_path,
             num_labels=2,
-            id2label=ID2LABEL,
+            id2label=id2label,
             label2id={v: k for k, v in ID2LABEL.items()},
             ignore_mismatched_sizes=True,
         )
