@@ -327,8 +327,9 @@ class SelectiveMasker(DynamicMasker):
         if temperature < 0:
             raise BertlabError(f"temperature must be >= 0, got {temperature}")
         self.temperature, self.min_score, self.whole_word = temperature, float(min_score), whole_word
-        pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-        self.is_continuation = torch.tensor([p.startswith("##") for p in pieces])
+        if whole_word:
+            pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+            self.is_continuation = torch.tensor([p.startswith("##") for p in pieces])
 
     def _units(self, batch: dict) -> torch.Tensor:
         maskable = batch["maskable"]

@@ -352,7 +352,7 @@ def test_selective_prefers_important_words_and_never_splits_them(split_tok):
     masker = SelectiveMasker(split_tok, mlm_probability=0.3, replace_prob=1.0, random_prob=0.0, keep_prob=0.0)
     rate, _, _, _ = rates(masker, feats, split_tok)
     assert abs(rate - 0.3) < 0.01
-    for lo, (orig, out) in zip(range(0, 2000, 1000), run(masker, feats)):
+    for lo, (_, out) in zip(range(0, 2000, 1000), run(masker, feats)):
         chunk = feats[lo : lo + 1000]
         words = pad_sequence([torch.tensor(f["word_ids"]) for f in chunk], batch_first=True, padding_value=-1)
         scores = pad_sequence([torch.tensor(f["scores"]) for f in chunk], batch_first=True, padding_value=0.0)
