@@ -8,12 +8,19 @@ from transformers import AutoTokenizer, BertConfig, BertForSequenceClassificatio
 
 
 def save_classifier(
-    out_dir: str, base_dir: str, labels=("neg", "pos"), train_csv: str | None = None, steps: int = 0
+    out_dir: str,
+    base_dir: str,
+    labels=("neg", "pos"),
+    train_csv: str | None = None,
+    steps: int = 0,
+    initializer_range: float = 0.02,
 ) -> str:
     """A ``BertForSequenceClassification`` over the tiny BERT's vocabulary, optionally trained ``steps`` steps."""
     tok = AutoTokenizer.from_pretrained(base_dir)
     id2label = dict(enumerate(labels))
-    config = BertConfig.from_pretrained(base_dir, num_labels=len(labels), id2label=id2label)
+    config = BertConfig.from_pretrained(
+        base_dir, num_labels=len(labels), id2label=id2label, initializer_range=initializer_range
+    )
     config.label2id = {v: k for k, v in id2label.items()}
     torch.manual_seed(0)
     model = BertForSequenceClassification(config)
