@@ -34,6 +34,7 @@ from bertlab.errors import BertlabError
 from bertlab.paths import load_tokenizer
 from datamodules import sources
 from datamodules.batching import LengthGroupedSampler, TokenizedDataset
+from datamodules.corpus_scoring import check_scorer, check_scores, resolve_scorer, score_corpus, scorer_fingerprint
 from datamodules.maskers import build_masker, jieba_word_ids
 from datamodules.token_cache import cache_key, cached_arrays, default_cache_dir, tokenizer_fingerprint
 
@@ -128,9 +129,10 @@ class MLMDataModule(pl.LightningDataModule):
             max_documents: keep at most this many documents (a deterministic sample), for quick runs.
             masker: ``dynamic``, ``static``, ``whole_word``, ``span``, ``selective`` or ``entropy``;
                 ``masker_kwargs`` go to its constructor (``mlm_probability``, ``dupe_factor``, ...).
-            chinese_whole_word: give ``whole_word`` jieba word boundaries (Chinese; needs jieba).
-            scorer: for ``selective``/``entropy``: ``{"model": DIR}`` — a fine-tuned classifier
-                (importance) or a masked LM (entropy) that scores every token once, before training.
+            chinese_whole_word: give ``whole_word`` (and ``selective``) jieba word boundaries (Chinese; needs jieba).
+            scorer: for ``selective``/``entropy``: ``{kind: model_b | entropy | saliency | mlm_entropy, model: DIR}``
+                scores every token once, before training, cached beside the tokens (``datamodules.corpus_scoring``);
+                ``selective`` defaults to ``model_b`` (Gu et al.'s Model_b), ``entropy`` to ``entropy`` (Model_0).
             group_by_length: batch documents of similar length (line_by_line leaves ~40 % padding otherwise).
         """
         super().__init__()
@@ -139,8 +141,7 @@ class MLMDataModule(pl.LightningDataModule):
             raise BertlabError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         if not corpus and not task:
             raise BertlabError("the MLM corpus is empty: give `corpus` entries and/or a `task`")
-        if masker in ("selective", "entropy") and not (scorer and scorer.get("model")):
-            raise BertlabError(f"the {masker} masker needs `scorer: {{model: DIR}}` to score tokens")
+        self.scorer_spec = resolve_scorer(masker, scorer)
         if chinese_whole_word and mode != "line_by_line":
             raise BertlabError("chinese_whole_word needs mode: line_by_line")
         self.cache_dir = cache_dir or default_cache_dir()
@@ -240,24 +241,31 @@ class MLMDataModule(pl.LightningDataModule):
             lambda: self._tokenize(docs),
             meta={"split": split, "documents": len(docs), "mode": h.mode},
         )
-        scores = self._scores(split, arrays, key) if h.scorer else None
+        # only training batches are masked by the scores (validation uses a fixed static mask)
+        scores = self._scores(arrays, key) if self.scorer_spec and split == "train" else None
         return _MLMDataset(TokenizedDataset(arrays, np.arange(len(arrays))), h.chinese_whole_word, scores)
 
-    def _scores(self, split: str, arrays, key: str) -> list[np.ndarray]:
-        """Score every token once with the scorer model, cached beside the tokens."""
-        path = os.path.join(
-            self.cache_dir,
-            "tokens",
-            key,
-            f"scores-{hashlib.sha256(str(sorted(self.hparams.scorer.items())).encode()).hexdigest()[:12]}.npy",
-        )
-        if os.path.isfile(path):
+    def _scores(self, arrays, key: str) -> list[np.ndarray]:
+        """Score every token once with the scorer, cached beside the tokens and keyed by the scorer's content."""
+        spec = self.scorer_spec
+        path = os.path.join(self.cache_dir, "tokens", key, f"scores-{scorer_fingerprint(spec)}.npy")
+        self.scores_built_now = not os.path.isfile(path)
+        if not self.scores_built_now:
             flat = np.load(path, mmap_mode="r")
         else:
-            flat = score_tokens(self.hparams.masker, self.hparams.scorer, self.tokenizer, arrays)
+            check_scorer(spec, self.tokenizer, self._task_labels())
+            flat = score_corpus(spec, self.tokenizer, arrays, jieba_words=self.hparams.chinese_whole_word)
             np.save(path + ".tmp.npy", flat)
             os.replace(path + ".tmp.npy", path)
+        check_scores(spec, flat)
         return [flat[arrays.offsets[i] : arrays.offsets[i + 1]] for i in range(len(arrays))]
+
+    def _task_labels(self) -> list[str] | None:
+        if not self.hparams.task:
+            return None
+        from datamodules.classification import ClassificationDataModule
+
+        return ClassificationDataModule(**{"tokenizer": self.hparams.tokenizer, **self.hparams.task}).label_names
 
     def prepare_data(self) -> None:
         for split in ("train", "val"):
@@ -326,31 +334,3 @@ class _MLMDataset(torch.utils.data.Dataset):
         if self.scores is not None:
             item["scores"] = np.asarray(self.scores[i], dtype=np.float32)
         return item
-
-
-@torch.no_grad()
-def score_tokens(masker: str, scorer: dict, tokenizer, arrays, batch_size: int = 64) -> np.ndarray:
-    """Per-token scores for selective (classifier importance) or entropy (MLM uncertainty) masking."""
-    from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
-
-    from datamodules.batching import PadCollator
-    from datamodules.token_scoring import entropy_scores, importance_scores
-    from lightning_modules.hf_loading import from_pretrained
-
-    auto = AutoModelForMaskedLM if masker == "entropy" else AutoModelForSequenceClassification
-    model, _ = from_pretrained(auto, scorer["model"])
-    model.eval()
-    collate = PadCollator(tokenizer.pad_token_id)
-    out = np.zeros(int(arrays.offsets[-1]), dtype=np.float32)
-    specials = tokenizer.all_special_ids
-    for lo in range(0, len(arrays), batch_size):
-        rows = list(range(lo, min(lo + batch_size, len(arrays))))
-        batch = collate([{"input_ids": arrays.get(i)["input_ids"]} for i in rows])
-        if masker == "entropy":
-            scores = entropy_scores(model, batch, tokenizer.mask_token_id, specials)
-        else:
-            scores = importance_scores(model, batch, specials)
-        for j, i in enumerate(rows):
-            n = int(arrays.offsets[i + 1] - arrays.offsets[i])
-            out[arrays.offsets[i] : arrays.offsets[i + 1]] = scores[j, :n].numpy()
-    return out

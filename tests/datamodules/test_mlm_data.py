@@ -210,8 +210,8 @@ def test_chinese_whole_word_needs_line_by_line_and_gives_word_ids(tiny_bert_dir,
 
 def test_selective_masker_needs_a_scorer(tiny_bert_dir, tmp_path):
     corpus = [_corpus(tmp_path / "c.txt", ["lovely tea"])]
-    for masker in ("selective", "entropy"):
-        with pytest.raises(BertlabError, match=f"the {masker} masker needs `scorer: {{model: DIR}}`"):
+    for masker, kind in (("selective", "model_b"), ("entropy", "entropy")):
+        with pytest.raises(BertlabError, match=f"the {masker} masker needs `scorer: {{kind: {kind}, model: DIR}}`"):
             _mlm(tiny_bert_dir, tmp_path, corpus=corpus, masker=masker)
 
 
