@@ -30,6 +30,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from bertlab.errors import BertlabError
 from lightning_modules.cpu_kernels import FastDropout, use_cpu_kernels
+from lightning_modules.first_token import encode_first_token, first_token_layer
 from lightning_modules.heads import ClsHead, build_head
 from lightning_modules.hf_loading import from_pretrained, register_output_capture
 from lightning_modules.knowledge import build_fusion
@@ -178,8 +179,15 @@ class TextClassifier(SharedStepModule):
         if knowledge is not None and self.fusion.site == "embedding":
             embeds = self.encoder.get_input_embeddings()(kwargs.pop("input_ids"))
             kwargs["inputs_embeds"] = self.fusion(embeds, knowledge)
+        if self.first_token_only:
+            return self.head(encode_first_token(self.encoder, **kwargs), batch["attention_mask"])
         out = self.encoder(**kwargs, output_hidden_states=True, return_dict=True)
         return self.head(out.hidden_states, batch["attention_mask"])
+
+    @property
+    def first_token_only(self) -> bool:
+        """The head reads only the last layer's first token, so that layer runs for it alone."""
+        return isinstance(self.head, ClsHead) and first_token_layer(self.encoder)
 
     def classify(self, pooled: torch.Tensor, knowledge: torch.Tensor | None = None) -> torch.Tensor:
         features = self.dropout(pooled)
