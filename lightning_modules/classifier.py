@@ -31,6 +31,8 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from bertlab.core.errors import BertlabError
 from bertlab.core.hf_loading import from_pretrained, register_output_capture
+from lightning_modules.cpu_kernels import FastDropout, use_cpu_kernels
+from lightning_modules.first_token import encode_first_token, first_token_layer
 from lightning_modules.heads import ClsHead, HeadOptions, build_head
 from lightning_modules.knowledge import build_fusion
 from lightning_modules.losses import kd_loss, label_description_contrastive
@@ -84,7 +86,7 @@ class TextClassifier(SharedStepModule):
         from transformers import AutoModel
 
         self.encoder, missing = from_pretrained(AutoModel, model_name_or_path)
-        self.encoder.train()  # from_pretrained leaves it in eval mode
+        use_cpu_kernels(self.encoder.train())  # from_pretrained leaves it in eval mode
         config = self.encoder.config
         pooler = getattr(self.encoder, "pooler", None)
         if pooler is not None:  # heads read hidden states; an unused pooler would also break DDP
@@ -93,7 +95,7 @@ class TextClassifier(SharedStepModule):
         if isinstance(self.head, ClsHead) and pooler is not None and not any(k.startswith("pooler.") for k in missing):
             self.head.init_from_pooler(pooler)
         p_drop = classifier_dropout if classifier_dropout is not None else getattr(config, "hidden_dropout_prob", 0.1)
-        self.dropout = nn.Dropout(p_drop)
+        self.dropout = FastDropout(p_drop)
         self.fusion = build_fusion(
             knowledge_fusion, knowledge_dim, config.hidden_size, getattr(config, "initializer_range", 0.02)
         )
@@ -180,8 +182,15 @@ class TextClassifier(SharedStepModule):
         if knowledge is not None and self.fusion.site == "embedding":
             embeds = self.encoder.get_input_embeddings()(kwargs.pop("input_ids"))
             kwargs["inputs_embeds"] = self.fusion(embeds, knowledge)
+        if self.first_token_only:
+            return self.head(encode_first_token(self.encoder, **kwargs), batch["attention_mask"])
         out = self.encoder(**kwargs, output_hidden_states=True, return_dict=True)
         return self.head(out.hidden_states, batch["attention_mask"])
+
+    @property
+    def first_token_only(self) -> bool:
+        """The head reads only the last layer's first token, so that layer runs for it alone."""
+        return isinstance(self.head, ClsHead) and first_token_layer(self.encoder)
 
     def classify(self, pooled: torch.Tensor, knowledge: torch.Tensor | None = None) -> torch.Tensor:
         features = self.dropout(pooled)

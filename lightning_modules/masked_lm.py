@@ -29,6 +29,7 @@ from torchmetrics import Metric
 
 from bertlab.core.errors import BertlabError
 from bertlab.core.hf_loading import from_pretrained
+from lightning_modules.cpu_kernels import use_cpu_kernels
 from lightning_modules.param_groups import build_param_groups, configure_adamw
 from lightning_modules.shared_step import SharedStepModule
 
@@ -188,7 +189,7 @@ def load_mlm_model(
     else:
         model, missing = from_pretrained(AutoModelForMaskedLM, model_name_or_path)
     mlm_head_fn(model)  # unknown architectures fail here, at the edge
-    return model.train(), missing  # from_pretrained leaves eval mode
+    return use_cpu_kernels(model.train()), missing  # from_pretrained leaves eval mode
 
 
 class MaskedLM(SharedStepModule):

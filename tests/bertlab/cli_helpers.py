@@ -14,17 +14,21 @@ QUIET = [
     "false",
     "--trainer.enable_model_summary",
     "false",
+    "--trainer.precision",
+    "32-true",  # the same arithmetic on every CPU; `auto` has its own tests
 ]
 
 
-def run_cli(*args: str, cwd: str = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: str = ROOT, timeout: int = 300, extra_pythonpath: str | None = None
+) -> subprocess.CompletedProcess:
     env = dict(
         os.environ,
         WANDB_MODE="disabled",
         OMP_NUM_THREADS="1",
         TOKENIZERS_PARALLELISM="false",
         HF_HUB_OFFLINE="1",
-        PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])),
+        PYTHONPATH=os.pathsep.join(filter(None, [ROOT, extra_pythonpath, os.environ.get("PYTHONPATH")])),
     )
     return subprocess.run(
         [sys.executable, "-m", "bertlab.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout

@@ -144,3 +144,19 @@ def test_augmenters_are_given_by_class_path(tiny_bert_dir, tiny_csvs, tmp_path):
     typo = {"class_path": "datamodules.augment.EDA", "init_args": {"n_augs": 1}}
     proc = run_cli("fit", *args, "--data.augment", json.dumps([typo]), "--print_config")
     assert proc.returncode == 2 and "n_augs" in proc.stderr
+
+
+def test_ddp_gradient_accumulation_all_reduces_only_on_the_optimizer_step(tiny_bert_dir, tiny_csvs, tmp_path):
+    """2 CPU ranks, accumulate 2 batches: the first backward of each pair runs under ``no_sync``."""
+    args = tiny_args(tiny_bert_dir, tiny_csvs, str(tmp_path), str(tmp_path / "cache"))
+    ddp = ["--trainer.strategy", "ddp_spawn", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
+    probe = ["--trainer.callbacks+=grad_sync_probe.GradSyncProbe", "--trainer.callbacks.output_dir", str(tmp_path)]
+    env_path = os.path.dirname(os.path.abspath(__file__))
+    proc = run_cli(
+        "fit", *args, *ddp, *probe, "--trainer.accumulate_grad_batches", "2", "--trainer.limit_train_batches", "5",
+        "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "0", extra_pythonpath=env_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rank in (0, 1):
+        syncs = json.load(open(tmp_path / f"rank{rank}.json"))
+        assert syncs == [False, True, False, True, True], syncs  # an epoch's last batch steps (and syncs) early

@@ -283,7 +283,7 @@ def test_workers_and_epochs_get_their_own_streams(tok, monkeypatch):
 
 def test_selective_masks_the_top_scores(tok):
     feats = random_features(tok, n=200, scores=True)
-    out = SelectiveMasker(tok, mlm_probability=0.2)(feats)
+    out = SelectiveMasker(tok, mlm_probability=0.2, whole_word=False)(feats)
     for f, labels in zip(feats, out["labels"]):
         scores = torch.tensor(f["scores"])[1:-1]
         k = round(0.2 * len(scores))
@@ -294,11 +294,76 @@ def test_selective_masks_the_top_scores(tok):
 def test_selective_temperature_samples_by_softmax(tok):
     scores = np.linspace(0, 3, 20)
     feats = [{"input_ids": [2, *range(5, 25), 3], "scores": [0.0, *scores, 0.0]}] * 4000
-    out = SelectiveMasker(tok, mlm_probability=0.05, temperature=1.5)(feats)  # budget round(0.05 * 20) = 1
-    assert (out["labels"] != -100).sum(1).eq(1).all()
+    out = SelectiveMasker(tok, mlm_probability=0.05, temperature=1.5, min_score=-1, whole_word=False)(feats)
+    assert (out["labels"] != -100).sum(1).eq(1).all()  # budget round(0.05 * 20) = 1
     freq = (out["labels"][:, 1:21] != -100).double().mean(0)
     assert torch.allclose(freq, torch.softmax(torch.tensor(scores) / 1.5, 0), atol=0.02)
-    assert issubclass(EntropyMasker, SelectiveMasker) and MASKERS["entropy"] is EntropyMasker
+    assert EntropyMasker is SelectiveMasker and MASKERS["entropy"] is MASKERS["selective"] is SelectiveMasker
+
+
+def sparse_scores(feats, share, seed=0):
+    """Keep ``share`` of the scores (the important tokens), zero the rest."""
+    rng = np.random.default_rng(seed)
+    for f in feats:
+        s = np.asarray(f["scores"]) * (rng.random(len(f["scores"])) < share)
+        f["scores"] = s.tolist()
+    return feats
+
+
+@pytest.mark.parametrize("whole_word", [True, False])
+def test_selective_rate_and_split_hold_with_few_important_tokens(whole_word, split_tok):
+    feats = sparse_scores(random_features(split_tok, scores=True), share=0.05)
+    masker = SelectiveMasker(split_tok, whole_word=whole_word, seed=5)
+    rate, mask, rand, keep = rates(masker, feats, split_tok)
+    assert abs(rate - 0.15) < 0.01
+    assert abs(mask - 0.8) < 0.02 and abs(rand - 0.1) < 0.02 and abs(keep - 0.1) < 0.02
+    # every important token is masked (5 % < the 15 % budget) and the fill differs from call to call
+    specials = torch.tensor(split_tok.all_special_ids)
+    for lo, (orig, out) in zip(range(0, N, 1000), run(masker, feats)):
+        scores = pad_sequence(
+            [torch.tensor(f["scores"]) for f in feats[lo : lo + 1000]], batch_first=True, padding_value=0.0
+        )
+        scores = torch.nn.functional.pad(scores, (0, orig.shape[1] - scores.shape[1]))
+        important = (scores > 0) & ~torch.isin(orig, specials)
+        if whole_word:  # a word is important when any of its pieces is
+            words = pad_sequence(
+                [torch.tensor(wordpiece_word_ids(f["input_ids"], split_tok)) for f in feats[lo : lo + 1000]],
+                batch_first=True,
+                padding_value=-1,
+            )
+            words = torch.nn.functional.pad(words, (0, orig.shape[1] - words.shape[1]), value=-1)
+            key = torch.arange(len(words)).unsqueeze(1) * 1000 + words.clamp_min(0)
+            hot = torch.zeros(int(key.max()) + 1, dtype=torch.bool).index_put_((key[important],), torch.tensor(True))
+            important = hot[key] & (words >= 0)
+        budget = torch.round((out["attention_mask"].bool() & ~torch.isin(orig, specials)).sum(1) * 0.15)
+        fits = important.sum(1) <= budget  # the important words, whole, fit in the budget: all are masked
+        assert fits.float().mean() > 0.5
+        assert (out["labels"] != -100)[important & fits.unsqueeze(1)].all()
+    a, b = masker(feats[:200]), masker(feats[:200])
+    assert not torch.equal(a["labels"], b["labels"])
+
+
+def test_selective_prefers_important_words_and_never_splits_them(split_tok):
+    feats = word_features(split_tok, n=2000)
+    rng = np.random.default_rng(0)
+    for f in feats:  # one score per word, shared by its pieces
+        word_score = rng.random(max(f["word_ids"]) + 1)
+        f["scores"] = [0.0 if w < 0 else float(word_score[w]) for w in f["word_ids"]]
+    masker = SelectiveMasker(split_tok, mlm_probability=0.3, replace_prob=1.0, random_prob=0.0, keep_prob=0.0)
+    rate, _, _, _ = rates(masker, feats, split_tok)
+    assert abs(rate - 0.3) < 0.01
+    for lo, (_, out) in zip(range(0, 2000, 1000), run(masker, feats)):
+        chunk = feats[lo : lo + 1000]
+        words = pad_sequence([torch.tensor(f["word_ids"]) for f in chunk], batch_first=True, padding_value=-1)
+        scores = pad_sequence([torch.tensor(f["scores"]) for f in chunk], batch_first=True, padding_value=0.0)
+        sel = out["labels"] != -100
+        for r in range(len(chunk)):
+            w, s = words[r][words[r] >= 0], scores[r][words[r] >= 0]
+            chosen = sel[r, : len(words[r])][words[r] >= 0]
+            for word in w.unique():  # whole words: all pieces or none
+                assert chosen[w == word].all() or not chosen[w == word].any()
+            if chosen.any() and (~chosen).any():  # no unmasked word outranks a masked one (all score > 0)
+                assert s[chosen].min() >= s[~chosen].max() or chosen.sum() <= 1
 
 
 @pytest.mark.parametrize("p", [0, 1, -0.1, 1.5])

@@ -216,7 +216,9 @@ def test_chinese_whole_word_needs_line_by_line_and_gives_word_ids(tiny_bert_dir,
 def test_selective_masker_needs_a_scorer(tiny_bert_dir, tmp_path):
     corpus = [_corpus(tmp_path / "c.txt", ["lovely tea"])]
     for masker in (SelectiveMasker, EntropyMasker):
-        with pytest.raises(BertlabError, match=f"the {masker.__name__} needs `scorer: {{model: DIR}}`"):
+        with pytest.raises(
+            BertlabError, match=r"the SelectiveMasker needs `scorer: \{kind: model_b \| entropy, model: DIR\}`"
+        ):
             _ = _mlm(tiny_bert_dir, tmp_path, corpus=corpus, masker=masker).masker
 
 

@@ -49,7 +49,7 @@ def test_the_decisive_token_gets_the_top_importance():
     tok = type(
         "Tok", (), {"mask_token_id": MASK, "pad_token_id": PAD, "all_special_ids": SPECIALS, "__len__": lambda self: 12}
     )()
-    out = SelectiveMasker(tok, mlm_probability=0.2)(feats)
+    out = SelectiveMasker(tok, mlm_probability=0.2, whole_word=False)(feats)
     assert (out["labels"] != -100).nonzero().tolist() == [[0, 3], [1, 2]]
 
 

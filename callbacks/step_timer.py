@@ -1,0 +1,106 @@
+"""``StepTimer``: wall time, tokens and model FLOP utilisation of every training step, written as JSON.
+
+A step is timed from the end of the previous training batch to the end of this one, so it holds
+everything the loop does for it: fetching and collating the batch (masking included), forward,
+backward, the optimizer and the per-step bookkeeping. The first ``warmup`` steps are left out
+(allocator growth, lazy initialisation).
+
+Tokens are the batch's real (non-pad) tokens, ``attention_mask.sum()``. FLOPs per real token
+follow Kaplan et al. 2020 / PaLM's MFU: 6 × the encoder's non-embedding parameters, plus
+6 · 2 · layers · hidden · T for attention scores and values at the batch's width T (training =
+3 × forward). The MLM or classifier head is counted by the parameters it runs on: ``head_params``
+per predicted row, passed by the caller when it is not the encoder. MFU = achieved FLOP/s ÷
+``peak_tflops`` (the device's dense peak at the run's precision; no MFU when it is not given).
+
+    --trainer.callbacks+=callbacks.step_timer.StepTimer --trainer.callbacks.output_path=steps.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+
+import pytorch_lightning as pl
+import torch
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size in MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def encoder_flops_per_token(config, width: float) -> float:
+    """Training FLOPs per token of a BERT-family encoder at sequence width ``width``."""
+    h, layers = config.hidden_size, config.num_hidden_layers
+    ffn = getattr(config, "intermediate_size", 4 * h)
+    per_layer = 4 * h * h + 2 * h * ffn  # Q, K, V, output projections and the two FFN matrices
+    attention = 2 * layers * h * width  # scores and weighted values
+    return 6 * layers * per_layer + 6 * attention
+
+
+class StepTimer(pl.Callback):
+    def __init__(self, output_path: str | None = None, warmup: int = 5, peak_tflops: float | None = None):
+        """
+        Args:
+            output_path: where to write the JSON (rank 0; default ``<default_root_dir>/step_times.json``).
+            warmup: steps left out at the start.
+            peak_tflops: the device's dense peak (TFLOP/s) at the run's precision, for MFU.
+        """
+        self.output_path, self.warmup, self.peak_tflops = output_path, warmup, peak_tflops
+        self.steps: list[dict] = []
+        self._last: float | None = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.steps, self._last = [], time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        mask = batch.get("attention_mask") if isinstance(batch, dict) else None
+        labels = batch.get("labels") if isinstance(batch, dict) else None
+        step = {"seconds": now - self._last}
+        if mask is not None:
+            step |= {"tokens": int(mask.sum()), "rows": int(mask.shape[0]), "width": int(mask.shape[-1])}
+        if labels is not None and labels.dim() == 2:
+            step["predicted"] = int((labels != -100).sum())
+        self.steps.append(step)
+        self._last = now
+
+    def summary(self, pl_module) -> dict:
+        timed = self.steps[self.warmup :]
+        seconds = sum(s["seconds"] for s in timed)
+        out = {
+            "timed_steps": len(timed),
+            "warmup_steps": min(self.warmup, len(self.steps)),
+            "peak_rss_mb": peak_rss_mb(),
+        }
+        out["threads"] = torch.get_num_threads()
+        if not timed or seconds <= 0:
+            return out
+        out |= {"seconds": seconds, "min_step_s": min(s["seconds"] for s in timed), "steps": timed}
+        if all("tokens" in s for s in timed):
+            tokens = sum(s["tokens"] for s in timed)
+            out |= {"tokens": tokens, "tokens_per_s": tokens / seconds}
+            out["samples_per_s"] = sum(s["rows"] for s in timed) / seconds
+            config = getattr(getattr(pl_module, "model", None) or getattr(pl_module, "encoder", None), "config", None)
+            if config is not None and hasattr(config, "num_hidden_layers"):
+                flops = sum(s["tokens"] * encoder_flops_per_token(config, s["width"]) for s in timed)
+                head = config.hidden_size * (config.hidden_size + config.vocab_size)  # MLM transform + decoder
+                flops += sum(6 * s.get("predicted", 0) * head for s in timed)
+                out["model_tflops_per_s"] = flops / seconds / 1e12
+                if self.peak_tflops:
+                    out["mfu"] = out["model_tflops_per_s"] / self.peak_tflops
+        return out
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero:
+            return
+        out = self.summary(pl_module)
+        path = self.output_path or os.path.join(trainer.default_root_dir, "step_times.json")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(f"{path}.tmp", "w") as f:
+            json.dump(out, f, indent=1)
+        os.replace(f"{path}.tmp", path)

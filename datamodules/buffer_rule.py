@@ -1,0 +1,163 @@
+"""Important-token labels by the buffer rule of Gu et al. 2020 ("Train No Evil", §3.1).
+
+Per labelled sentence s = w_1 … w_n with gold label y, using the task classifier Model_0:
+
+* only sentences that Model_0 classifies correctly are labelled (the others get ``None``);
+* a buffer s′ starts empty; the words are visited in order;
+* w_i is appended and P(y | s′ w_i) is compared with P(y | s): when |P(y | s′ w_i) − P(y | s)| < δ
+  (0.01 in the authors' code), w_i is *important* and is taken out of the buffer again, so that later
+  words must earn their place; otherwise it stays in the buffer.
+
+Units are whole words: a run of tokens with the same word id (WordPiece ``##`` pieces join the word
+before them; a tokenizer without continuation pieces, e.g. a character vocabulary, makes every token
+a word). All pieces of a word get its label.
+
+``buffer_rule_labels`` is the batched form: every step scores the current candidate s′ w_t of every
+still-active sentence of a batch in one forward pass, so a batch costs (its longest word count + 1)
+forwards. ``naive_buffer_rule_labels`` is the literal per-sentence, per-prefix loop, kept as the
+reference the tests and ``benchmarks/selective_scoring.py`` compare against. Both take
+``prob_fn(input_ids, attention_mask) -> [batch, classes]`` probabilities (``task_scorer.classifier_probs``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+ProbFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def word_runs(word_ids: Sequence[int]) -> list[tuple[int, int]]:
+    """``(start, end)`` of each run of equal word ids; positions with a negative id belong to no word."""
+    runs, start = [], None
+    for i, w in enumerate(word_ids):
+        if start is not None and (w < 0 or w != word_ids[start]):
+            runs.append((start, i))
+            start = None
+        if start is None and w >= 0:
+            start = i
+    if start is not None:
+        runs.append((start, len(word_ids)))
+    return runs
+
+
+def continuation_word_ids(ids: Sequence[int], is_continuation: np.ndarray) -> list[int]:
+    """Word ids of content tokens (no specials): a ``##`` piece joins the word before it."""
+    out, word = [], -1
+    for i, t in enumerate(ids):
+        if i == 0 or not is_continuation[int(t)]:
+            word += 1
+        out.append(word)
+    return out
+
+
+def _pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, row in enumerate(rows):
+        ids[r, : len(row)] = torch.as_tensor(row, dtype=torch.long)
+        mask[r, : len(row)] = 1
+    return ids, mask
+
+
+class _Template:
+    """``prefix + tokens + suffix`` (e.g. [CLS] … [SEP]) and padding, for the classifier's inputs."""
+
+    def __init__(self, prefix: Sequence[int], suffix: Sequence[int], pad_id: int):
+        self.prefix, self.suffix, self.pad_id = list(prefix), list(suffix), pad_id
+
+    def probs(self, prob_fn: ProbFn, rows: list[list[int]]) -> torch.Tensor:
+        ids, mask = _pad([self.prefix + r + self.suffix for r in rows], self.pad_id)
+        return prob_fn(ids, mask).float()
+
+
+def _check(sentences, words, gold, delta) -> None:
+    if not 0.0 < delta < 1.0:
+        raise ValueError(f"delta must be in (0, 1), got {delta}")
+    if not len(sentences) == len(words) == len(gold):
+        raise ValueError("sentences, words and gold need one entry per sentence")
+
+
+@torch.inference_mode()
+def buffer_rule_labels(
+    prob_fn: ProbFn,
+    sentences: Sequence[Sequence[int]],
+    words: Sequence[Sequence[int]],
+    gold: Sequence[int],
+    prefix: Sequence[int],
+    suffix: Sequence[int],
+    pad_id: int,
+    delta: float = 0.01,
+    batch_size: int = 64,
+) -> list[np.ndarray | None]:
+    """Per sentence, an ``int8`` label per content token (1 = important), or ``None`` when Model_0
+    misclassifies it. ``sentences`` hold content token ids (no specials), ``words`` a word id per token."""
+    _check(sentences, words, gold, delta)
+    template = _Template(prefix, suffix, pad_id)
+    units = [word_runs(w) for w in words]
+    out: list[np.ndarray | None] = [None] * len(sentences)
+    # sentences with similar word counts share a batch, so few rows idle in the last steps
+    order = sorted(range(len(sentences)), key=lambda i: (len(units[i]), len(sentences[i])))
+    for lo in range(0, len(order), batch_size):
+        chunk = [i for i in order[lo : lo + batch_size] if units[i]]
+        if not chunk:
+            continue
+        y = torch.tensor([int(gold[i]) for i in chunk])
+        p = template.probs(prob_fn, [list(sentences[i]) for i in chunk])
+        correct = p.argmax(-1) == y
+        target = {i: float(p[r, y[r]]) for r, i in enumerate(chunk)}
+        alive = [i for r, i in enumerate(chunk) if correct[r]]
+        buffers = {i: [] for i in alive}
+        labels = {i: np.zeros(len(sentences[i]), dtype=np.int8) for i in alive}
+        for t in range(max((len(units[i]) for i in alive), default=0)):
+            active = [i for i in alive if t < len(units[i])]
+            pieces = [list(sentences[i][slice(*units[i][t])]) for i in active]
+            p = template.probs(prob_fn, [buffers[i] + piece for i, piece in zip(active, pieces)])
+            got = p[torch.arange(len(active)), torch.tensor([int(gold[i]) for i in active])]
+            for i, piece, prob in zip(active, pieces, got.tolist()):
+                if abs(prob - target[i]) < delta:
+                    labels[i][slice(*units[i][t])] = 1
+                else:
+                    buffers[i].extend(piece)
+        for i in alive:
+            out[i] = labels[i]
+    return out
+
+
+@torch.inference_mode()
+def naive_buffer_rule_labels(
+    prob_fn: ProbFn,
+    sentences: Sequence[Sequence[int]],
+    words: Sequence[Sequence[int]],
+    gold: Sequence[int],
+    prefix: Sequence[int],
+    suffix: Sequence[int],
+    pad_id: int,
+    delta: float = 0.01,
+) -> list[np.ndarray | None]:
+    """The reference: one forward per sentence and per candidate prefix, exactly as the rule reads."""
+    _check(sentences, words, gold, delta)
+    template = _Template(prefix, suffix, pad_id)
+    out: list[np.ndarray | None] = []
+    for ids, word_ids, y in zip(sentences, words, gold):
+        units = word_runs(word_ids)
+        if not units:
+            out.append(None)
+            continue
+        p_full = template.probs(prob_fn, [list(ids)])[0]
+        if int(p_full.argmax()) != int(y):
+            out.append(None)
+            continue
+        labels, buffer = np.zeros(len(ids), dtype=np.int8), []
+        for start, end in units:
+            candidate = buffer + list(ids[start:end])
+            p = template.probs(prob_fn, [candidate])[0]
+            if abs(float(p[y]) - float(p_full[y])) < delta:
+                labels[start:end] = 1
+            else:
+                buffer = candidate
+        out.append(labels)
+    return out

@@ -1,0 +1,94 @@
+"""The task classifier that scores tokens (Model_0 of Gu et al. 2020), checked once where it is read.
+
+Selective masking's labels and the entropy scores both come from a fine-tuned sequence classifier:
+a bertlab classifier export with the ``cls`` head (HF-native ``*ForSequenceClassification``) or any
+such ``save_pretrained`` directory. It must be a sequence classifier and its labels must be the
+task's, in the task's order; anything else is a ``BertlabError`` before any scoring starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+
+import torch
+
+from bertlab.core.errors import BertlabError
+from bertlab.core.models import resolve_model_dir
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def model_fingerprint(name_or_path: str) -> str:
+    """Content hash of a model directory's config and weights: retraining into the same path changes it."""
+    path = resolve_model_dir(name_or_path)
+    h = hashlib.sha256()
+    for name in ("config.json", *WEIGHT_FILES):
+        file = os.path.join(path, name)
+        if os.path.isfile(file):
+            h.update(name.encode())
+            with open(file, "rb") as f:
+                for block in iter(lambda: f.read(1 << 22), b""):
+                    h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _config(name_or_path: str) -> dict:
+    with open(os.path.join(resolve_model_dir(name_or_path), "config.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def check_sequence_classifier(name_or_path: str, labels: Sequence[str] | None = None, role: str = "scorer") -> None:
+    """Refuse a directory that is not a sequence classifier, or whose labels differ from ``labels``."""
+    config = _config(name_or_path)
+    architectures = config.get("architectures") or []
+    if not any(a.endswith("ForSequenceClassification") for a in architectures):
+        raise BertlabError(
+            f"the {role} {name_or_path!r} is not a sequence classifier (architectures: {architectures or 'none'}); "
+            "give a fine-tuned classifier export (the `cls` head exports *ForSequenceClassification)"
+        )
+    if labels is None:
+        return
+    id2label = config.get("id2label") or {}
+    theirs = [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(len(id2label))]
+    if theirs != [str(x) for x in labels]:
+        raise BertlabError(
+            f"the {role} {name_or_path!r} predicts labels {theirs}, but the task's labels are {list(labels)}; "
+            "score with a classifier fine-tuned on this task"
+        )
+
+
+def load_sequence_classifier(name_or_path: str, labels: Sequence[str] | None = None, role: str = "scorer"):
+    """The checked classifier, in eval mode."""
+    from transformers import AutoModelForSequenceClassification
+
+    from bertlab.core.hf_loading import from_pretrained
+
+    check_sequence_classifier(name_or_path, labels, role)
+    model, _ = from_pretrained(AutoModelForSequenceClassification, name_or_path)
+    return model.eval()
+
+
+def classifier_probs(model):
+    """``prob_fn(input_ids, attention_mask) -> softmax probabilities`` for an HF sequence classifier."""
+
+    @torch.inference_mode()
+    def prob_fn(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+        return torch.softmax(logits.float(), dim=-1)
+
+    return prob_fn
+
+
+def check_same_tokenizer(tokenizer, name_or_path: str, role: str) -> None:
+    """The scorer must read the token ids the data holds: the same vocabulary and special tokens."""
+    from bertlab.core.models import load_tokenizer
+
+    theirs = load_tokenizer(name_or_path)
+    if theirs.get_vocab() != tokenizer.get_vocab() or theirs.all_special_ids != tokenizer.all_special_ids:
+        raise BertlabError(
+            f"the {role} {name_or_path!r} has another vocabulary than the data's tokenizer; "
+            "fine-tune it from the same encoder as the model being trained"
+        )

@@ -1,0 +1,125 @@
+"""``lightning_modules.cpu_kernels``: the dropout's rate and gradient, and the attention against transformers' SDPA."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from lightning_modules.cpu_kernels import ATTENTION, FastDropout, fast_dropout, keep_mask, use_cpu_kernels
+
+
+def test_keep_mask_rate_is_one_minus_p_within_sampling_error():
+    torch.manual_seed(0)
+    n = 1_000_003  # not a multiple of 4: the last 64-bit draw is cut
+    for p in (0.1, 0.5, 0.02):
+        rate = keep_mask(torch.Size([n]), p, torch.device("cpu")).double().mean().item()
+        expected = 1 - round(p * 2**16) / 2**16
+        assert abs(rate - expected) < 5 * math.sqrt(expected * (1 - expected) / n)
+
+
+def test_keep_mask_is_independent_between_neighbours():
+    """Four elements share a 64-bit draw; their keep decisions must still be uncorrelated."""
+    torch.manual_seed(1)
+    keep = keep_mask(torch.Size([400_000, 4]), 0.5, torch.device("cpu")).double()
+    corr = torch.corrcoef(keep.T)
+    off_diagonal = corr[~torch.eye(4, dtype=torch.bool)]
+    assert off_diagonal.abs().max() < 0.01
+
+
+def test_fast_dropout_scales_survivors_and_routes_gradient_through_them():
+    torch.manual_seed(2)
+    x = torch.randn(256, 64, requires_grad=True)
+    y = fast_dropout(x, 0.25)
+    kept = y != 0
+    torch.testing.assert_close(y[kept], x[kept] / 0.75)
+    y.pow(2).sum().backward()
+    torch.testing.assert_close(x.grad, torch.where(kept, 2 * x.detach() / 0.75**2, torch.zeros_like(x)))
+
+
+def test_fast_dropout_is_identity_in_eval_and_seeded_in_training():
+    layer = FastDropout(0.1)
+    x = torch.randn(32, 8)
+    assert torch.equal(layer.eval()(x), x)
+    layer.train()
+    torch.manual_seed(3)
+    a = layer(x)
+    torch.manual_seed(3)
+    assert torch.equal(layer(x), a)
+    assert not torch.equal(a, x)
+
+
+def _tiny_mlm(tiny_bert_dir):
+    from transformers import AutoModelForMaskedLM
+
+    return AutoModelForMaskedLM.from_pretrained(tiny_bert_dir)
+
+
+def test_use_cpu_kernels_swaps_every_dropout_and_keeps_train_mode(tiny_bert_dir):
+    model = _tiny_mlm(tiny_bert_dir).eval()
+    plain = sum(type(m) is nn.Dropout for m in model.modules())
+    use_cpu_kernels(model)
+    assert plain > 0 and sum(type(m) is nn.Dropout for m in model.modules()) == 0
+    assert sum(isinstance(m, FastDropout) for m in model.modules()) == plain
+    assert not any(m.training for m in model.modules())  # swapped modules keep eval mode
+    assert model.config._attn_implementation == ATTENTION
+
+
+def test_attention_equals_sdpa_without_dropout_with_padding(tiny_bert_dir):
+    """Eval (SDPA path) and training with p→0 (the explicit path) both equal transformers' own SDPA."""
+    torch.manual_seed(4)
+    ids = torch.randint(5, 150, (3, 12))
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    mask[2, 3:] = 0
+    ref_model = _tiny_mlm(tiny_bert_dir).eval()
+    ref = ref_model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+    model = use_cpu_kernels(_tiny_mlm(tiny_bert_dir).eval())
+    real = mask.bool()
+    out = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(out[real], ref[real])
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 1e-12  # the explicit training path, dropping nothing
+    out = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(out[real], ref[real], atol=1e-5, rtol=1e-5)
+
+
+def test_attention_gradient_matches_eager(tiny_bert_dir):
+    torch.manual_seed(5)
+    ids = torch.randint(5, 150, (2, 10))
+    mask = torch.ones_like(ids)
+    mask[0, 6:] = 0
+    grads = []
+    for fast in (False, True):
+        model = _tiny_mlm(tiny_bert_dir)
+        if fast:
+            use_cpu_kernels(model)
+        model.train()
+        for m in model.modules():
+            if isinstance(m, nn.Dropout):
+                m.p = 1e-12
+        hidden = model.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+        hidden[mask.bool()].pow(2).sum().backward()
+        grads.append(model.base_model.encoder.layer[0].attention.self.query.weight.grad.clone())
+    torch.testing.assert_close(grads[1], grads[0], atol=1e-5, rtol=1e-4)
+
+
+def test_export_config_does_not_name_the_bertlab_attention(tiny_bert_dir, tmp_path):
+    from transformers import AutoModel
+
+    model = use_cpu_kernels(_tiny_mlm(tiny_bert_dir))
+    model.save_pretrained(tmp_path)
+    assert ATTENTION not in json.dumps(json.load(open(tmp_path / "config.json")))
+    assert AutoModel.from_pretrained(tmp_path).config._attn_implementation == "sdpa"
+
+
+@pytest.mark.parametrize("p", [0.0, 1.0])
+def test_fast_dropout_edge_rates(p):
+    x = torch.randn(10, 10)
+    y = fast_dropout(x, p)
+    assert torch.equal(y, x if p == 0.0 else torch.zeros_like(x))

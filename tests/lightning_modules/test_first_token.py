@@ -1,0 +1,81 @@
+"""``lightning_modules.first_token``: the first-position last layer equals the full layer's first row."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lightning_modules.first_token import encode_first_token, first_token_layer
+
+
+def _encoder(tiny_bert_dir):
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(tiny_bert_dir)
+
+
+def _inputs():
+    torch.manual_seed(0)
+    ids = torch.randint(5, 150, (3, 11))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    mask[2, 2:] = 0
+    return ids, mask
+
+
+def test_first_token_hidden_states_equal_the_full_encoder(tiny_bert_dir):
+    encoder = _encoder(tiny_bert_dir).eval()
+    ids, mask = _inputs()
+    full = encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    ours = encode_first_token(encoder, input_ids=ids, attention_mask=mask)
+    assert len(ours) == len(full) and ours[-1].shape == (3, 1, full[-1].shape[-1])
+    for a, b in zip(ours[:-1], full[:-1]):
+        torch.testing.assert_close(a[mask.bool()], b[mask.bool()])
+    torch.testing.assert_close(ours[-1][:, 0], full[-1][:, 0], atol=1e-6, rtol=1e-5)
+    assert len(encoder.encoder.layer) == encoder.config.num_hidden_layers  # the layer list is put back
+
+
+def test_gradients_equal_the_full_encoder(tiny_bert_dir):
+    ids, mask = _inputs()
+    grads = []
+    for first_only in (False, True):
+        encoder = _encoder(tiny_bert_dir).eval()  # eval: no dropout, so both paths compute the same function
+        if first_only:
+            cls = encode_first_token(encoder, input_ids=ids, attention_mask=mask)[-1][:, 0]
+        else:
+            cls = encoder(input_ids=ids, attention_mask=mask).last_hidden_state[:, 0]
+        cls.pow(2).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in encoder.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        scale = grads[0][name].abs().max().item()
+        assert (grads[1][name] - grads[0][name]).abs().max().item() <= 1e-5 * max(scale, 1.0), name
+
+
+def test_classifier_uses_it_for_the_cls_head_only(tiny_bert_dir):
+    from lightning_modules.classifier import TextClassifier
+
+    ids, mask = _inputs()
+    batch = {"input_ids": ids, "attention_mask": mask}
+    cls = TextClassifier(tiny_bert_dir, num_labels=2).eval()
+    mean = TextClassifier(tiny_bert_dir, num_labels=2, head="mean").eval()
+    assert cls.first_token_only and not mean.first_token_only
+    full = cls.head(cls.encoder(**batch, output_hidden_states=True).hidden_states, mask)
+    torch.testing.assert_close(cls.encode(batch), full, atol=1e-6, rtol=1e-5)
+
+
+def test_other_layer_shapes_are_not_claimed():
+    assert not first_token_layer(nn.Linear(2, 2))
+
+
+def test_a_one_layer_encoder_has_no_layer_below_the_last(tmp_path, tiny_texts):
+    from transformers import AutoModel
+
+    from tests.conftest import build_tiny_bert
+
+    one = AutoModel.from_pretrained(build_tiny_bert(str(tmp_path / "one"), tiny_texts, layers=1)).eval()
+    ids, mask = _inputs()
+    full = one(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    ours = encode_first_token(one, input_ids=ids, attention_mask=mask)
+    assert len(ours) == len(full) == 2
+    torch.testing.assert_close(ours[-1][:, 0], full[-1][:, 0], atol=1e-6, rtol=1e-5)
