@@ -154,39 +154,44 @@ class MLMDataModule(pl.LightningDataModule):
 
     # ------------------------------------------------------------ tokenising
 
-    def _tokenize(self, docs: list[str]):
+    def _tokenize(self, docs: list[str], chunk: int = 10_000):
+        """(ids, word ids or None) chunks of ``chunk`` documents: the cache writes each as it comes, so a
+        large corpus never holds all its token lists in memory at once."""
         h, tok = self.hparams, self.tokenizer
         cls_id, sep_id = tok.cls_token_id, tok.sep_token_id
         if cls_id is None or sep_id is None:
             cls_id, sep_id = tok.bos_token_id, tok.eos_token_id
         budget = h.max_length - 2
         want_words = h.chinese_whole_word
-        enc = tok(docs, add_special_tokens=False, return_offsets_mapping=want_words, verbose=False)
-        ids, words = [], []
-        if h.mode == "line_by_line":
-            for n, piece in enumerate(enc["input_ids"]):
-                ids.append([cls_id] + piece[:budget] + [sep_id])
-                if want_words:
-                    w = jieba_word_ids(docs[n], enc["offset_mapping"][n][:budget])
-                    words.append([-1] + w + [-1])
-            return ids, words or None
-        block: list[int] = []
-        for t in (t for piece in enc["input_ids"] for t in (*piece, sep_id)):
-            if t == sep_id and (not block or len(block) == budget):
-                continue  # a document ends at a block's edge: the block's own [CLS] / [SEP] marks it
-            if t == sep_id and len(block) == budget - 1:
-                ids.append([cls_id] + block + [sep_id])  # one slot short rather than [SEP] [SEP]
-                block = []
+        block: list[int] = []  # packed mode: the block being filled, carried across chunks
+        for lo in range(0, len(docs), chunk):
+            part = docs[lo : lo + chunk]
+            enc = tok(part, add_special_tokens=False, return_offsets_mapping=want_words, verbose=False)
+            ids, words = [], []
+            if h.mode == "line_by_line":
+                for n, piece in enumerate(enc["input_ids"]):
+                    ids.append([cls_id] + piece[:budget] + [sep_id])
+                    if want_words:
+                        w = jieba_word_ids(part[n], enc["offset_mapping"][n][:budget])
+                        words.append([-1] + w + [-1])
+                yield ids, words or None
                 continue
-            if len(block) == budget:
-                ids.append([cls_id] + block + [sep_id])
-                block = []
-            block.append(t)
+            for t in (t for piece in enc["input_ids"] for t in (*piece, sep_id)):
+                if t == sep_id and (not block or len(block) == budget):
+                    continue  # a document ends at a block's edge: the block's own [CLS] / [SEP] marks it
+                if t == sep_id and len(block) == budget - 1:
+                    ids.append([cls_id] + block + [sep_id])  # one slot short rather than [SEP] [SEP]
+                    block = []
+                    continue
+                if len(block) == budget:
+                    ids.append([cls_id] + block + [sep_id])
+                    block = []
+                block.append(t)
+            yield ids, None
         if block and block[-1] == sep_id:
             block.pop()
         if block:
-            ids.append([cls_id] + block + [sep_id])
-        return ids, None
+            yield [[cls_id] + block + [sep_id]], None
 
     def _dataset(self, split: str) -> TokenizedDataset:
         h = self.hparams

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -154,15 +154,46 @@ class TokenArrays:
 
 
 def write_arrays(directory: str, ids: list[list[int]], types: list[list[int]] | None) -> None:
-    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
-    offsets = np.concatenate([[0], np.cumsum(lengths)])
-    flat = np.fromiter((t for x in ids for t in x), dtype=np.int32, count=int(offsets[-1]))
-    np.save(os.path.join(directory, "input_ids.npy"), flat)
-    np.save(os.path.join(directory, "offsets.npy"), offsets)
-    if types is not None:
-        flat_types = np.fromiter((t for x in types for t in x), dtype=np.int64, count=int(offsets[-1]))
-        small = flat_types.size == 0 or (flat_types.min() >= -128 and flat_types.max() <= 127)
-        np.save(os.path.join(directory, "token_type_ids.npy"), flat_types.astype(np.int8 if small else np.int32))
+    write_array_chunks(directory, [(ids, types)])
+
+
+def write_array_chunks(directory: str, chunks: Iterable[tuple[list[list[int]], list[list[int]] | None]]) -> None:
+    """Write ragged arrays chunk by chunk: tokens stream to disk, so memory holds one chunk at a time.
+
+    Each chunk is ``(ids, types)`` for consecutive examples; ``types`` is None in every chunk or in none.
+    """
+    lengths: list[np.ndarray] = []
+    raw_ids, raw_types = os.path.join(directory, "input_ids.raw"), os.path.join(directory, "types.raw")
+    has_types, lo, hi = None, 0, 0
+    with open(raw_ids, "wb") as f_ids, open(raw_types, "wb") as f_types:
+        for ids, types in chunks:
+            has_types = types is not None if has_types is None else has_types
+            lengths.append(np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids)))
+            n = int(lengths[-1].sum())
+            f_ids.write(np.fromiter((t for x in ids for t in x), dtype=np.int32, count=n).tobytes())
+            if has_types:
+                flat = np.fromiter((t for x in types for t in x), dtype=np.int64, count=n)
+                lo, hi = min(lo, int(flat.min(initial=0))), max(hi, int(flat.max(initial=0)))
+                f_types.write(flat.tobytes())
+    offsets = np.concatenate([[0], np.cumsum(np.concatenate(lengths) if lengths else np.zeros(0, np.int64))])
+    np.save(os.path.join(directory, "offsets.npy"), offsets.astype(np.int64))
+    _raw_to_npy(raw_ids, os.path.join(directory, "input_ids.npy"), np.int32, np.int32)
+    if has_types:
+        small = -128 <= lo and hi <= 127
+        _raw_to_npy(raw_types, os.path.join(directory, "token_type_ids.npy"), np.int64, np.int8 if small else np.int32)
+    else:
+        os.remove(raw_types)
+
+
+def _raw_to_npy(raw: str, path: str, dtype, out_dtype, block: int = 1 << 24) -> None:
+    """A raw binary stream as a ``.npy`` file, copied block by block (never whole in memory)."""
+    src = np.memmap(raw, dtype=dtype, mode="r") if os.path.getsize(raw) else np.zeros(0, dtype)
+    dst = np.lib.format.open_memmap(path, mode="w+", dtype=out_dtype, shape=(len(src),))
+    for i in range(0, len(src), block):
+        dst[i : i + block] = src[i : i + block]
+    dst.flush()
+    del src, dst
+    os.remove(raw)
 
 
 def cache_key(**parts) -> str:
@@ -171,7 +202,7 @@ def cache_key(**parts) -> str:
 
 
 def cached_arrays(
-    cache_dir: str, key: str, build: Callable[[], tuple[list, list | None]], meta: dict | None = None
+    cache_dir: str, key: str, build: Callable[[], tuple | Iterable[tuple]], meta: dict | None = None
 ) -> tuple[TokenArrays, bool]:
     """Open the arrays under ``cache_dir/key``, building them atomically first if absent.
 
@@ -182,8 +213,9 @@ def cached_arrays(
     if os.path.isfile(os.path.join(final, "meta.json")):
         return TokenArrays(final), False
     with atomic_path(final, directory=True, replace=False) as tmp:
-        ids, types = build()
-        write_arrays(tmp, ids, types)
+        built = build()  # (ids, types), or an iterator of such chunks
+        write_array_chunks(tmp, [built] if isinstance(built, tuple) else built)
         with open(os.path.join(tmp, "meta.json"), "w") as f:
-            json.dump({"key": key, "n": len(ids), **(meta or {})}, f, indent=1, default=str)
+            n = len(np.load(os.path.join(tmp, "offsets.npy"))) - 1
+            json.dump({"key": key, "n": n, **(meta or {})}, f, indent=1, default=str)
     return TokenArrays(final), True

@@ -1,0 +1,97 @@
+"""Peak memory of the MLM data path on a large corpus: tokenisation into the memory-mapped cache, then training.
+
+Writes a text file of ``--lines`` documents (fine-food review sentences, recombined at random so that
+they do not deduplicate away), then runs, as separate processes, what a user runs:
+
+1. ``tokenise``: ``MLMDataModule(corpus=[FILE])``, ``prepare_data()`` — reading, deduplication, the
+   validation cut and tokenisation into the cache, which streams token chunks to disk;
+2. ``train``: ``bertlab fit --config configs/mlm/fine_food_tapt.yaml`` on the same file (the cache is
+   reused), ``--steps`` steps with ``StepTimer``.
+
+Each reports its own peak RSS (``ru_maxrss``). Target (issue 10): below 2 GB for 1,000,000 lines.
+
+    python benchmarks/data_memory.py --lines 1000000 --out runs/bench/data_memory.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET_MB = 2048
+
+
+def write_corpus(path: str, lines: int, seed: int = 0) -> None:
+    sys.path.insert(0, ROOT)
+    from datamodules.sources import fine_food
+
+    sentences = [s.strip() for t in fine_food()["train"]["text"] for s in re.split(r"(?<=[.!?])\s+", t) if s.strip()]
+    rng = random.Random(seed)
+    with open(path, "w", encoding="utf-8") as f:
+        for _ in range(lines):
+            f.write(" ".join(rng.choice(sentences) for _ in range(rng.randint(2, 5))) + "\n")
+
+
+TOKENISE = """
+import json, sys
+sys.path.insert(0, {root!r})
+from callbacks.step_timer import peak_rss_mb
+from datamodules.mlm import MLMDataModule
+dm = MLMDataModule(tokenizer="minilm", corpus=[{corpus!r}], cache_dir={cache!r})
+dm.prepare_data()
+print(json.dumps({{"documents": len(dm.documents["train"]) + len(dm.documents["val"]), "peak_rss_mb": peak_rss_mb()}}))
+"""
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--lines", type=int, default=1_000_000)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--out", default="runs/bench/data_memory.json")
+    args = p.parse_args(argv)
+    env = dict(os.environ, WANDB_MODE="disabled", PYTHONPATH=ROOT)
+    out = {"lines": args.lines, "target_mb": TARGET_MB}
+    with tempfile.TemporaryDirectory(prefix="bertlab-datamem-") as tmp:
+        corpus, cache = os.path.join(tmp, "corpus.txt"), os.path.join(tmp, "cache")
+        write_corpus(corpus, args.lines)
+        out["corpus_mb"] = os.path.getsize(corpus) / 2**20
+        started = time.perf_counter()
+        code = TOKENISE.format(root=ROOT, corpus=corpus, cache=cache)
+        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT)
+        if proc.returncode:
+            raise SystemExit(proc.stderr[-3000:])
+        out["tokenise"] = json.loads(proc.stdout.strip().splitlines()[-1]) | {"seconds": time.perf_counter() - started}
+        steps_json = os.path.join(tmp, "steps.json")
+        cmd = [
+            sys.executable, "-m", "bertlab.cli", "fit", "--config", "configs/mlm/fine_food_tapt.yaml",
+            "--data.init_args.task", "null", "--data.init_args.corpus", json.dumps([corpus]),
+            "--data.init_args.cache_dir", cache, "--trainer.max_steps", str(args.steps),
+            "--trainer.limit_val_batches", "0", "--trainer.default_root_dir", os.path.join(tmp, "run"),
+            "--trainer.callbacks+=callbacks.step_timer.StepTimer", "--trainer.callbacks.output_path", steps_json,
+            "--trainer.callbacks.warmup", "2",
+        ]  # fmt: skip
+        started = time.perf_counter()
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+        if proc.returncode:
+            raise SystemExit(proc.stderr[-3000:])
+        timed = json.load(open(steps_json))
+        out["train"] = {"peak_rss_mb": timed["peak_rss_mb"], "seconds": time.perf_counter() - started}
+        out["train"]["tokens_per_s"] = timed.get("tokens_per_s")
+    out["met"] = max(out["tokenise"]["peak_rss_mb"], out["train"]["peak_rss_mb"]) < TARGET_MB
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(out, f, indent=1)
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
