@@ -70,7 +70,8 @@ def bertlab_attention(module, query, key, value, attention_mask, dropout: float 
     """transformers' attention signature: (output ``[B, T, heads, d]``, None)."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if not (module.training and dropout > 0.0) or query.device.type != "cpu":
+    causal = bool(kwargs.get("is_causal", getattr(module, "is_causal", False)))  # decoders keep SDPA's masking
+    if not (module.training and dropout > 0.0) or query.device.type != "cpu" or causal:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
     scaling = query.size(-1) ** -0.5 if scaling is None else scaling
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling

@@ -123,3 +123,20 @@ def test_fast_dropout_edge_rates(p):
     x = torch.randn(10, 10)
     y = fast_dropout(x, p)
     assert torch.equal(y, x if p == 0.0 else torch.zeros_like(x))
+
+
+def test_causal_attention_is_left_to_sdpa(monkeypatch):
+    """The explicit path has no causal mask, so a decoder's attention must never take it."""
+    import transformers.integrations.sdpa_attention as sdpa
+
+    from lightning_modules.cpu_kernels import bertlab_attention
+
+    calls = []
+    monkeypatch.setattr(sdpa, "sdpa_attention_forward", lambda *a, **k: calls.append(k) or ("sdpa", None))
+    module = nn.Module().train()
+    module.is_causal = True
+    q = torch.randn(1, 2, 4, 8)
+    assert bertlab_attention(module, q, q, q, None, dropout=0.1)[0] == "sdpa"
+    module.is_causal = False
+    out, _ = bertlab_attention(module, q, q, q, None, dropout=0.1)
+    assert out.shape == (1, 4, 2, 8) and len(calls) == 1
