@@ -32,6 +32,16 @@ def gather_predictions(trainer: pl.Trainer, predictions) -> tuple[np.ndarray, np
     return ids.astype(np.int64), probs[first].astype(np.float32)
 
 
+def wait_for_rank_zero(trainer: pl.Trainer) -> None:
+    """Hold every rank until rank 0 has written what it gathered.
+
+    A rank that left while rank 0 still wrote aborted at exit ("terminate called without an active
+    exception") in about one ``ddp_spawn`` predict in three here.
+    """
+    if trainer.world_size > 1:
+        trainer.strategy.barrier("gathered_and_written")
+
+
 class PredictionCSV(BasePredictionWriter):
     def __init__(self, output_path: str | None = None):
         """
@@ -46,9 +56,11 @@ class PredictionCSV(BasePredictionWriter):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions, batch_indices
     ) -> None:
         gathered = gather_predictions(trainer, predictions)
-        if gathered is None:
-            return
-        idx, probs = gathered
+        if gathered is not None:
+            self._write(trainer, *gathered)
+        wait_for_rank_zero(trainer)
+
+    def _write(self, trainer: pl.Trainer, idx: np.ndarray, probs: np.ndarray) -> None:
         dm = trainer.datamodule
         frame = dm.texts("predict")
         names = dm.label_names

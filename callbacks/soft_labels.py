@@ -21,7 +21,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import BasePredictionWriter
 
 from bertlab.core.files import atomic_path
-from callbacks.predictions import gather_predictions
+from callbacks.predictions import gather_predictions, wait_for_rank_zero
 
 FILENAME = "soft_labels.npz"
 
@@ -40,9 +40,11 @@ class SoftLabelWriter(BasePredictionWriter):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions, batch_indices
     ) -> None:
         result = gather_predictions(trainer, predictions)
-        if result is None:
-            return
-        idx, probs = result
+        if result is not None:
+            self._write(trainer, *result)
+        wait_for_rank_zero(trainer)
+
+    def _write(self, trainer: pl.Trainer, idx: np.ndarray, probs: np.ndarray) -> None:
         dm = trainer.datamodule
         split = dm.hparams.predict_split
         path = self.output_path or os.path.join(trainer.default_root_dir, FILENAME)
