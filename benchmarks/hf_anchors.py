@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from callbacks.step_timer import encoder_flops_per_token, peak_rss_mb  # noqa: E402
+from callbacks.step_timer import summarise_steps  # noqa: E402
 
 SETTINGS = {  # the values of configs/mlm/fine_food_tapt.yaml and configs/classify/fine_food.yaml
     "mlm": {"lr": 1e-4, "weight_decay": 0.01, "warmup_ratio": 0.06, "max_length": 128},
@@ -96,6 +96,7 @@ def main(argv=None) -> int:
         batches[-1]["width"] = int(batch["attention_mask"].shape[1])
         if args.task == "mlm":
             batches[-1]["predicted"] = int((batch["labels"] != -100).sum())
+            batches[-1]["head_rows"] = batches[-1]["rows"] * batches[-1]["width"]  # full logits: every position
         return batch
 
     steps: list[dict] = []
@@ -131,26 +132,7 @@ def main(argv=None) -> int:
         trainer = Trainer(model=model, args=targs, train_dataset=dataset, data_collator=collate, callbacks=[Timer()])
         trainer.remove_callback(PrinterCallback)
         trainer.train()
-    timed = steps[args.warmup :]
-    seconds = sum(t["seconds"] for t in timed)
-    config = model.config
-    flops = sum(t["tokens"] * encoder_flops_per_token(config, t["width"]) for t in timed)
-    head = config.hidden_size * (config.hidden_size + config.vocab_size)
-    flops += sum(6 * t["width"] * t["rows"] * head for t in timed) if args.task == "mlm" else 0  # every position
-    out = {
-        "timed_steps": len(timed),
-        "warmup_steps": args.warmup,
-        "threads": torch.get_num_threads(),
-        "seconds": seconds,
-        "min_step_s": min(t["seconds"] for t in timed),
-        "tokens": sum(t["tokens"] for t in timed),
-        "tokens_per_s": sum(t["tokens"] for t in timed) / seconds,
-        "samples_per_s": sum(t["rows"] for t in timed) / seconds,
-        "model_tflops_per_s": flops / seconds / 1e12,
-        "peak_rss_mb": peak_rss_mb(),
-        "optim": str(targs.optim),
-        "steps": timed,
-    }
+    out = summarise_steps(steps, args.warmup, model.config) | {"optim": str(targs.optim)}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(out, f, indent=1)

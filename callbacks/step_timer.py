@@ -8,8 +8,9 @@ backward, the optimizer and the per-step bookkeeping. The first ``warmup`` steps
 Tokens are the batch's real (non-pad) tokens, ``attention_mask.sum()``. FLOPs per real token
 follow Kaplan et al. 2020 / PaLM's MFU: 6 × the encoder's non-embedding parameters, plus
 6 · 2 · layers · hidden · T for attention scores and values at the batch's width T (training =
-3 × forward). The MLM or classifier head is counted by the parameters it runs on: ``head_params``
-per predicted row, passed by the caller when it is not the encoder. MFU = achieved FLOP/s ÷
+3 × forward). The MLM head (transform + decoder) is counted on the rows it runs on, ``head_rows``:
+the masked tokens for bertlab's sparse head, every position for HF's full logits
+(``benchmarks/hf_anchors.py`` shares ``summarise_steps``); a classifier's head is negligible. MFU = achieved FLOP/s ÷
 ``peak_tflops`` (the device's dense peak at the run's precision; no MFU when it is not given).
 
     --trainer.callbacks+=callbacks.step_timer.StepTimer --trainer.callbacks.output_path=steps.json
@@ -42,6 +43,30 @@ def encoder_flops_per_token(config, width: float) -> float:
     return 6 * layers * per_layer + 6 * attention
 
 
+def summarise_steps(steps: list[dict], warmup: int, config=None, peak_tflops: float | None = None) -> dict:
+    """The JSON of a timed run: ``steps`` as recorded (seconds, tokens, rows, width, and ``head_rows``, the rows
+    the MLM head ran on), the first ``warmup`` left out; FLOPs from the model's ``config`` when given."""
+    timed = steps[warmup:]
+    seconds = sum(s["seconds"] for s in timed)
+    out = {"timed_steps": len(timed), "warmup_steps": min(warmup, len(steps)), "peak_rss_mb": peak_rss_mb()}
+    out["threads"] = torch.get_num_threads()
+    if not timed or seconds <= 0:
+        return out
+    out |= {"seconds": seconds, "min_step_s": min(s["seconds"] for s in timed), "steps": timed}
+    if all("tokens" in s for s in timed):
+        tokens = sum(s["tokens"] for s in timed)
+        out |= {"tokens": tokens, "tokens_per_s": tokens / seconds}
+        out["samples_per_s"] = sum(s["rows"] for s in timed) / seconds
+        if config is not None and hasattr(config, "num_hidden_layers"):
+            flops = sum(s["tokens"] * encoder_flops_per_token(config, s["width"]) for s in timed)
+            head = config.hidden_size * (config.hidden_size + config.vocab_size)  # MLM transform + decoder
+            flops += sum(6 * s.get("head_rows", 0) * head for s in timed)
+            out["model_tflops_per_s"] = flops / seconds / 1e12
+            if peak_tflops:
+                out["mfu"] = out["model_tflops_per_s"] / peak_tflops
+    return out
+
+
 class StepTimer(pl.Callback):
     def __init__(self, output_path: str | None = None, warmup: int = 5, peak_tflops: float | None = None):
         """
@@ -65,35 +90,13 @@ class StepTimer(pl.Callback):
         if mask is not None:
             step |= {"tokens": int(mask.sum()), "rows": int(mask.shape[0]), "width": int(mask.shape[-1])}
         if labels is not None and labels.dim() == 2:
-            step["predicted"] = int((labels != -100).sum())
+            step["predicted"] = step["head_rows"] = int((labels != -100).sum())  # the sparse head's rows
         self.steps.append(step)
         self._last = now
 
     def summary(self, pl_module) -> dict:
-        timed = self.steps[self.warmup :]
-        seconds = sum(s["seconds"] for s in timed)
-        out = {
-            "timed_steps": len(timed),
-            "warmup_steps": min(self.warmup, len(self.steps)),
-            "peak_rss_mb": peak_rss_mb(),
-        }
-        out["threads"] = torch.get_num_threads()
-        if not timed or seconds <= 0:
-            return out
-        out |= {"seconds": seconds, "min_step_s": min(s["seconds"] for s in timed), "steps": timed}
-        if all("tokens" in s for s in timed):
-            tokens = sum(s["tokens"] for s in timed)
-            out |= {"tokens": tokens, "tokens_per_s": tokens / seconds}
-            out["samples_per_s"] = sum(s["rows"] for s in timed) / seconds
-            config = getattr(getattr(pl_module, "model", None) or getattr(pl_module, "encoder", None), "config", None)
-            if config is not None and hasattr(config, "num_hidden_layers"):
-                flops = sum(s["tokens"] * encoder_flops_per_token(config, s["width"]) for s in timed)
-                head = config.hidden_size * (config.hidden_size + config.vocab_size)  # MLM transform + decoder
-                flops += sum(6 * s.get("predicted", 0) * head for s in timed)
-                out["model_tflops_per_s"] = flops / seconds / 1e12
-                if self.peak_tflops:
-                    out["mfu"] = out["model_tflops_per_s"] / self.peak_tflops
-        return out
+        model = getattr(pl_module, "model", None) or getattr(pl_module, "encoder", None)
+        return summarise_steps(self.steps, self.warmup, getattr(model, "config", None), self.peak_tflops)
 
     def on_train_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero:

@@ -19,16 +19,9 @@ from bertlab.pipeline import load_pipeline
 from callbacks.soft_labels import gather_predictions
 from datamodules.soft_label_file import load_soft_labels
 from datamodules.sources import text_fingerprint
+from tests.bertlab.cli_helpers import QUIET
 
 ROOT = Path(__file__).resolve().parents[2]
-QUIET = [
-    "--trainer.logger",
-    "false",
-    "--trainer.enable_progress_bar",
-    "false",
-    "--trainer.enable_model_summary",
-    "false",
-]
 
 
 def test_gather_keeps_each_id_once_in_id_order():
