@@ -73,6 +73,12 @@ def bertlab_attention(module, query, key, value, attention_mask, dropout: float 
     causal = bool(kwargs.get("is_causal", getattr(module, "is_causal", False)))  # decoders keep SDPA's masking
     if not (module.training and dropout > 0.0) or query.device.type != "cpu" or causal:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    out = explicit_attention(query, key, value, attention_mask, scaling, dropout, module.training)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def explicit_attention(query, key, value, attention_mask, scaling, dropout: float, training: bool) -> torch.Tensor:
+    """softmax(QKᵀ·s + mask), ``FastDropout``'s masks, then ·V: ``[B, heads, Tq, d]``. A bool mask keeps True."""
     scaling = query.size(-1) ** -0.5 if scaling is None else scaling
     scores = torch.matmul(query, key.transpose(2, 3)) * scaling
     if attention_mask is not None:
@@ -80,8 +86,8 @@ def bertlab_attention(module, query, key, value, attention_mask, dropout: float 
             scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
         else:
             scores = scores + attention_mask
-    probs = fast_dropout(torch.softmax(scores, dim=-1), dropout)
-    return torch.matmul(probs.to(value.dtype), value).transpose(1, 2).contiguous(), None
+    probs = fast_dropout(torch.softmax(scores, dim=-1), dropout, training)
+    return torch.matmul(probs.to(value.dtype), value)
 
 
 def _register() -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lightning_modules.cpu_kernels import fast_dropout
+from lightning_modules.cpu_kernels import explicit_attention
 
 
 def _layers(encoder: nn.Module):
@@ -44,11 +44,9 @@ def last_layer_first_token(layer: nn.Module, hidden: torch.Tensor, attention_mas
     q = att.query(hidden[:, :1]).view(b, 1, heads, d).transpose(1, 2)
     k = att.key(hidden).view(b, t, heads, d).transpose(1, 2)
     v = att.value(hidden).view(b, t, heads, d).transpose(1, 2)
-    scores = torch.matmul(q, k.transpose(2, 3)) * getattr(att, "scaling", d**-0.5)
-    scores = scores.masked_fill(~attention_mask.bool()[:, None, None, :], torch.finfo(scores.dtype).min)
-    probs = torch.softmax(scores, dim=-1)
-    probs = fast_dropout(probs, att.dropout.p, att.training)
-    context = torch.matmul(probs.to(v.dtype), v).transpose(1, 2).reshape(b, 1, heads * d)
+    keep = attention_mask.bool()[:, None, None, :]
+    context = explicit_attention(q, k, v, keep, getattr(att, "scaling", d**-0.5), att.dropout.p, att.training)
+    context = context.transpose(1, 2).reshape(b, 1, heads * d)
     attended = layer.attention.output(context, hidden[:, :1])
     return layer.output(layer.intermediate(attended), attended)
 
