@@ -6,23 +6,31 @@ each run fit + test on the best validation checkpoint. An arm is a config delta 
 such as task-adaptive pre-training or self-distillation), whose last stage is scored.
 
 Results go to ``ROOT/results.json``, ``ROOT/results.md`` (mean ± std over seeds, the baseline
-beside every arm, the command that reproduces the table) and ``ROOT/results.png``. Runs are
-grouped in W&B by the ablation's name and tagged by arm and seed. Finished runs are skipped on
+beside every arm, the command that reproduces the table) and ``ROOT/results.png``.
+
+With ``pretrain_seed: S``, a pipeline arm's stages before the last (further pre-training, Model_0,
+scoring) run once, with seed S, under ``ROOT/ARM/pretrain``, and only the last stage (the fine-tune)
+runs per seed, from that export: the seeds then measure fine-tuning variance around one pre-trained
+model per arm, as Gururangan et al. (2020) report theirs, at a fraction of the compute.
+
+Runs are grouped in W&B by the ablation's name and tagged by arm and seed. Finished runs are skipped on
 re-run, so an interrupted ablation resumes.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import re
 
 import numpy as np
 import yaml
 
 from bertlab.core.errors import BertlabError
 from bertlab.core.files import atomic_path
-from bertlab.pipeline import Stage, _as_args, load_pipeline, run_stages
+from bertlab.pipeline import Stage, _as_args, export_dir, load_pipeline, run_stages
 
 ARM_KEYS = {"name", "config", "args", "pipeline", "note"}
 
@@ -32,13 +40,15 @@ def load_ablation(path: str) -> dict:
         raise BertlabError(f"ablation file {path!r} does not exist")
     with open(path, encoding="utf-8") as f:
         spec = yaml.safe_load(f) or {}
-    unknown = set(spec) - {"name", "root", "base", "args", "seeds", "metrics", "baseline", "arms"}
+    unknown = set(spec) - {"name", "root", "base", "args", "seeds", "metrics", "baseline", "arms", "pretrain_seed"}
     if unknown:
         raise BertlabError(f"{path}: unknown key(s) {sorted(unknown)}")
     spec.setdefault("name", os.path.splitext(os.path.basename(path))[0])
     spec.setdefault("root", os.path.join("runs", "ablations", spec["name"]))
     spec.setdefault("seeds", [0, 1, 2])
     spec.setdefault("metrics", ["test/acc", "test/f1"])
+    if spec.setdefault("pretrain_seed", None) is not None and not isinstance(spec["pretrain_seed"], int):
+        raise BertlabError(f"{path}: pretrain_seed must be an integer seed, got {spec['pretrain_seed']!r}")
     spec["base"] = [spec["base"]] if isinstance(spec.get("base"), str) else list(spec.get("base") or [])
     spec["args"] = _as_args(spec.get("args"), path)
     arms = spec.get("arms") or []
@@ -71,6 +81,9 @@ def _run_arm(spec: dict, arm: dict, seed: int) -> dict:
     ]
     if arm.get("pipeline"):
         _, stages = load_pipeline(arm["pipeline"])
+        shared = spec.get("pretrain_seed")
+        if shared is not None and len(stages) > 1:
+            stages = _after_shared_pretraining(spec, arm, stages, shared)
         summary = run_stages(stages, root, arm["pipeline"], extra_args=spec["args"] + arm["args"] + extra)
     else:
         stage = Stage(
@@ -82,6 +95,27 @@ def _run_arm(spec: dict, arm: dict, seed: int) -> dict:
         )
         summary = run_stages([stage], root, arm["name"], extra_args=extra)
     return summary["stages"][-1]["metrics"].get("test", {})
+
+
+def _after_shared_pretraining(spec: dict, arm: dict, stages: list[Stage], seed: int) -> list[Stage]:
+    """Run every stage but the last once (seed ``seed``, under ROOT/ARM/pretrain; skipped when done);
+    return the last stage, set to start from that shared export."""
+    *pre, last = stages
+    if last.kind != "lightning" or last.init_from not in ("previous", pre[-1].name):
+        raise BertlabError(
+            f"arm {arm['name']}: pretrain_seed shares the stages before the last one, so the last stage must "
+            f"start from the stage before it (it has init_from {last.init_from!r})"
+        )
+    if re.search(r"\{(?:export|dir|ckpt):", " ".join(last.args)):
+        raise BertlabError(f"arm {arm['name']}: pretrain_seed: the last stage may not name earlier stages' files")
+    shared_root = os.path.join(spec["root"], arm["name"], "pretrain")
+    pre_extra = ["--seed_everything", str(seed), "--wandb.group", spec["name"]]
+    pre_extra += ["--wandb.tags", json.dumps([arm["name"], f"pretrain_seed{seed}"])]
+    run_stages(pre, shared_root, arm["pipeline"], extra_args=spec["args"] + arm["args"] + pre_extra)
+    source = export_dir(shared_root, pre[-1].name)
+    return [
+        dataclasses.replace(last, init_from="none", args=last.args + ["--model.init_args.model_name_or_path", source])
+    ]
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

@@ -313,3 +313,76 @@ def test_write_report_rows_and_plot(tmp_path):
     png = (tmp_path / "results.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert struct.unpack(">II", png[16:24]) == (480, 420)  # 4 x 3.5 inches at 120 dpi: two arms with results
+
+
+# ------------------------------------------------------------ shared pre-training across seeds
+
+
+def _ablation_with_pipeline(tmp_path, stages: list[dict], pretrain_seed=0) -> str:
+    pipe = _write(tmp_path / "pipe.yaml", {"name": "pipe", "stages": stages})
+    return _write(
+        tmp_path / "abl.yaml",
+        {
+            "name": "abl",
+            "root": str(tmp_path / "out"),
+            "base": [TINY_CONFIG],
+            "seeds": [0, 1, 2],
+            "pretrain_seed": pretrain_seed,
+            "args": {"trainer.max_epochs": 1},
+            "arms": [{"name": "tapt", "pipeline": pipe}],
+        },
+    )
+
+
+def test_pretrain_seed_runs_the_stages_before_the_last_once_and_each_seed_fine_tunes_from_them(tmp_path, monkeypatch):
+    import bertlab.ablation as ablation
+
+    calls = []
+
+    def fake_run_stages(stages, root, label, force=False, extra_args=None):
+        calls.append(([s.name for s in stages], root, list(extra_args), [list(s.args) for s in stages]))
+        return {"stages": [{"metrics": {"test": {"test/acc": 0.5, "test/f1": 0.5}}}]}
+
+    monkeypatch.setattr(ablation, "run_stages", fake_run_stages)
+    path = _ablation_with_pipeline(
+        tmp_path,
+        [
+            {"name": "mlm", "config": [TINY_CONFIG], "init_from": "none"},
+            {"name": "finetune", "config": [TINY_CONFIG], "test": True},
+        ],
+        pretrain_seed=7,
+    )
+    ablation.run_ablation(path)
+    shared_root = os.path.join(str(tmp_path / "out"), "tapt", "pretrain")
+    pre = [c for c in calls if c[1] == shared_root]
+    per_seed = [c for c in calls if c[1] != shared_root]
+    assert len(pre) == 3 and all(c[0] == ["mlm"] for c in pre)  # run_stages skips it after the first (fingerprint)
+    assert all(c[2][c[2].index("--seed_everything") + 1] == "7" for c in pre)
+    assert [c[1] for c in per_seed] == [os.path.join(str(tmp_path / "out"), "tapt", f"seed{s}") for s in (0, 1, 2)]
+    for seed, (names, _, extra, args) in zip((0, 1, 2), per_seed):
+        assert names == ["finetune"]
+        assert extra[:4] == ["--trainer.max_epochs", "1", "--seed_everything", str(seed)]
+        assert args[0][-2:] == ["--model.init_args.model_name_or_path", os.path.join(shared_root, "mlm", "export")]
+
+
+def test_pretrain_seed_refuses_a_last_stage_that_names_earlier_files(tmp_path):
+    from bertlab.ablation import run_ablation
+
+    path = _ablation_with_pipeline(
+        tmp_path,
+        [
+            {"name": "model0", "config": [TINY_CONFIG], "init_from": "none"},
+            {"name": "mlm", "config": [TINY_CONFIG], "init_from": "none"},
+            {"name": "finetune", "config": [TINY_CONFIG], "args": {"x": "{export:model0}"}},
+        ],
+    )
+    with pytest.raises(BertlabError, match="last stage may not name earlier stages' files"):
+        run_ablation(path)
+
+
+def test_pretrain_seed_must_be_an_integer(tmp_path):
+    from bertlab.ablation import load_ablation
+
+    path = _ablation_with_pipeline(tmp_path, [{"name": "ft", "config": [TINY_CONFIG]}], pretrain_seed="zero")
+    with pytest.raises(BertlabError, match="pretrain_seed must be an integer seed, got 'zero'"):
+        load_ablation(path)
