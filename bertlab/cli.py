@@ -156,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
             from bertlab.ablation import main as ablation_main
 
             return ablation_main(args[1:])
+        if args[:1] == ["predict"] and any(a == "--input" or a.startswith("--input=") for a in args):
+            from bertlab.predict_export import main as predict_export_main  # --model EXPORT_DIR, no checkpoint
+
+            return predict_export_main(args[1:])
         if args and args[0] == "demo":
             from bertlab.demo import main as demo_main
 
