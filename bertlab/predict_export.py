@@ -135,6 +135,8 @@ def predict(
         raise BertlabError(f"--batch_size must be >= 1, got {batch_size}")
     raw = sources.read_table(input_path)
     frame = sources.validate_frame(raw, input_path, text_column, None, text_pair_column)
+    if frame.empty:
+        raise BertlabError(f"{input_path!r} has no rows to predict")
     tokenizer = load_tokenizer(model_dir)
     cut = info.get("tokenization", {})
     limit = max_length or cut.get("max_length") or min(tokenizer.model_max_length, config["max_position_embeddings"])

@@ -211,6 +211,8 @@ def bad_inputs(tmp_path, tiny_bert_dir, tiny_csvs) -> dict:
     a_file.write_text("x")
     empty_dir = tmp_path / "empty"
     empty_dir.mkdir()
+    no_rows = tmp_path / "no_rows.csv"
+    no_rows.write_text("text\n")
     return {
         "missing model dir": (str(tmp_path / "nope"), tiny_csvs["test"], "does not exist"),
         "not an export": (str(empty_dir), tiny_csvs["test"], "is not an export"),
@@ -218,6 +220,7 @@ def bad_inputs(tmp_path, tiny_bert_dir, tiny_csvs) -> dict:
         "missing input": (None, str(tmp_path / "absent.csv"), "does not exist"),
         "unreadable input": (None, str(not_utf8), "not valid UTF-8"),
         "missing text column": (None, tiny_csvs["train"], "no column 'review'"),
+        "no rows": (None, str(no_rows), "has no rows to predict"),
         "unwritable output": (None, tiny_csvs["test"], "is a file, not a directory"),
     }
 
@@ -231,6 +234,7 @@ def bad_inputs(tmp_path, tiny_bert_dir, tiny_csvs) -> dict:
         "missing input",
         "unreadable input",
         "missing text column",
+        "no rows",
         "unwritable output",
     ],
 )
