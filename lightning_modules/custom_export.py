@@ -1,12 +1,13 @@
 """Exports that HF has no class for: a ``TextClassifier`` with a non-``cls`` head or knowledge fusion.
 
 The directory is a ``save_pretrained`` of ``modeling_bertlab.BertlabForSequenceClassification``, with
-``modeling_bertlab.py`` copied beside it and ``auto_map`` in ``config.json``, so that transformers
-loads it with ``trust_remote_code=True``. The encoder's weights keep their usual prefix
-(``bert.``, ``roberta.``, ...), so ``AutoModel.from_pretrained(DIR)`` still reads the encoder for
-the next stage. Knowledge computed from the text travels: ``vader`` by name (the lexicon is the
-vaderSentiment package), ``encoder`` as a copy of the second encoder in ``knowledge_encoder/``.
-Column, file and table knowledge cannot travel: it belongs to each input, not to the model.
+``modeling_bertlab.py`` and ``pipeline_bertlab.py`` copied beside it and ``auto_map`` and
+``custom_pipelines`` in ``config.json``, so that transformers loads it with ``trust_remote_code=True``.
+The encoder's weights keep their usual prefix (``bert.``, ``roberta.``, ...), so
+``AutoModel.from_pretrained(DIR)`` still reads the encoder for the next stage. Knowledge computed
+from the text travels: ``vader`` by name (the lexicon is the vaderSentiment package), ``encoder`` as
+a copy of the second encoder in ``knowledge_encoder/``. Column, file and table knowledge cannot
+travel: it belongs to each input, not to the model.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ import os
 import shutil
 
 from bertlab.core.models import resolve_model_dir
-from lightning_modules import modeling_bertlab
+from lightning_modules import modeling_bertlab, pipeline_bertlab
 
 AUTO_CLASS = "AutoModelForSequenceClassification"
 MODEL_REF = "modeling_bertlab.BertlabForSequenceClassification"
-PIPELINE_REF = "modeling_bertlab.BertlabTextClassificationPipeline"
+PIPELINE_REF = "pipeline_bertlab.BertlabTextClassificationPipeline"
 
 
 def knowledge_spec(knowledge) -> dict | None:
@@ -59,7 +60,8 @@ def export_custom(
             state.update({f"{name}.{k}": v for k, v in part.state_dict().items()})
     model.load_state_dict({k: v.detach().cpu() for k, v in state.items()}, strict=True)
     model.save_pretrained(directory)
-    shutil.copy(modeling_bertlab.__file__, os.path.join(directory, "modeling_bertlab.py"))
+    for code in (modeling_bertlab, pipeline_bertlab):
+        shutil.copy(code.__file__, os.path.join(directory, os.path.basename(code.__file__)))
     if knowledge is not None and knowledge.provider == "encoder":
         source = resolve_model_dir(knowledge.model_dir, "knowledge encoder model_dir")
         shutil.copytree(source, os.path.join(directory, modeling_bertlab.KNOWLEDGE_ENCODER_DIR))

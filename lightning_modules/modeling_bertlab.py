@@ -12,7 +12,8 @@ bertlab. Its heads and fusions compute exactly what ``lightning_modules/heads.py
 ``classifier_dropout`` and ``knowledge`` (where the vectors come from). ``vader`` vectors are
 computed from the text (the PyPI package vaderSentiment holds the lexicon); ``encoder`` vectors by
 the second encoder saved in ``knowledge_encoder/`` beside this file. Vectors from a data column,
-files or a table are the caller's: pass ``knowledge=`` to the model; the pipeline refuses them.
+files or a table are the caller's: pass ``knowledge=`` to the model; the pipeline
+(``pipeline_bertlab.py``) refuses them.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import os
 
 import torch
 from torch import nn
-from transformers import AutoModel, PreTrainedConfig, PreTrainedModel, TextClassificationPipeline
+from transformers import AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 KNOWLEDGE_ENCODER_DIR = "knowledge_encoder"
@@ -199,22 +200,3 @@ class BertlabForSequenceClassification(PreTrainedModel):
         logits = self.classifier(features)
         loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
-
-
-class BertlabTextClassificationPipeline(TextClassificationPipeline):
-    """``text-classification`` for bertlab exports: with knowledge fusion it computes each text's vector too."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if self.model.fusion is not None:
-            self.model.knowledge_vectors(["a"])  # fails now, with its message, when the text alone cannot give them
-
-    def check_model_type(self, supported_models) -> None:
-        """The class is ours, so it is in no transformers list; it is a sequence classifier by construction."""
-
-    def preprocess(self, inputs, **tokenizer_kwargs):
-        model_inputs = super().preprocess(inputs, **tokenizer_kwargs)
-        if self.model.fusion is not None:
-            text, pair = (inputs["text"], inputs.get("text_pair")) if isinstance(inputs, dict) else (inputs, None)
-            model_inputs["knowledge"] = self.model.knowledge_vectors([text], [pair] if pair is not None else None)
-        return model_inputs

@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 
 from bertlab import cli
+from bertlab.core.models import load_tokenizer
 from bertlab.predict_export import predict
 from callbacks.hf_export import HFExport
 from datamodules.classification import ClassificationDataModule
@@ -24,23 +25,24 @@ from tests.bertlab.cli_helpers import run_cli
 from tests.dm_args import grouped
 
 TOL = 1e-5
-# name -> (head, head options, knowledge fusion, knowledge source)
+MAX_LENGTH = 12  # shorter than many of the texts: the export must cut them as training did
+# name -> (head, head options, knowledge fusion, knowledge source, truncation)
 ARMS = {
-    "cls": ("cls", {}, None, None),
-    "mean": ("mean", {}, None, None),
-    "concat_last_k": ("concat_last_k", {"k": 2}, None, None),
-    "mean_last_k": ("mean_last_k", {"k": 2}, None, None),
-    "max_last_k": ("max_last_k", {"k": 2}, None, None),
-    "concat_all": ("concat_all", {}, None, None),
-    "layer_cnn": ("layer_cnn", {"kernel_sizes": [1, 2], "num_filters": 8}, None, None),
-    "vader_after_encoder": ("mean", {}, "after_encoder", "vader"),
-    "encoder_embedding": ("cls", {}, "embedding", "encoder"),
+    "cls": ("cls", {}, None, None, "head"),
+    "mean": ("mean", {}, None, None, "tail"),
+    "concat_last_k": ("concat_last_k", {"k": 2}, None, None, "head_tail"),
+    "mean_last_k": ("mean_last_k", {"k": 2}, None, None, "head"),
+    "max_last_k": ("max_last_k", {"k": 2}, None, None, "tail"),
+    "concat_all": ("concat_all", {}, None, None, "head_tail"),
+    "layer_cnn": ("layer_cnn", {"kernel_sizes": [1, 2], "num_filters": 8}, None, None, "tail"),
+    "vader_after_encoder": ("mean", {}, "after_encoder", "vader", "head_tail"),
+    "encoder_embedding": ("cls", {}, "embedding", "encoder", "tail"),
 }
 
 
 def fit_and_export(name, tiny_bert_dir, tiny_csvs, root) -> dict:
     """A few training steps in-process, the export HFExport writes, and ``bertlab predict``'s probabilities."""
-    head, options, fusion, source = ARMS[name]
+    head, options, fusion, source, truncation = ARMS[name]
     knowledge = None
     if source == "vader":
         knowledge = Knowledge(provider="vader")
@@ -53,7 +55,8 @@ def fit_and_export(name, tiny_bert_dir, tiny_csvs, root) -> dict:
             val_file=tiny_csvs["val"],
             predict_file=tiny_csvs["test"],
             batch_size=16,
-            max_length=32,
+            max_length=MAX_LENGTH,
+            truncation=truncation,
             cache_dir=os.path.join(root, "cache"),
             knowledge=knowledge,
         )
@@ -112,7 +115,7 @@ def pipeline_probs(export: str, texts: list[str], labels: list[str]) -> np.ndarr
     from transformers import pipeline
 
     clf = pipeline("text-classification", model=export, trust_remote_code=True)
-    rows = clf(texts, top_k=None)
+    rows = clf(texts, top_k=None, truncation=True, max_length=MAX_LENGTH)  # HF's own cut, for the native export
     return np.asarray([[{r["label"]: r["score"] for r in row}[name] for name in labels] for row in rows])
 
 
@@ -124,6 +127,8 @@ def test_the_export_loads_in_transformers_with_bertlab_predicts_probabilities(sh
         assert config["auto_map"]["AutoModelForSequenceClassification"].startswith("modeling_bertlab.")
     reference = shipped["probs"]
     assert reference.shape == (40, 2) and np.abs(reference - 0.5).max() > 0.2  # trained away from uniform
+    tok = load_tokenizer(shipped["export"])
+    assert sum(len(tok(t)["input_ids"]) > MAX_LENGTH for t in shipped["texts"]) > 10
     got = pipeline_probs(shipped["export"], shipped["texts"], shipped["labels"])
     delta = float(np.abs(got - reference).max())
     print(f"\n{shipped['name']}: max |dprob| pipeline vs bertlab predict = {delta:.2e}")

@@ -8,7 +8,7 @@ import ast
 import pytest
 import torch
 
-from lightning_modules import heads, knowledge, modeling_bertlab
+from lightning_modules import heads, knowledge, modeling_bertlab, pipeline_bertlab
 
 B, T, H, L = 3, 7, 16, 4
 HEADS = [
@@ -60,11 +60,36 @@ def test_fusions_are_numerically_identical(name):
     assert torch.equal(ours(x, k), shipped(x, k))
 
 
-def test_the_custom_code_imports_no_project_code():
-    with open(modeling_bertlab.__file__, encoding="utf-8") as f:
+@pytest.mark.parametrize("code", [modeling_bertlab, pipeline_bertlab])
+def test_the_custom_code_imports_no_project_code(code):
+    with open(code.__file__, encoding="utf-8") as f:
         tree = ast.parse(f.read())
     names = {alias.name for n in ast.walk(tree) if isinstance(n, ast.Import) for alias in n.names}
     names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 0}
     top = {name.split(".")[0] for name in names}
-    assert top == {"__future__", "os", "torch", "transformers", "vaderSentiment"}, top
-    assert not any(isinstance(n, ast.ImportFrom) and n.level for n in ast.walk(tree))
+    assert top <= {"__future__", "json", "os", "torch", "transformers", "vaderSentiment"}, top
+    assert "torch" in top and not any(isinstance(n, ast.ImportFrom) and n.level for n in ast.walk(tree))
+
+
+def test_the_pipeline_cuts_texts_as_training_does(tiny_bert_dir):
+    from bertlab.core.models import load_tokenizer
+    from datamodules.token_cache import tokenize
+
+    tok = load_tokenizer(tiny_bert_dir)
+    template = pipeline_bertlab.special_template(tok)
+    a = ["great tea " * 9 + "and a very stale box", "bland", "tasty " * 30]
+    b = ["the kids bought it again " * 4, "lovely " * 20, "ok"]
+    for truncation in ("head", "tail", "head_tail"):
+        for pairs in (None, b):
+            ids, types = tokenize(tok, a, pairs, 16, truncation, None)
+            shipped = pipeline_bertlab.BertlabTextClassificationPipeline.__new__(
+                pipeline_bertlab.BertlabTextClassificationPipeline
+            )
+            shipped.tokenizer, shipped.template = tok, template
+            shipped.cutting = {"max_length": 16, "truncation": truncation, "head_tokens": None}
+            for n, text in enumerate(a):
+                got = shipped.encode(text, pairs[n] if pairs else None)
+                assert got["input_ids"][0].tolist() == ids[n], (truncation, pairs is not None, n)
+                if types is not None:
+                    assert got["token_type_ids"][0].tolist() == types[n]
+    assert max(len(i) for i in ids) == 16 and len(ids[0]) < len(tok(a[0])["input_ids"])  # the cut bit
