@@ -167,8 +167,32 @@ def predict(
     return output_path
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """A usage error is bad input like any other: one line, exit code 2 (the CLI prints it)."""
+        raise BertlabError(f"bertlab predict --model: {message} (see bertlab predict --model DIR --input FILE --help)")
+
+
+def wants_export(args: list[str]) -> bool:
+    """Whether ``bertlab predict ARGS`` predicts from an export: ``--input`` given, or ``--model`` names a directory
+    (LightningCLI's ``--model`` is a class or a config, never a directory)."""
+    for i, a in enumerate(args):
+        if a == "--input" or a.startswith("--input="):
+            return True
+        model = (
+            a.split("=", 1)[1]
+            if a.startswith("--model=")
+            else args[i + 1]
+            if a == "--model" and i + 1 < len(args)
+            else None
+        )
+        if model is not None and os.path.isdir(model):
+            return True
+    return False
+
+
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bertlab predict", description="Predict with an exported model: no checkpoint, no training config."
     )
     parser.add_argument("--model", required=True, help="an export directory (`bertlab fit` writes ROOT/export)")

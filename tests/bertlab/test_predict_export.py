@@ -227,6 +227,7 @@ def bad_inputs(tmp_path, tiny_bert_dir, tiny_csvs) -> dict:
         "missing text column": (None, tiny_csvs["train"], "no column 'review'"),
         "no rows": (None, str(no_rows), "has no rows to predict"),
         "unwritable output": (None, tiny_csvs["test"], "is a file, not a directory"),
+        "no --input": (None, None, "the following arguments are required: --input"),
     }
 
 
@@ -241,12 +242,14 @@ def bad_inputs(tmp_path, tiny_bert_dir, tiny_csvs) -> dict:
         "missing text column",
         "no rows",
         "unwritable output",
+        "no --input",
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_no_output(case, ship, tiny_bert_dir, tiny_csvs, tmp_path, capsys):
     model, data, message = bad_inputs(tmp_path, tiny_bert_dir, tiny_csvs)[case]
     out = str(tmp_path / "a_file" / "p.csv") if case == "unwritable output" else str(tmp_path / "p.csv")
-    args = ["predict", "--model", model or ship("mean")["export"], "--input", data, "--output", out]
+    args = ["predict", "--model", model or ship("mean")["export"], "--output", out]
+    args += ["--input", data] if data else []
     if case == "missing text column":
         args += ["--text_column", "review"]
     assert cli.main(args) == 2
