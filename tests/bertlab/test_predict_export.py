@@ -25,6 +25,7 @@ from tests.bertlab.cli_helpers import run_cli
 from tests.dm_args import grouped
 
 TOL = 1e-5
+LR, STEPS = 3e-3, 100  # learns on every arm in every process (1e-2 sometimes collapsed to uniform)
 MAX_LENGTH = 12  # shorter than many of the texts: the export must cut them as training did
 # name -> (head, head options, knowledge fusion, knowledge source, truncation)
 ARMS = {
@@ -68,13 +69,13 @@ def fit_and_export(name, tiny_bert_dir, tiny_csvs, root) -> dict:
         id2label=dm.id2label,
         head=head,
         head_kwargs=HeadOptions(**options),
-        lr=1e-2,
+        lr=LR,
         knowledge_dim=dm.knowledge_dim,
         knowledge_fusion=fusion,
     )
     export = os.path.join(root, "export")
     trainer = pl.Trainer(
-        max_steps=100,
+        max_steps=STEPS,
         accelerator="cpu",
         precision="32-true",
         logger=False,
