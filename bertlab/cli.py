@@ -156,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
             from bertlab.ablation import main as ablation_main
 
             return ablation_main(args[1:])
+        if args[:1] == ["predict"]:
+            from bertlab import predict_export  # --model EXPORT_DIR --input FILE: no checkpoint, no config
+
+            if predict_export.wants_export(args[1:]):
+                return predict_export.main(args[1:])
         if args and args[0] == "demo":
             from bertlab.demo import main as demo_main
 

@@ -20,15 +20,27 @@ from bertlab.core.hf_loading import quiet_transformers
 EXPORT_INFO = "bertlab_export.json"
 
 
-def atomic_export(module: pl.LightningModule, tokenizer, directory: str, info: dict) -> None:
-    """Export ``module`` (which must have ``export_pretrained(dir)``) into ``directory`` atomically."""
+def atomic_export(module: pl.LightningModule, tokenizer, directory: str, info: dict, knowledge=None) -> None:
+    """Export ``module`` (which must have ``export_pretrained(dir)``) into ``directory`` atomically.
+
+    ``knowledge``: the data's knowledge spec, for a module that fuses knowledge vectors (it records where they
+    come from, and ships what computes them).
+    """
     with atomic_path(directory, directory=True) as tmp:
         with quiet_transformers():
-            native = module.export_pretrained(tmp)
+            native = module.export_pretrained(tmp, **({"knowledge": knowledge} if knowledge is not None else {}))
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp)
         with open(os.path.join(tmp, EXPORT_INFO), "w") as f:
             json.dump({**info, "hf_native": bool(native)}, f, indent=1, default=str)
+
+
+def tokenization(dm) -> dict:
+    """How the data cut texts into tokens (``max_length``, ``truncation``, ``head_tokens``): ``bertlab predict
+    --model`` cuts new texts the same way."""
+    hparams = getattr(dm, "hparams", None) or {}
+    kept = {k: hparams[k] for k in ("max_length", "truncation", "head_tokens") if k in hparams}
+    return {"tokenization": kept} if "max_length" in kept else {}
 
 
 class HFExport(pl.Callback):
@@ -51,8 +63,10 @@ class HFExport(pl.Callback):
         """Export the current weights (rank 0 writes; every rank returns the path)."""
         directory = directory or self.target(trainer)
         if trainer.is_global_zero:
-            tokenizer = getattr(trainer.datamodule, "tokenizer", None) if trainer.datamodule is not None else None
-            atomic_export(pl_module, tokenizer, directory, {"global_step": trainer.global_step, **(info or {})})
+            dm = trainer.datamodule
+            tokenizer = getattr(dm, "tokenizer", None) if dm is not None else None
+            info = {"global_step": trainer.global_step, **(info or {}), **tokenization(dm)}
+            atomic_export(pl_module, tokenizer, directory, info, getattr(dm, "knowledge", None))
         trainer.strategy.barrier("hf_export")
         return directory
 

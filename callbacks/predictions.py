@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pandas as pd
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
@@ -42,6 +43,15 @@ def wait_for_rank_zero(trainer: pl.Trainer) -> None:
         trainer.strategy.barrier("gathered_and_written")
 
 
+def prediction_frame(frame: pd.DataFrame, names: list[str], probs: np.ndarray) -> pd.DataFrame:
+    """The rows written: ``frame``'s columns (the text, ...), ``predicted_label``, then ``prob_<label>`` per class."""
+    out = frame.reset_index(drop=True).copy()
+    out.insert(len(out.columns), "predicted_label", [names[i] for i in probs.argmax(1)])
+    for j, name in enumerate(names):
+        out[f"prob_{name}"] = probs[:, j]
+    return out
+
+
 class PredictionCSV(BasePredictionWriter):
     def __init__(self, output_path: str | None = None):
         """
@@ -62,12 +72,7 @@ class PredictionCSV(BasePredictionWriter):
 
     def _write(self, trainer: pl.Trainer, idx: np.ndarray, probs: np.ndarray) -> None:
         dm = trainer.datamodule
-        frame = dm.texts("predict")
-        names = dm.label_names
-        out = frame.iloc[idx].reset_index(drop=True).copy()
-        out.insert(len(out.columns), "predicted_label", [names[i] for i in probs.argmax(1)])
-        for j, name in enumerate(names):
-            out[f"prob_{name}"] = probs[:, j]
+        out = prediction_frame(dm.texts("predict").iloc[idx], dm.label_names, probs)
         path = self.output_path or os.path.join(trainer.default_root_dir, "predictions.csv")
         with atomic_path(path) as tmp:
             out.to_csv(tmp, index=False)

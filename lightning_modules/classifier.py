@@ -19,9 +19,7 @@ Recipes, each a config switch that is off by default:
 from __future__ import annotations
 
 import copy
-import json
 import math
-import os
 from dataclasses import dataclass
 
 import torch
@@ -32,15 +30,13 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from bertlab.core.errors import BertlabError
 from bertlab.core.hf_loading import from_pretrained, register_output_capture
 from lightning_modules.cpu_kernels import FastDropout, use_cpu_kernels
+from lightning_modules.custom_export import export_custom
 from lightning_modules.first_token import encode_first_token, first_token_layer
 from lightning_modules.heads import ClsHead, HeadOptions, build_head
 from lightning_modules.knowledge import build_fusion
 from lightning_modules.losses import kd_loss, label_description_contrastive
 from lightning_modules.param_groups import build_param_groups, configure_adamw
 from lightning_modules.shared_step import SharedStepModule
-
-HEAD_FILE = "bertlab_head.pt"
-HEAD_CONFIG = "bertlab_head.json"
 
 
 class TextClassifier(SharedStepModule):
@@ -290,8 +286,12 @@ class TextClassifier(SharedStepModule):
             return None
         return state if set(state) == set(hf_model.state_dict()) else None
 
-    def export_pretrained(self, directory: str) -> bool:
-        """Write a ``save_pretrained`` directory; returns True when it is HF-native (loads with ``pipeline``)."""
+    def export_pretrained(self, directory: str, knowledge=None) -> bool:
+        """Write a ``save_pretrained`` directory; returns True when it is HF-native (no custom code).
+
+        Other heads and knowledge fusion export ``modeling_bertlab`` custom code (``custom_export``); ``knowledge``
+        is the data's ``Knowledge``, which says whether the vectors can travel with the export.
+        """
         from transformers import AutoModelForSequenceClassification
 
         config = self._hf_config()
@@ -301,27 +301,16 @@ class TextClassifier(SharedStepModule):
             hf_model.load_state_dict({k: v.detach().cpu() for k, v in state.items()}, strict=True)
             hf_model.save_pretrained(directory)
             return True
-        # Other heads, and knowledge fusion: the encoder in HF form (so later stages load it) plus our head beside it.
-        encoder = copy.deepcopy(self.encoder).cpu()
-        encoder.config = config
-        encoder.save_pretrained(directory)
-        weights = {"head": self.head.state_dict(), "classifier": self.classifier.state_dict()}
-        if self.fusion is not None:
-            weights["fusion"] = self.fusion.state_dict()
-        torch.save(weights, os.path.join(directory, HEAD_FILE))
         h = self.hparams
-        with open(os.path.join(directory, HEAD_CONFIG), "w") as f:
-            json.dump(
-                {
-                    "head": h.head,
-                    "head_kwargs": self.head_options.given(),
-                    "num_labels": h.num_labels,
-                    "knowledge_fusion": h.knowledge_fusion,
-                    "knowledge_dim": h.knowledge_dim,
-                },
-                f,
-                indent=1,
-            )
+        spec = {
+            "head": h.head,
+            "head_kwargs": self.head_options.given(),
+            "knowledge_fusion": h.knowledge_fusion,
+            "knowledge_dim": h.knowledge_dim,
+        }
+        export_custom(
+            config, self.encoder, self.head, self.classifier, self.fusion, spec, directory, knowledge, self.dropout.p
+        )
         return False
 
 

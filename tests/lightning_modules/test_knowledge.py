@@ -14,7 +14,7 @@ import torch
 from bertlab.core.errors import BertlabError
 from datamodules.classification import ClassificationDataModule
 from datamodules.knowledge_vectors import Knowledge
-from lightning_modules.classifier import HEAD_CONFIG, HEAD_FILE, TextClassifier
+from lightning_modules.classifier import TextClassifier
 from lightning_modules.knowledge import AfterEncoderFusion, EmbeddingFusion, build_fusion
 from tests.dm_args import grouped
 
@@ -105,18 +105,24 @@ def test_model_and_data_disagreeing_about_knowledge_is_an_error(tiny_bert_dir, d
 
 
 @pytest.mark.parametrize("fusion", FUSIONS)
-def test_export_with_fusion_is_not_native_and_keeps_the_fusion_weights(tiny_bert_dir, dm, tmp_path, fusion):
+def test_export_with_fusion_is_custom_code_and_keeps_the_fusion_weights(tiny_bert_dir, dm, tmp_path, fusion):
+    from safetensors.torch import load_file
+
     model = classifier(tiny_bert_dir, dm, knowledge_dim=D, knowledge_fusion=fusion)
     out = str(tmp_path / "export")
     assert model.export_pretrained(out) is False
-    saved = torch.load(os.path.join(out, HEAD_FILE), weights_only=True)
-    torch.testing.assert_close(saved["classifier"]["weight"], model.classifier.weight.detach())
-    assert saved["fusion"].keys() == model.fusion.state_dict().keys()
+    assert os.path.isfile(os.path.join(out, "modeling_bertlab.py"))
+    saved = load_file(os.path.join(out, "model.safetensors"))
+    torch.testing.assert_close(saved["classifier.weight"], model.classifier.weight.detach())
+    assert {k[len("fusion.") :] for k in saved if k.startswith("fusion.")} == set(model.fusion.state_dict())
     if fusion == "embedding":
-        torch.testing.assert_close(saved["fusion"]["proj.weight"], model.fusion.proj.weight.detach())
-    with open(os.path.join(out, HEAD_CONFIG)) as f:
+        torch.testing.assert_close(saved["fusion.proj.weight"], model.fusion.proj.weight.detach())
+    with open(os.path.join(out, "config.json")) as f:
         config = json.load(f)
-    assert config["knowledge_fusion"] == fusion and config["knowledge_dim"] == D
+    assert config["bertlab"]["knowledge_fusion"] == fusion and config["bertlab"]["knowledge_dim"] == D
+    assert config["auto_map"] == {
+        "AutoModelForSequenceClassification": "modeling_bertlab.BertlabForSequenceClassification"
+    }
 
 
 def test_plain_cls_export_stays_native(tiny_bert_dir, dm, tmp_path):
