@@ -14,6 +14,8 @@ Recipes, each a config switch that is off by default:
   loss = ``losses.kd_loss`` with ``distill.temperature`` and ``distill.alpha`` (Hinton et al. 2015).
 * ``knowledge_fusion`` + ``knowledge_dim``: an external vector per example (the batch key
   ``knowledge``) joined after the encoder or at the embeddings (``lightning_modules.knowledge``).
+* ``fresh`` (``FreshStart``): head-only warm-up, an lr multiplier for the new parameters, and
+  re-initialising the top encoder layers (``lightning_modules.fresh_start``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,14 @@ from bertlab.core.hf_loading import from_pretrained, register_output_capture
 from lightning_modules.cpu_kernels import FastDropout, use_cpu_kernels
 from lightning_modules.custom_export import export_custom
 from lightning_modules.first_token import encode_first_token, first_token_layer
+from lightning_modules.fresh_start import (
+    FreshStart,
+    describe,
+    drop_frozen_grads,
+    fresh_parameters,
+    reinit_top_layers,
+    scale_fresh_lr,
+)
 from lightning_modules.heads import ClsHead, HeadOptions, build_head
 from lightning_modules.knowledge import build_fusion
 from lightning_modules.losses import kd_loss, label_description_contrastive
@@ -57,6 +67,7 @@ class TextClassifier(SharedStepModule):
         distill: Distillation | None = None,
         knowledge_dim: int = 0,
         knowledge_fusion: str | None = None,
+        fresh: FreshStart | None = None,
     ):
         """
         Args:
@@ -71,6 +82,8 @@ class TextClassifier(SharedStepModule):
                 (set ``data.soft_labels_file``); default ``Distillation()``.
             knowledge_dim: width of the data's per-example knowledge vectors (0 = none).
             knowledge_fusion: ``after_encoder``, ``embedding`` or null (see ``lightning_modules.knowledge``).
+            fresh: how the new head starts (``FreshStart``): a head-only warm-up (LP-FT), an lr multiplier
+                for the new parameters, and re-initialising the top k encoder layers (Zhang et al. 2021).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -87,9 +100,14 @@ class TextClassifier(SharedStepModule):
         pooler = getattr(self.encoder, "pooler", None)
         if pooler is not None:  # heads read hidden states; an unused pooler would also break DDP
             self.encoder.pooler = None
+        self.fresh = FreshStart(**fresh) if isinstance(fresh, dict) else fresh or FreshStart()
+        reinit_top_layers(self.encoder, int(self.fresh.reinit_layers))
         self.head = build_head(head, config.hidden_size, config.num_hidden_layers, **self.head_options.given())
-        if isinstance(self.head, ClsHead) and pooler is not None and not any(k.startswith("pooler.") for k in missing):
-            self.head.init_from_pooler(pooler)
+        head_loaded = isinstance(self.head, ClsHead) and pooler is not None and not self.fresh.reinit_layers
+        if head_loaded and not any(k.startswith("pooler.") for k in missing):
+            self.head.init_from_pooler(pooler)  # Zhang et al. re-initialise the pooler with the top layers
+        else:
+            head_loaded = False
         p_drop = classifier_dropout if classifier_dropout is not None else getattr(config, "hidden_dropout_prob", 0.1)
         self.dropout = FastDropout(p_drop)
         self.fusion = build_fusion(
@@ -110,6 +128,24 @@ class TextClassifier(SharedStepModule):
         )
         if label_descriptions is not None:
             self._register_descriptions(label_descriptions.descriptions)
+        self.fresh_names = {
+            n
+            for n, _ in self.named_parameters()
+            if (n.startswith("encoder.") and n[len("encoder.") :] in missing)
+            or not (n.startswith("encoder.") or (head_loaded and n.startswith("head.")))
+        }
+
+    def on_fit_start(self) -> None:
+        from pytorch_lightning.utilities import rank_zero_info
+
+        line = describe(fresh_parameters(self, self.fresh_names), self.fresh.warmup_steps, "classifier")
+        if self.fresh.reinit_layers:
+            line += f"; top {self.fresh.reinit_layers} encoder layer(s) re-initialised"
+        rank_zero_info(line)
+
+    def on_after_backward(self) -> None:
+        if self.global_step < self.fresh.warmup_steps:
+            drop_frozen_grads(self, self.fresh_names)
 
     def label_names(self) -> list[str]:
         id2label = {int(k): str(v) for k, v in (self.hparams.id2label or {}).items()}
@@ -244,6 +280,7 @@ class TextClassifier(SharedStepModule):
     def configure_optimizers(self):
         h = self.hparams
         groups = build_param_groups(self, h.lr, h.weight_decay, h.layer_decay)
+        groups = scale_fresh_lr(groups, fresh_parameters(self, self.fresh_names), self.fresh.lr_multiplier)
         return configure_adamw(self, groups, h.lr, h.warmup_ratio)
 
     # ------------------------------------------------------------ checkpoints and export

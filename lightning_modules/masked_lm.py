@@ -30,6 +30,7 @@ from torchmetrics import Metric
 from bertlab.core.errors import BertlabError
 from bertlab.core.hf_loading import from_pretrained
 from lightning_modules.cpu_kernels import use_cpu_kernels
+from lightning_modules.fresh_start import FreshStart, describe, drop_frozen_grads, fresh_parameters, scale_fresh_lr
 from lightning_modules.param_groups import build_param_groups, configure_adamw
 from lightning_modules.shared_step import SharedStepModule
 
@@ -192,6 +193,11 @@ def load_mlm_model(
     return use_cpu_kernels(model.train()), missing  # from_pretrained leaves eval mode
 
 
+# Head warm-up steps for a newly initialised MLM head (FreshStart.warmup_steps): measured, see
+# results/mlm_head_warmup.md.
+HEAD_WARMUP_STEPS = 0
+
+
 class MaskedLM(SharedStepModule):
     def __init__(
         self,
@@ -202,6 +208,7 @@ class MaskedLM(SharedStepModule):
         warmup_ratio: float = 0.06,
         warmup_steps: int | None = None,
         compile: bool = False,
+        fresh: FreshStart | None = None,
     ):
         """
         Args:
@@ -212,11 +219,35 @@ class MaskedLM(SharedStepModule):
             warmup_ratio, warmup_steps: linear warmup (RoBERTa: 6%); ``warmup_steps`` wins when given.
             compile: ``torch.compile`` the encoder in ``configure_model`` (the head sees a varying
                 number of rows, so it stays eager).
+            fresh: how a newly initialised MLM head starts (``FreshStart``: ``warmup_steps``,
+                ``lr_multiplier``). Default: a head warm-up of ``HEAD_WARMUP_STEPS`` when the head is
+                new (MiniLM), none when it was loaded. Its tied decoder (the word embeddings) trains too.
         """
         super().__init__()
         self.save_hyperparameters()
-        self.model, _ = load_mlm_model(model_name_or_path, from_scratch)
+        self.model, missing = load_mlm_model(model_name_or_path, from_scratch)
         self.val_stats, self.test_stats = MLMStats(), MLMStats()
+        new = {n for n, _ in self.named_parameters() if n.startswith("model.") and n[len("model.") :] in missing}
+        self.fresh_names = new  # from scratch, ``missing`` is empty: no pretrained encoder to protect
+        fresh = FreshStart(**fresh) if isinstance(fresh, dict) else fresh  # hparams of a checkpoint hold a dict
+        self.fresh = fresh if fresh is not None else FreshStart(HEAD_WARMUP_STEPS if new else 0)
+        if self.fresh.reinit_layers:
+            raise BertlabError("fresh.reinit_layers is a fine-tuning recipe; MaskedLM does not re-initialise layers")
+        decoder = self.model.get_output_embeddings()
+        tied = {n for n, p in self.named_parameters() if decoder is not None and p is decoder.weight}
+        self.warmup_names = new | tied
+
+    def on_fit_start(self) -> None:
+        from pytorch_lightning.utilities import rank_zero_info
+
+        if self.hparams.from_scratch is not None:
+            rank_zero_info("bertlab: MLM: a BERT from scratch, every parameter newly initialised; no head warm-up")
+        else:
+            rank_zero_info(describe(fresh_parameters(self, self.fresh_names), self.fresh.warmup_steps, "MLM"))
+
+    def on_after_backward(self) -> None:
+        if self.global_step < self.fresh.warmup_steps:
+            drop_frozen_grads(self, self.warmup_names)
 
     def configure_model(self) -> None:
         if self.hparams.compile:
@@ -256,6 +287,7 @@ class MaskedLM(SharedStepModule):
     def configure_optimizers(self):
         h = self.hparams
         groups = build_param_groups(self, h.lr, h.weight_decay, encoder_attr="model")
+        groups = scale_fresh_lr(groups, fresh_parameters(self, self.fresh_names), self.fresh.lr_multiplier)
         return configure_adamw(self, groups, h.lr, h.warmup_ratio, h.warmup_steps)
 
     def export_pretrained(self, directory: str) -> bool:
