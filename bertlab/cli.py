@@ -27,6 +27,7 @@ from bertlab.core.files import atomic_path  # noqa: E402
 from bertlab.precision import AUTO, allow_auto, resolve_precision  # noqa: E402
 from callbacks.hf_export import HFExport  # noqa: E402
 from callbacks.predictions import PredictionCSV  # noqa: E402
+from callbacks.test_predictions import TestPredictions  # noqa: E402
 
 for _optional in (
     "lightning_modules.masked_lm",
@@ -84,6 +85,7 @@ class BertlabCLI(LightningCLI):
         allow_auto(parser)
         parser.add_lightning_class_args(HFExport, "export")
         parser.add_lightning_class_args(PredictionCSV, "predictions")
+        parser.add_lightning_class_args(TestPredictions, "test_predictions")
         parser.add_argument(
             "--wandb.project",
             type=str,

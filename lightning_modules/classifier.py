@@ -271,7 +271,7 @@ class TextClassifier(SharedStepModule):
         metrics = getattr(self, f"{stage}_metrics")
         metrics.update(logits.detach(), batch["labels"])
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=bs)
-        return loss
+        return self.test_outputs(loss, logits, batch) if stage == "test" else loss
 
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
         """Probabilities at T = 1: what ``PredictionCSV`` and ``SoftLabelWriter`` write."""

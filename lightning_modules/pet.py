@@ -177,7 +177,7 @@ class PET(SharedStepModule):
         metrics = getattr(self, f"{stage}_metrics")
         metrics.update(per_pattern.detach().mean(dim=1), batch["labels"])
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=bs)
-        return loss
+        return self.test_outputs(loss, per_pattern.mean(dim=1), batch) if stage == "test" else loss
 
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
         return {"idx": batch["idx"], "probs": torch.softmax(self(batch).float(), dim=-1)}
