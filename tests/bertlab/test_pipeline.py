@@ -303,12 +303,13 @@ def test_write_report_rows_and_plot(tmp_path):
     assert lines[0] == "# Ablation `toy`"
     assert lines[2] == "Seeds: [0, 1, 2]. Same budget for every arm: `--trainer.max_epochs 1`."
     assert lines[3] == "Reproduce: `bertlab ablate toy.yaml`"
-    assert lines[5:] == [
-        "| arm | n | test/acc (mean ± std) | test/f1 (mean ± std) | Δ test/acc vs base |",
-        "|---|---|---|---|---|",
-        "| base | 3 | 0.9000 ± 0.1000 | 0.8000 ± 0.1000 | — |",
-        "| better | 3 | 0.9500 ± 0.0500 | 0.8000 ± 0.0500 | +0.0500 |",
-        "| pending | 0 | — | — | — |",
+    assert lines[5:10] == [
+        "| arm | n | test/acc (mean ± std) | test/f1 (mean ± std) | Δ test/acc vs base | paired Δ [95 % CI] | "
+        "McNemar p vs base |",
+        "|---|---|---|---|---|---|---|",
+        "| base | 3 | 0.9000 ± 0.1000 | 0.8000 ± 0.1000 | — | — | — |",
+        "| better | 3 | 0.9500 ± 0.0500 | 0.8000 ± 0.0500 | +0.0500 | — | n/a |",  # no `_runs`: nothing to pair
+        "| pending | 0 | — | — | — | — | n/a |",
     ]
     png = (tmp_path / "results.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
