@@ -25,15 +25,16 @@ import dataclasses
 import json
 import os
 import re
+from collections.abc import Callable
 
 import numpy as np
 import yaml
 
 from bertlab.core.errors import BertlabError
 from bertlab.core.files import atomic_path
+from bertlab.launchers import Failure, Job, add_launcher_args, launcher_from_args, run_local
 from bertlab.pipeline import Stage, _as_args, export_dir, load_pipeline, run_stages
 from bertlab.stats import ALPHA, paired_cells
-from callbacks.test_predictions import load_test_predictions
 
 ARM_KEYS = {"name", "config", "args", "pipeline", "note"}
 
@@ -138,6 +139,8 @@ def run_dir(root: str, arm: str, seed: int | str) -> str | None:
 
 
 def _predictions(root: str):
+    from callbacks.test_predictions import load_test_predictions  # here: a run's job need not import Lightning
+
     def load(arm: str, seed: int):
         where = run_dir(root, arm, seed)
         return load_test_predictions(where) if where else None
@@ -248,7 +251,20 @@ def _record(store: str, arm: str | None, seed: int | None, test: dict | None, me
     return results
 
 
-def run_ablation(path: str, arms: list[str] | None = None, seeds: list[int] | None = None) -> str:
+def run_one(spec: dict, arm: dict, seed: int) -> dict:
+    """One arm × seed, recorded in ``results.json``: what a launcher runs, here or on a cluster node."""
+    test = _run_arm(spec, arm, seed)
+    _record(os.path.join(spec["root"], "results.json"), arm["name"], seed, test, spec["metrics"])
+    return test
+
+
+def run_ablation(
+    path: str,
+    arms: list[str] | None = None,
+    seeds: list[int] | None = None,
+    launch: Callable[[list[Job], str], list[Failure]] = lambda jobs, root: run_local(jobs),
+) -> tuple[str, list[Failure]]:
+    """Run every chosen arm × seed through ``launch``; the report covers every run that has finished."""
     spec = load_ablation(path)
     if seeds:
         spec["seeds"] = seeds
@@ -257,28 +273,52 @@ def run_ablation(path: str, arms: list[str] | None = None, seeds: list[int] | No
     if unknown:
         raise BertlabError(f"{path}: no arm(s) {sorted(unknown)}; arms: {[a['name'] for a in spec['arms']]}")
     os.makedirs(spec["root"], exist_ok=True)
-    store = os.path.join(spec["root"], "results.json")
-    for arm in chosen:
-        for seed in spec["seeds"]:
-            test = _run_arm(spec, arm, seed)
-            results = _record(store, arm["name"], seed, test, spec["metrics"])
-    results = _record(store, None, None, None, spec["metrics"])
+    jobs = [
+        Job(
+            name=f"{arm['name']}/seed{seed}",
+            fn=run_one,
+            args=(spec, arm, seed),
+            log=os.path.join(spec["root"], arm["name"], f"seed{seed}", "ablate.log"),
+            env={"WANDB_JOB_TYPE": arm["name"]},  # W&B: group = ablation, job type = arm, tags = arm and seed
+        )
+        for arm in chosen
+        for seed in spec["seeds"]
+    ]
+    failures = launch(jobs, spec["root"])
+    results = _record(os.path.join(spec["root"], "results.json"), None, None, None, spec["metrics"])
     order = [a["name"] for a in spec["arms"] if a["name"] in results]
-    return write_report(spec, {a: results[a] for a in order}, f"bertlab ablate {path}")
+    return write_report(spec, {a: results[a] for a in order}, f"bertlab ablate {path}"), failures
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog="bertlab ablate", description="Run every arm of an ablation with every seed; report mean ± std."
+        prog="bertlab ablate",
+        description="Run every arm of an ablation with every seed; report mean ± std and paired statistics.",
+        epilog=ABLATE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("ablation", help="ablation YAML (configs/ablations/NAME.yaml)")
     parser.add_argument("--arms", help="comma-separated subset of arms")
     parser.add_argument("--seeds", help="comma-separated seeds (default: the file's)")
+    add_launcher_args(parser)
     ns = parser.parse_args(argv)
-    text = run_ablation(
+    text, failures = run_ablation(
         ns.ablation,
         ns.arms.split(",") if ns.arms else None,
         [int(s) for s in ns.seeds.split(",")] if ns.seeds else None,
+        launcher_from_args(ns),
     )
     print(text)
+    if failures:
+        listed = "; ".join(f"{f.name} ({f.error}; log: {f.log})" for f in failures)
+        raise BertlabError(f"{len(failures)} run(s) failed, the table above leaves them out: {listed}")
     return 0
+
+
+ABLATE_EXAMPLES = """examples:
+  bertlab ablate configs/ablations/fine_food_recipes.yaml --arms baseline,mean --seeds 0,1,2
+  bertlab ablate configs/ablations/fine_food_recipes.yaml --jobs 2 --threads 8      # 2 runs at a time, 4 threads each
+  bertlab ablate configs/ablations/fine_food_recipes.yaml --launcher slurm --partition gpu --gpus 1 --time 120
+
+Finished runs are skipped, so re-running resumes; the table is rebuilt from every finished run.
+"""

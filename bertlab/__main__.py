@@ -1,0 +1,8 @@
+"""``python -m bertlab ...`` (and ``torchrun ... -m bertlab fit ...``): the ``bertlab`` command."""
+
+import sys
+
+from bertlab.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Launchers: ``bertlab ablate --jobs 2`` gives the sequential table; ``--launcher slurm`` (submitit's local
+executor standing in for SLURM) skips finished runs, lists a failed one with its log and still reports."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from bertlab.launchers import Job, run_job, run_local, thread_env
+from tests.bertlab.cli_helpers import ROOT, run_cli
+
+
+def _ablation(tmp_path, tiny_bert_dir, tiny_csvs, root: str, arms=None) -> str:
+    spec = {
+        "name": "tiny",
+        "root": root,
+        "base": os.path.join(ROOT, "configs/classify/tiny_test.yaml"),
+        "args": {
+            "model.init_args.model_name_or_path": tiny_bert_dir,
+            "data.init_args.splits.train_file": tiny_csvs["train"],
+            "data.init_args.splits.val_file": tiny_csvs["val"],
+            "data.init_args.splits.test_file": tiny_csvs["test"],
+            "data.init_args.cache_dir": str(tmp_path / "cache"),
+            "trainer.max_epochs": 2,
+        },
+        "seeds": [0],
+        "arms": arms or [{"name": "base"}, {"name": "mean", "args": {"model.init_args.head": "mean"}}],
+    }
+    path = tmp_path / f"{os.path.basename(root)}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return str(path)
+
+
+def _table(root: str) -> list[str]:
+    with open(os.path.join(root, "results.md")) as f:
+        return [line for line in f if line.startswith("|")]
+
+
+def _runs(root: str) -> dict:
+    with open(os.path.join(root, "results.json")) as f:
+        return {arm: per["_runs"] for arm, per in json.load(f).items()}
+
+
+@pytest.fixture(scope="module")
+def sequential(tmp_path_factory, tiny_bert_dir, tiny_csvs):
+    tmp = tmp_path_factory.mktemp("ablate")
+    root = str(tmp / "sequential")
+    proc = run_cli("ablate", _ablation(tmp, tiny_bert_dir, tiny_csvs, root))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return {"tmp": tmp, "root": root}
+
+
+def test_sequential_run_saves_predictions_and_a_csv(sequential):
+    root, runs = sequential["root"], _runs(sequential["root"])
+    for arm in ("base", "mean"):
+        preds = dict(np.load(os.path.join(root, arm, "seed0", "run", "test_predictions.npz")))
+        assert len(preds["idx"]) == 40  # the tiny test split, each example once
+        assert (preds["preds"] == preds["labels"]).mean() == pytest.approx(runs[arm]["0"]["test/acc"])
+    csv = pd.read_csv(os.path.join(root, "results.csv"))
+    assert csv[["arm", "seed"]].values.tolist() == [["base", 0], ["mean", 0]]
+    assert csv["test/acc"].tolist() == [runs["base"]["0"]["test/acc"], runs["mean"]["0"]["test/acc"]]
+    assert _table(root)[-1].split(" | ")[-1].startswith("s0: ")  # McNemar from the saved predictions
+
+
+def test_local_jobs_2_gives_the_sequential_table(sequential, tiny_bert_dir, tiny_csvs):
+    tmp = sequential["tmp"]
+    root = str(tmp / "parallel")
+    proc = run_cli("ablate", _ablation(tmp, tiny_bert_dir, tiny_csvs, root), "--jobs", "2", "--threads", "2")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "2 runs, 2 at a time, 1 thread(s) each" in proc.stdout
+    assert _table(root) == _table(sequential["root"])
+    assert _runs(root) == _runs(sequential["root"])
+    log = os.path.join(root, "mean", "seed0", "ablate.log")
+    assert "test/acc" in open(log).read()  # the run's output went to its log
+
+
+def test_slurm_launcher_skips_finished_runs_and_lists_failures(sequential, tiny_bert_dir, tiny_csvs, monkeypatch):
+    tmp = sequential["tmp"]
+    root = str(tmp / "slurm")
+    shutil.copytree(sequential["root"], root)
+    export = os.path.join(root, "base", "seed0", "run", "export", "model.safetensors")
+    before = os.stat(export).st_mtime_ns
+    arms = [{"name": "base"}, {"name": "broken", "args": {"trainer.max_epochs": "many"}}]
+    path = _ablation(tmp, tiny_bert_dir, tiny_csvs, root, arms)
+    monkeypatch.setenv("BERTLAB_SUBMITIT_CLUSTER", "local")
+    proc = run_cli("ablate", path, "--launcher", "slurm", "--time", "5")
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
+    error = proc.stderr.strip().splitlines()[-1]
+    assert error.startswith("bertlab: error: 1 run(s) failed, the table above leaves them out: broken/seed0 (")
+    log = error.rsplit("log: ", 1)[1].rstrip(")")
+    assert log.startswith(os.path.join(root, "slurm")) and "many" in open(log).read()
+    assert os.stat(export).st_mtime_ns == before  # finished: its stages were skipped
+    assert _table(root)[2:] == _table(sequential["root"])[2:3]  # base alone: broken has no row
+
+
+def test_run_job_sets_and_restores_the_environment(tmp_path):
+    job = Job("a/seed0", os.getenv, ("WANDB_JOB_TYPE",), str(tmp_path / "a.log"), {"WANDB_JOB_TYPE": "mean"})
+    before = dict(os.environ)
+    assert run_job(job, os.getcwd(), thread_env(3)) == "mean"
+    assert run_job(Job("b", os.getenv, ("OMP_NUM_THREADS",), "", {}), os.getcwd(), thread_env(3)) == "3"
+    assert dict(os.environ) == before
+
+
+def test_local_workers_report_failures_with_their_logs(tmp_path):
+    jobs = [Job(f"j{i}", int, (arg,), str(tmp_path / f"j{i}.log")) for i, arg in enumerate(["7", "seven"])]
+    failures = run_local(jobs, n_jobs=2, threads=2)
+    assert [(f.name, f.log) for f in failures] == [("j1", str(tmp_path / "j1.log"))]
+    assert failures[0].error == "invalid literal for int() with base 10: 'seven'"
