@@ -32,6 +32,7 @@ import yaml
 
 from bertlab.core.errors import BertlabError
 from bertlab.core.files import atomic_path
+from bertlab.help import ABLATE_EXAMPLES
 from bertlab.launchers import Failure, Job, add_launcher_args, launcher_from_args, run_local
 from bertlab.pipeline import Stage, _as_args, export_dir, load_pipeline, run_stages
 from bertlab.stats import ALPHA, paired_cells
@@ -313,12 +314,3 @@ def main(argv: list[str]) -> int:
         listed = "; ".join(f"{f.name} ({f.error}; log: {f.log})" for f in failures)
         raise BertlabError(f"{len(failures)} run(s) failed, the table above leaves them out: {listed}")
     return 0
-
-
-ABLATE_EXAMPLES = """examples:
-  bertlab ablate configs/ablations/fine_food_recipes.yaml --arms baseline,mean --seeds 0,1,2
-  bertlab ablate configs/ablations/fine_food_recipes.yaml --jobs 2 --threads 8      # 2 runs at a time, 4 threads each
-  bertlab ablate configs/ablations/fine_food_recipes.yaml --launcher slurm --partition gpu --gpus 1 --time 120
-
-Finished runs are skipped, so re-running resumes; the table is rebuilt from every finished run.
-"""

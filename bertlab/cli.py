@@ -1,4 +1,4 @@
-"""The ``bertlab`` command: LightningCLI in subclass mode, plus ``bertlab pipeline`` and ``bertlab demo``.
+"""The ``bertlab`` command: LightningCLI in subclass mode, plus ``bertlab pipeline``, ``ablate`` and ``demo``.
 
 ``bertlab fit|validate|test|predict --config FILE [--config DELTA.yaml] [--key value ...]``
 takes any LightningModule / LightningDataModule by ``class_path``. Errors of ours
@@ -149,6 +149,11 @@ def run_lightning(args: list[str] | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        from bertlab.help import top_level_help
+
+        print(top_level_help(), file=sys.stdout if args else sys.stderr)
+        return 0 if args else 2
     try:
         if args and args[0] == "pipeline":
             from bertlab.pipeline import main as pipeline_main

@@ -11,6 +11,7 @@ import argparse
 import os
 import time
 
+from bertlab.help import DEMO_EXAMPLES
 from bertlab.pipeline import run_pipeline
 
 PIPELINES = {
@@ -20,7 +21,12 @@ PIPELINES = {
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="bertlab demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="bertlab demo",
+        description=__doc__.splitlines()[0],
+        epilog=DEMO_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--only", choices=["2stage", "3stage"], help="run one of the two pipelines")
     ns = parser.parse_args(argv)
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

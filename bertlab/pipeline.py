@@ -356,7 +356,14 @@ def write_summary(root: str, summary: dict) -> None:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="bertlab pipeline", description="Run a multi-stage pipeline.")
+    from bertlab.help import PIPELINE_EXAMPLES
+
+    parser = argparse.ArgumentParser(
+        prog="bertlab pipeline",
+        description="Run a multi-stage pipeline.",
+        epilog=PIPELINE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("pipeline", help="pipeline YAML (configs/pipelines/NAME.yaml)")
     parser.add_argument("--root", help="output root (default: the pipeline's `root`, else runs/NAME)")
     parser.add_argument("--force", action="store_true", help="re-run every stage")
