@@ -74,7 +74,8 @@ def load_ablation(path: str) -> dict:
     return spec
 
 
-def _run_arm(spec: dict, arm: dict, seed: int) -> dict:
+def _run_arm(spec: dict, arm: dict, seed: int, check_only: bool = False) -> dict | None:
+    """The run's test metrics; with ``check_only``, None unless every stage of it has finished unchanged."""
     root = os.path.join(spec["root"], arm["name"], f"seed{seed}")
     extra = [
         "--seed_everything",
@@ -86,10 +87,17 @@ def _run_arm(spec: dict, arm: dict, seed: int) -> dict:
     ]
     if arm.get("pipeline"):
         _, stages = load_pipeline(arm["pipeline"])
-        shared = spec.get("pretrain_seed")
-        if shared is not None and len(stages) > 1:
-            stages = _after_shared_pretraining(spec, arm, stages, shared)
-        summary = run_stages(stages, root, arm["pipeline"], extra_args=spec["args"] + arm["args"] + extra)
+        shared = _shared_pretraining(spec, arm, stages)
+        if shared is not None:
+            if run_pretraining(spec, arm, check_only) is None:
+                return None
+            pre, last, shared_root, _ = shared
+            source = export_dir(shared_root, pre[-1].name)
+            extra_last = ["--model.init_args.model_name_or_path", source]
+            stages = [dataclasses.replace(last, init_from="none", args=last.args + extra_last)]
+        summary = run_stages(
+            stages, root, arm["pipeline"], extra_args=spec["args"] + arm["args"] + extra, check_only=check_only
+        )
     else:
         stage = Stage(
             name="run",
@@ -98,13 +106,19 @@ def _run_arm(spec: dict, arm: dict, seed: int) -> dict:
             init_from="none",
             test=True,
         )
-        summary = run_stages([stage], root, arm["name"], extra_args=extra)
-    return summary["stages"][-1]["metrics"].get("test", {})
+        summary = run_stages([stage], root, arm["name"], extra_args=extra, check_only=check_only)
+    return None if summary is None else summary["stages"][-1]["metrics"].get("test", {})
 
 
-def _after_shared_pretraining(spec: dict, arm: dict, stages: list[Stage], seed: int) -> list[Stage]:
-    """Run every stage but the last once (seed ``seed``, under ROOT/ARM/pretrain; skipped when done);
-    return the last stage, set to start from that shared export."""
+def _shared_pretraining(spec: dict, arm: dict, stages: list[Stage] | None = None):
+    """Under ``pretrain_seed``, a pipeline arm's (stages before the last, the last, their shared root, their
+    arguments); None when the arm shares nothing."""
+    seed = spec.get("pretrain_seed")
+    if seed is None or not arm.get("pipeline"):
+        return None
+    stages = stages or load_pipeline(arm["pipeline"])[1]
+    if len(stages) < 2:
+        return None
     *pre, last = stages
     if last.kind != "lightning" or last.init_from not in ("previous", pre[-1].name):
         raise BertlabError(
@@ -113,14 +127,16 @@ def _after_shared_pretraining(spec: dict, arm: dict, stages: list[Stage], seed: 
         )
     if re.search(r"\{(?:export|dir|ckpt):", " ".join(last.args)):
         raise BertlabError(f"arm {arm['name']}: pretrain_seed: the last stage may not name earlier stages' files")
-    shared_root = os.path.join(spec["root"], arm["name"], "pretrain")
     pre_extra = ["--seed_everything", str(seed), "--wandb.group", spec["name"]]
     pre_extra += ["--wandb.tags", json.dumps([arm["name"], f"pretrain_seed{seed}"])]
-    run_stages(pre, shared_root, arm["pipeline"], extra_args=spec["args"] + arm["args"] + pre_extra)
-    source = export_dir(shared_root, pre[-1].name)
-    return [
-        dataclasses.replace(last, init_from="none", args=last.args + ["--model.init_args.model_name_or_path", source])
-    ]
+    return pre, last, os.path.join(spec["root"], arm["name"], "pretrain"), spec["args"] + arm["args"] + pre_extra
+
+
+def run_pretraining(spec: dict, arm: dict, check_only: bool = False) -> dict | None:
+    """Run an arm's shared stages once (seed ``pretrain_seed``, under ROOT/ARM/pretrain; skipped when done).
+    With ``check_only``, run nothing: None unless they have all finished unchanged."""
+    pre, _, shared_root, args = _shared_pretraining(spec, arm)
+    return run_stages(pre, shared_root, arm["pipeline"], extra_args=args, check_only=check_only)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -259,6 +275,17 @@ def run_one(spec: dict, arm: dict, seed: int) -> dict:
     return test
 
 
+def _log(spec: dict, arm: dict, part: str) -> str:
+    return os.path.join(spec["root"], arm["name"], part, "ablate.log")
+
+
+def _wandb(arm: dict) -> dict[str, str]:
+    """W&B: group = the ablation (``--wandb.group``), tags = arm and seed (``--wandb.tags``), job type = the arm.
+    An environment variable, not an argument: arguments are part of a stage's fingerprint, and finished runs
+    must stay finished."""
+    return {"WANDB_JOB_TYPE": arm["name"]}
+
+
 def run_ablation(
     path: str,
     arms: list[str] | None = None,
@@ -274,19 +301,26 @@ def run_ablation(
     if unknown:
         raise BertlabError(f"{path}: no arm(s) {sorted(unknown)}; arms: {[a['name'] for a in spec['arms']]}")
     os.makedirs(spec["root"], exist_ok=True)
-    jobs = [
-        Job(
-            name=f"{arm['name']}/seed{seed}",
-            fn=run_one,
-            args=(spec, arm, seed),
-            log=os.path.join(spec["root"], arm["name"], f"seed{seed}", "ablate.log"),
-            env={"WANDB_JOB_TYPE": arm["name"]},  # W&B: group = ablation, job type = arm, tags = arm and seed
-        )
+    # pretrain_seed: an arm's shared stages run first, once, so that its seeds' runs never race to run them
+    shared = [
+        Job(f"{arm['name']}/pretrain", run_pretraining, (spec, arm), _log(spec, arm, "pretrain"), _wandb(arm))
         for arm in chosen
-        for seed in spec["seeds"]
+        if _shared_pretraining(spec, arm) is not None and run_pretraining(spec, arm, check_only=True) is None
     ]
-    failures = launch(jobs, spec["root"])
-    results = _record(os.path.join(spec["root"], "results.json"), None, None, None, spec["metrics"])
+    failures = launch(shared, spec["root"]) if shared else []
+    chosen = [a for a in chosen if f"{a['name']}/pretrain" not in {f.name for f in failures}]
+    store, jobs = os.path.join(spec["root"], "results.json"), []
+    for arm in chosen:
+        for seed in spec["seeds"]:
+            name = f"{arm['name']}/seed{seed}"
+            finished = _run_arm(spec, arm, seed, check_only=True)
+            if finished is not None:  # no job, not even a short one on a cluster
+                print(f"[bertlab ablate] {name}: finished, skipped", flush=True)
+                _record(store, arm["name"], seed, finished, spec["metrics"])
+                continue
+            jobs.append(Job(name, run_one, (spec, arm, seed), _log(spec, arm, f"seed{seed}"), _wandb(arm)))
+    failures += launch(jobs, spec["root"]) if jobs else []
+    results = _record(store, None, None, None, spec["metrics"])
     order = [a["name"] for a in spec["arms"] if a["name"] in results]
     return write_report(spec, {a: results[a] for a in order}, f"bertlab ablate {path}"), failures
 

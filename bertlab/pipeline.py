@@ -266,9 +266,17 @@ def run_pipeline(
 
 
 def run_stages(
-    stages: list[Stage], root: str, label: str, force: bool = False, extra_args: list[str] | None = None
-) -> dict:
-    """Run ``stages`` under ``root``; ``extra_args`` go to every LightningCLI stage (e.g. a seed)."""
+    stages: list[Stage],
+    root: str,
+    label: str,
+    force: bool = False,
+    extra_args: list[str] | None = None,
+    check_only: bool = False,
+) -> dict | None:
+    """Run ``stages`` under ``root``; ``extra_args`` go to every LightningCLI stage (e.g. a seed).
+
+    ``check_only``: run nothing; None when a stage would run, else the summary of the finished stages.
+    """
     check_stages(stages)
     names = [s.name for s in stages]
     summary = {"pipeline": label, "root": root, "stages": []}
@@ -299,7 +307,10 @@ def run_stages(
         t0 = time.time()
         if done and not force:
             status, metrics = "skipped (unchanged)", record.get("metrics", {})
-            print(f"[bertlab pipeline] {stage.name}: unchanged, skipped", flush=True)
+            if not check_only:
+                print(f"[bertlab pipeline] {stage.name}: unchanged, skipped", flush=True)
+        elif check_only:
+            return None
         else:
             print(f"[bertlab pipeline] {stage.name}: running", flush=True)
             metrics = run_stage(stage, root, args)

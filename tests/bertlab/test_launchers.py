@@ -94,6 +94,8 @@ def test_slurm_launcher_skips_finished_runs_and_lists_failures(sequential, tiny_
     log = error.rsplit("log: ", 1)[1].rstrip(")")
     assert log.startswith(os.path.join(root, "slurm")) and "many" in open(log).read()
     assert os.stat(export).st_mtime_ns == before  # finished: its stages were skipped
+    assert "base/seed0: finished, skipped" in proc.stdout and "base/seed0: submitted" not in proc.stdout
+    assert "broken/seed0: submitted job" in proc.stdout
     assert _table(root)[2:] == _table(sequential["root"])[2:3]  # base alone: broken has no row
 
 
