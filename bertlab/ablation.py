@@ -12,10 +12,12 @@ beside every arm, paired statistics from ``bertlab.stats``, the command that rep
 With ``pretrain_seed: S``, a pipeline arm's stages before the last (further pre-training, Model_0,
 scoring) run once, with seed S, under ``ROOT/ARM/pretrain``, and only the last stage (the fine-tune)
 runs per seed, from that export: the seeds then measure fine-tuning variance around one pre-trained
-model per arm, as Gururangan et al. (2020) report theirs, at a fraction of the compute.
+model per arm, as Gururangan et al. (2020) report theirs, at a fraction of the compute. The shared
+stages run before any of the arm's seeds start, so parallel runs never race to run them.
 
-Runs are grouped in W&B by the ablation's name and tagged by arm and seed. Finished runs are skipped on
-re-run, so an interrupted ablation resumes.
+Runs are grouped in W&B by the ablation's name, with the arm as job type, and tagged by arm and seed.
+Finished runs are skipped on re-run, so an interrupted ablation resumes. Where the runs execute
+(here one by one, here N at a time, or one SLURM job each) is ``bertlab.launchers``' business.
 """
 
 from __future__ import annotations

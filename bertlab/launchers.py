@@ -124,13 +124,10 @@ class Slurm:
     mem_gb: float = 16.0
 
 
-def run_slurm(jobs: list[Job], folder: str, resources: Slurm) -> list[Failure]:
+def slurm_executor(folder: str, resources: Slurm, cluster: str = "slurm"):
+    """A submitit executor asking for ``resources``, its logs under ``folder/JOBID``."""
     import submitit
-    from submitit.helpers import as_completed
 
-    cluster = os.environ.get("BERTLAB_SUBMITIT_CLUSTER", "slurm")
-    if cluster == "slurm" and shutil.which("sbatch") is None:
-        raise BertlabError("--launcher slurm: no `sbatch` on this machine; run on a SLURM login node")
     executor = submitit.AutoExecutor(folder=os.path.join(folder, "%j"), cluster=cluster)
     executor.update_parameters(
         timeout_min=resources.time_min,
@@ -141,6 +138,16 @@ def run_slurm(jobs: list[Job], folder: str, resources: Slurm) -> list[Failure]:
         nodes=1,
         slurm_partition=resources.partition,
     )
+    return executor
+
+
+def run_slurm(jobs: list[Job], folder: str, resources: Slurm) -> list[Failure]:
+    from submitit.helpers import as_completed
+
+    cluster = os.environ.get("BERTLAB_SUBMITIT_CLUSTER", "slurm")
+    if cluster == "slurm" and not (shutil.which("sbatch") and shutil.which("srun")):
+        raise BertlabError("--launcher slurm: no `sbatch`/`srun` on this machine; run it on a SLURM login node")
+    executor = slurm_executor(folder, resources, cluster)
     env = thread_env(resources.cpus)
     submitted = {}
     for job in jobs:

@@ -112,3 +112,30 @@ def test_local_workers_report_failures_with_their_logs(tmp_path):
     failures = run_local(jobs, n_jobs=2, threads=2)
     assert [(f.name, f.log) for f in failures] == [("j1", str(tmp_path / "j1.log"))]
     assert failures[0].error == "invalid literal for int() with base 10: 'seven'"
+
+
+def test_slurm_jobs_ask_for_the_resources_given(tmp_path, monkeypatch):
+    from bertlab.launchers import Slurm, slurm_executor
+
+    srun = tmp_path / "bin" / "srun"  # submitit only builds a SLURM executor where it finds srun
+    srun.parent.mkdir()
+    srun.write_text("#!/bin/sh\n")
+    srun.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{srun.parent}{os.pathsep}{os.environ['PATH']}")
+
+    executor = slurm_executor(str(tmp_path), Slurm(partition="gpu", gpus=2, cpus=8, time_min=90, mem_gb=32))
+    executor.update_parameters(name="base-seed0")
+    script = executor._executor._make_submission_file_text("python -m x", "uid")  # the sbatch file submitit writes
+    for line in ("--partition=gpu", "--gpus-per-node=2", "--cpus-per-task=8", "--time=90", "--mem=32GB"):
+        assert f"#SBATCH {line}\n" in script
+    assert "#SBATCH --job-name=base-seed0\n" in script and "#SBATCH --nodes=1\n" in script
+
+
+def test_slurm_launcher_needs_slurm(tmp_path, monkeypatch):
+    from bertlab.core.errors import BertlabError
+    from bertlab.launchers import Slurm, run_slurm
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("BERTLAB_SUBMITIT_CLUSTER", raising=False)
+    with pytest.raises(BertlabError, match="no `sbatch`/`srun` on this machine"):
+        run_slurm([], str(tmp_path), Slurm())
