@@ -182,6 +182,8 @@ def add_launcher_args(parser) -> None:
 def launcher_from_args(ns) -> Callable[[list[Job], str], list[Failure]]:
     if ns.jobs < 1 or (ns.threads is not None and ns.threads < 1):
         raise BertlabError(f"--jobs and --threads must be at least 1, got {ns.jobs} and {ns.threads}")
+    if ns.launcher == "slurm" and (ns.jobs != 1 or ns.threads is not None):
+        raise BertlabError("--jobs and --threads are for --launcher local; on SLURM every run is a job with --cpus")
     if ns.launcher == "local":
         return lambda jobs, root: run_local(jobs, ns.jobs, ns.threads)
     resources = Slurm(ns.partition, ns.gpus, ns.cpus, ns.time, ns.mem)

@@ -139,3 +139,20 @@ def test_slurm_launcher_needs_slurm(tmp_path, monkeypatch):
     monkeypatch.delenv("BERTLAB_SUBMITIT_CLUSTER", raising=False)
     with pytest.raises(BertlabError, match="no `sbatch`/`srun` on this machine"):
         run_slurm([], str(tmp_path), Slurm())
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--jobs", "0"], "--jobs and --threads must be at least 1, got 0 and None"),
+        (
+            ["--launcher", "slurm", "--jobs", "2"],
+            "--jobs and --threads are for --launcher local; on SLURM every run is a job with --cpus",
+        ),
+    ],
+)
+def test_launcher_options_are_checked(argv, message, capsys):
+    from bertlab.cli import main
+
+    assert main(["ablate", os.path.join(ROOT, "configs/ablations/fine_food_seeds.yaml"), *argv]) == 2
+    assert capsys.readouterr().err == f"bertlab: error: {message}\n"
