@@ -5,9 +5,10 @@ sent to another process or a cluster node. Every launcher runs every job it is g
 ones that failed with their log, so the caller can still build its table from the runs that finished.
 
 * ``local`` with 1 job runs each run in this process, printing to this terminal (the first failure
-  stops the ablation, as before). With ``--jobs N`` it keeps N runs going in spawned worker processes;
-  the ``--threads`` CPU threads are divided among them (``OMP_NUM_THREADS``/``MKL_NUM_THREADS``,
-  which torch reads at start-up in every stage a run launches), and each run's output goes to its log.
+  stops the ablation, as before). With ``--jobs N`` it keeps N runs going, each in a fresh child process
+  (``python -m bertlab.launchers``); the ``--threads`` CPU threads are divided among them
+  (``OMP_NUM_THREADS``/``MKL_NUM_THREADS``, which torch reads at start-up in every stage a run
+  launches), and each run's output goes to its log.
 * ``slurm`` submits one job per run through ``submitit`` (no hand-written sbatch) with the partition,
   GPUs, time and memory given, and waits for them. Its logs are submitit's, under ``ROOT/slurm``.
   ``BERTLAB_SUBMITIT_CLUSTER=local`` swaps in submitit's local executor (how the tests run it).
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bertlab.core.errors import BertlabError
+from bertlab.core.files import atomic_path
 
 
 @dataclass
@@ -63,29 +65,58 @@ def available_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def run_job(job: Job, cwd: str, env: dict[str, str], log: str | None = None):
-    """Run ``job`` in this process with ``env`` set; with ``log``, its output (and its stages') goes there."""
+def run_job(job: Job, cwd: str, env: dict[str, str]):
+    """Run ``job`` in this process, in ``cwd``, with ``env`` (and the job's own variables) set."""
     os.chdir(cwd)
-    with _environ({**env, **job.env}), contextlib.ExitStack() as stack:
-        if log:
-            os.makedirs(os.path.dirname(log), exist_ok=True)
-            out = stack.enter_context(open(log, "a"))
-            saved = [os.dup(1), os.dup(2)]
-            sys.stdout.flush(), sys.stderr.flush()
-            os.dup2(out.fileno(), 1), os.dup2(out.fileno(), 2)
-
-            def restore():
-                sys.stdout.flush(), sys.stderr.flush()
-                for fd, copy in zip((1, 2), saved):
-                    os.dup2(copy, fd)
-                    os.close(copy)
-
-            stack.callback(restore)
+    with _environ({**env, **job.env}):
         return job.fn(*job.args)
 
 
 def _first_line(error: BaseException) -> str:
     return (str(error).strip() or type(error).__name__).splitlines()[0]
+
+
+ERROR_PREFIX = "bertlab: error: "
+
+
+def _child(path: str) -> int:
+    """``python -m bertlab.launchers JOB.pkl``: one local run in a fresh process (no Lightning import needed)."""
+    import pickle
+    import traceback
+
+    with open(path, "rb") as f:
+        job, cwd = pickle.load(f)
+    try:
+        run_job(job, cwd, {})
+    except Exception as e:  # noqa: BLE001 - the parent lists it with the log
+        traceback.print_exc()
+        print(ERROR_PREFIX + _first_line(e), file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+def _start(job: Job, env: dict[str, str]) -> int:
+    """Run ``job`` in a child process with ``env``, its output (and its stages') appended to ``job.log``."""
+    import pickle
+    import subprocess
+
+    os.makedirs(os.path.dirname(job.log), exist_ok=True)
+    with atomic_path(job.log + ".job.pkl") as tmp, open(tmp, "wb") as f:
+        pickle.dump((job, os.getcwd()), f)
+    child_env = {**os.environ, **env}
+    child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
+    try:
+        with open(job.log, "a") as log:
+            cmd = [sys.executable, "-m", "bertlab.launchers", job.log + ".job.pkl"]
+            return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env).returncode
+    finally:
+        os.remove(job.log + ".job.pkl")
+
+
+def _error_in(log: str) -> str:
+    with open(log, errors="replace") as f:
+        lines = [line.rstrip("\n") for line in f if line.startswith(ERROR_PREFIX)]
+    return lines[-1][len(ERROR_PREFIX) :] if lines else "see the log"
 
 
 def run_local(jobs: list[Job], n_jobs: int = 1, threads: int | None = None) -> list[Failure]:
@@ -94,22 +125,19 @@ def run_local(jobs: list[Job], n_jobs: int = 1, threads: int | None = None) -> l
             print(f"[bertlab ablate] {job.name}: running", flush=True)
             run_job(job, os.getcwd(), {})
         return []
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import ThreadPoolExecutor, as_completed
 
     per_run = max(1, (threads or available_cpus()) // n_jobs)
     env = thread_env(per_run)
     failures = []
-    ctx = multiprocessing.get_context("spawn")  # no fork of a process that has torch loaded
-    with ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx) as pool:
-        futures = {pool.submit(run_job, job, os.getcwd(), env, job.log): job for job in jobs}
+    with ThreadPoolExecutor(max_workers=n_jobs) as pool:  # threads that wait on one child process each
+        futures = {pool.submit(_start, job, env): job for job in jobs}
         print(f"[bertlab ablate] {len(jobs)} runs, {n_jobs} at a time, {per_run} thread(s) each", flush=True)
         for future in as_completed(futures):
-            job = futures[future]
-            error = future.exception()
-            if error is not None:
-                failures.append(Failure(job.name, job.log, _first_line(error)))
-            print(f"[bertlab ablate] {job.name}: {'failed' if error else 'done'} (log: {job.log})", flush=True)
+            job, code = futures[future], future.result()
+            if code != 0:
+                failures.append(Failure(job.name, job.log, _error_in(job.log)))
+            print(f"[bertlab ablate] {job.name}: {'failed' if code else 'done'} (log: {job.log})", flush=True)
     return failures
 
 
@@ -188,3 +216,7 @@ def launcher_from_args(ns) -> Callable[[list[Job], str], list[Failure]]:
         return lambda jobs, root: run_local(jobs, ns.jobs, ns.threads)
     resources = Slurm(ns.partition, ns.gpus, ns.cpus, ns.time, ns.mem)
     return lambda jobs, root: run_slurm(jobs, os.path.join(root, "slurm"), resources)
+
+
+if __name__ == "__main__":
+    sys.exit(_child(sys.argv[1]))

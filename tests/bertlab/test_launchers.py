@@ -112,6 +112,8 @@ def test_local_workers_report_failures_with_their_logs(tmp_path):
     failures = run_local(jobs, n_jobs=2, threads=2)
     assert [(f.name, f.log) for f in failures] == [("j1", str(tmp_path / "j1.log"))]
     assert failures[0].error == "invalid literal for int() with base 10: 'seven'"
+    assert "Traceback" in (tmp_path / "j1.log").read_text()  # the whole story is in the log
+    assert sorted(os.listdir(tmp_path)) == ["j0.log", "j1.log"]  # the pickled jobs are gone
 
 
 def test_slurm_jobs_ask_for_the_resources_given(tmp_path, monkeypatch):
