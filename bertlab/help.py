@@ -5,14 +5,14 @@
 from __future__ import annotations
 
 SUBCOMMANDS = [
-    ("fit", "train from --config files; the best checkpoint is exported as an HF directory"),
+    ("fit", "train from --config files; exports the best checkpoint as an HF directory"),
     ("validate", "score a checkpoint on the validation split (--ckpt_path)"),
-    ("test", "score a checkpoint on the test split (test_metrics.json, test_predictions.npz)"),
-    ("predict", "write predictions.csv (text, predicted_label, prob_<label>) from --config + --ckpt_path"),
-    ("predict --model EXPORT_DIR", "predict with an exported model directory alone, no config or checkpoint"),
-    ("pipeline", "run stages (e.g. TAPT, then fine-tune), each starting from the export before it"),
-    ("ablate", "every arm × seed of an ablation, here or on SLURM: mean ± std, paired statistics"),
-    ("demo", "fine-tune MiniLM on fine-food reviews with and without TAPT, side by side"),
+    ("test", "score a checkpoint on the test split: test_metrics.json, test_predictions.npz"),
+    ("predict", "write predictions.csv from --config and --ckpt_path"),
+    ("predict --model EXPORT_DIR --input FILE", "predictions from an export alone: no config, no checkpoint"),
+    ("pipeline", "run stages (e.g. TAPT, then fine-tune), each from the export before it"),
+    ("ablate", "every arm × seed of an ablation, here or on SLURM: mean ± std, paired stats"),
+    ("demo", "MiniLM on fine-food reviews with and without TAPT, side by side"),
 ]
 
 TOP_LEVEL = """usage: bertlab SUBCOMMAND [options]        (bertlab SUBCOMMAND --help: its options and an example)

@@ -16,7 +16,7 @@ def test_top_level_help_lists_every_subcommand(capsys):
         "validate",
         "test",
         "predict",
-        "predict --model EXPORT_DIR",
+        "predict --model EXPORT_DIR --input FILE",
         "pipeline",
         "ablate",
         "demo",

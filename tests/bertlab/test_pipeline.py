@@ -338,10 +338,15 @@ def _ablation_with_pipeline(tmp_path, stages: list[dict], pretrain_seed=0) -> st
 def test_pretrain_seed_runs_the_stages_before_the_last_once_and_each_seed_fine_tunes_from_them(tmp_path, monkeypatch):
     import bertlab.ablation as ablation
 
-    calls = []
+    calls, done = [], set()
 
-    def fake_run_stages(stages, root, label, force=False, extra_args=None):
-        calls.append(([s.name for s in stages], root, list(extra_args), [list(s.args) for s in stages]))
+    def fake_run_stages(stages, root, label, force=False, extra_args=None, check_only=False):
+        key = (root, tuple(s.name for s in stages))
+        if check_only and key not in done:
+            return None  # would run
+        if not check_only:
+            calls.append(([s.name for s in stages], root, list(extra_args), [list(s.args) for s in stages]))
+            done.add(key)
         return {"stages": [{"metrics": {"test": {"test/acc": 0.5, "test/f1": 0.5}}}]}
 
     monkeypatch.setattr(ablation, "run_stages", fake_run_stages)
@@ -357,7 +362,8 @@ def test_pretrain_seed_runs_the_stages_before_the_last_once_and_each_seed_fine_t
     shared_root = os.path.join(str(tmp_path / "out"), "tapt", "pretrain")
     pre = [c for c in calls if c[1] == shared_root]
     per_seed = [c for c in calls if c[1] != shared_root]
-    assert len(pre) == 3 and all(c[0] == ["mlm"] for c in pre)  # run_stages skips it after the first (fingerprint)
+    assert calls[0][1] == shared_root  # the shared stages first, before any seed's run: parallel runs never race
+    assert len(pre) == 4 and all(c[0] == ["mlm"] for c in pre)  # then each seed's run finds them done (skipped)
     assert all(c[2][c[2].index("--seed_everything") + 1] == "7" for c in pre)
     assert [c[1] for c in per_seed] == [os.path.join(str(tmp_path / "out"), "tapt", f"seed{s}") for s in (0, 1, 2)]
     for seed, (names, _, extra, args) in zip((0, 1, 2), per_seed):
