@@ -8,7 +8,7 @@ import struct
 import pytest
 import yaml
 
-from bertlab.ablation import mean_std, write_report
+from bertlab.ablation_report import mean_std, write_report
 from bertlab.core.errors import BertlabError
 from bertlab.pipeline import load_pipeline, main, parse_overrides, run_pipeline
 from tests.bertlab.cli_helpers import ROOT, run_cli

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bertlab.ablation import write_report
+from bertlab.ablation_report import write_report
 from bertlab.stats import mcnemar, paired_delta_ci
 
 
