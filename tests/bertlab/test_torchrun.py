@@ -9,7 +9,6 @@ import sys
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from tests.bertlab.cli_helpers import ROOT, tiny_args
 
@@ -30,7 +29,6 @@ def _torchrun(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.slow  # three torchrun launches of 2 ranks each: ~45 s of CPU, ~60 s on a shared 2-core machine
 def test_torchrun_two_cpu_ranks_write_every_output_once(tiny_bert_dir, tiny_csvs, tmp_path):
     odd = {}
     for split, n in (("train", 101), ("test", 39)):  # odd sizes: 2 ranks need a padded repeat
