@@ -169,12 +169,17 @@ def slurm_executor(folder: str, resources: Slurm, cluster: str = "slurm"):
     return executor
 
 
-def run_slurm(jobs: list[Job], folder: str, resources: Slurm) -> list[Failure]:
-    from submitit.helpers import as_completed
-
+def _cluster() -> str:
     cluster = os.environ.get("BERTLAB_SUBMITIT_CLUSTER", "slurm")
     if cluster == "slurm" and not (shutil.which("sbatch") and shutil.which("srun")):
         raise BertlabError("--launcher slurm: no `sbatch`/`srun` on this machine; run it on a SLURM login node")
+    return cluster
+
+
+def run_slurm(jobs: list[Job], folder: str, resources: Slurm) -> list[Failure]:
+    from submitit.helpers import as_completed
+
+    cluster = _cluster()
     executor = slurm_executor(folder, resources, cluster)
     env = thread_env(resources.cpus)
     submitted = {}
@@ -214,6 +219,7 @@ def launcher_from_args(ns) -> Callable[[list[Job], str], list[Failure]]:
         raise BertlabError("--jobs and --threads are for --launcher local; on SLURM every run is a job with --cpus")
     if ns.launcher == "local":
         return lambda jobs, root: run_local(jobs, ns.jobs, ns.threads)
+    _cluster()  # before any run is looked at
     resources = Slurm(ns.partition, ns.gpus, ns.cpus, ns.time, ns.mem)
     return lambda jobs, root: run_slurm(jobs, os.path.join(root, "slurm"), resources)
 

@@ -141,6 +141,11 @@ def test_slurm_launcher_needs_slurm(tmp_path, monkeypatch):
     monkeypatch.delenv("BERTLAB_SUBMITIT_CLUSTER", raising=False)
     with pytest.raises(BertlabError, match="no `sbatch`/`srun` on this machine"):
         run_slurm([], str(tmp_path), Slurm())
+    from bertlab.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["ablate", os.path.join(ROOT, "configs/ablations/fine_food_seeds.yaml"), "--launcher", "slurm"]) == 2
+    assert os.listdir(tmp_path) == []  # refused before any run directory was made
 
 
 @pytest.mark.parametrize(
