@@ -5,4 +5,5 @@ import sys
 from bertlab.cli import main
 
 if __name__ == "__main__":
+    sys.argv[0] = "bertlab"  # usage lines say `bertlab`, not `__main__.py`
     sys.exit(main())
