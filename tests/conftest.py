@@ -63,20 +63,43 @@ def make_texts(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
     return texts, labels
 
 
+def tiny_vocab(texts: list[str], vocab_size: int, specials: list[str]) -> dict[str, int]:
+    """A WordPiece vocabulary built the same way in every process: the specials, every character alone
+    and as a ``##`` piece, then whole words by frequency (ties alphabetical) while there is room, then
+    ``[unusedN]`` up to ``vocab_size``.
+    (``tokenizers``' WordPiece trainer breaks ties in hash order, which differs between processes: the
+    tiny model's tokens, and so what it learned, changed from run to run.)"""
+    from collections import Counter
+
+    from tokenizers import normalizers, pre_tokenizers
+
+    if texts and not isinstance(texts[0], str):  # a batch of lists, as tokenizers' trainer accepts
+        texts = [t for batch in texts for t in batch]
+    norm, pre = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    words = Counter(w for t in texts for w, _ in pre.pre_tokenize_str(norm.normalize_str(t)))
+    chars = sorted({c for w in words for c in w})
+    tokens = list(specials) + chars + [f"##{c}" for c in chars]
+    for word, _ in sorted(words.items(), key=lambda kv: (-kv[1], kv[0])):
+        if len(tokens) >= vocab_size:
+            break
+        if word not in tokens:
+            tokens.append(word)
+    tokens = list(dict.fromkeys(tokens))
+    tokens += [f"[unused{i}]" for i in range(vocab_size - len(tokens))]  # the size asked for, as BERT pads its own
+    return {t: i for i, t in enumerate(tokens)}
+
+
 def build_tiny_bert(
     out_dir: str, texts: list[str], hidden: int = 32, layers: int = 2, vocab_size: int = 200, max_len: int = 64
 ) -> str:
-    """Train a WordPiece vocab on ``texts`` and save a random tiny ``BertModel`` + fast tokenizer."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    """A deterministic WordPiece vocab for ``texts``, saved with a random tiny ``BertModel`` + fast tokenizer."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(vocab=tiny_vocab(texts, vocab_size, specials), unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok.train_from_iterator(
-        texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials, min_frequency=1)
-    )
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",

@@ -89,7 +89,7 @@ def test_packed_keeps_every_token_in_full_blocks(tiny_bert_dir, tok, tmp_path):
             len(block),
             tok.convert_ids_to_tokens(block),
         )
-    assert sum(len(b) == 16 for b in blocks) >= len(blocks) - 3
+    assert sum(len(b) == 16 for b in blocks) >= 0.8 * len(blocks)  # mostly full: a short one ends a document
     assert 3 <= len(blocks[-1]) <= 16 and block_ends[-1] == n_tokens
 
 
