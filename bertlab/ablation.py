@@ -18,20 +18,19 @@ import json
 import os
 
 import numpy as np
-import yaml
 
 from bertlab.core.errors import BertlabError
 from bertlab.core.files import atomic_path
-from bertlab.pipeline import Stage, _as_args, load_pipeline, run_stages
+from bertlab.core.yaml_files import read_yaml
+from bertlab.pipeline import Stage, _as_args, check_stages, load_pipeline, run_stages
 
 ARM_KEYS = {"name", "config", "args", "pipeline", "note"}
 
 
 def load_ablation(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise BertlabError(f"ablation file {path!r} does not exist")
-    with open(path, encoding="utf-8") as f:
-        spec = yaml.safe_load(f) or {}
+    spec = read_yaml(path, "ablation file") or {}
+    if not isinstance(spec, dict):
+        raise BertlabError(f"{path}: an ablation is a mapping with name, base, args, seeds, arms, ...")
     unknown = set(spec) - {"name", "root", "base", "args", "seeds", "metrics", "baseline", "arms"}
     if unknown:
         raise BertlabError(f"{path}: unknown key(s) {sorted(unknown)}")
@@ -53,8 +52,9 @@ def load_ablation(path: str) -> dict:
         for cfg in spec["base"] + arm["config"]:
             if not os.path.isfile(cfg):
                 raise BertlabError(f"{path}: arm {arm['name']}: config file {cfg!r} does not exist")
+            read_yaml(cfg)
         if arm.get("pipeline"):
-            load_pipeline(arm["pipeline"])  # validates it now rather than after an hour of other arms
+            check_stages(load_pipeline(arm["pipeline"])[1])  # now rather than after an hour of other arms
     spec.setdefault("baseline", arms[0]["name"])
     return spec
 

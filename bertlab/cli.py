@@ -24,7 +24,9 @@ import datamodules.classification  # noqa: E402,F401  (imports register the clas
 import lightning_modules.classifier  # noqa: E402,F401
 from bertlab.core.errors import BertlabError  # noqa: E402
 from bertlab.core.files import atomic_path  # noqa: E402
+from bertlab.core.yaml_files import read_yaml  # noqa: E402
 from bertlab.precision import AUTO, allow_auto, resolve_precision  # noqa: E402
+from bertlab.preflight import SPECIAL_CKPTS, check_checkpoint, check_run, sweep_outputs  # noqa: E402
 from callbacks.hf_export import HFExport  # noqa: E402
 from callbacks.predictions import PredictionCSV  # noqa: E402
 
@@ -102,6 +104,19 @@ class BertlabCLI(LightningCLI):
             "data", "model.init_args.knowledge_dim", compute_fn=data_knowledge_dim, apply_on="instantiate"
         )
 
+    def _parse_ckpt_path(self) -> None:
+        # Lightning reads the checkpoint's hyperparameters here, before any hook: check it loads first
+        subcommand = self.config.get("subcommand")
+        ckpt = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt and str(ckpt) not in SPECIAL_CKPTS:
+            check_checkpoint(str(ckpt))
+        super()._parse_ckpt_path()
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand].as_dict()
+        check_run(self.subcommand, config)
+        sweep_outputs(self.subcommand, config)
+
     def _instantiate_trainer(self, config, callbacks):
         if config.get("logger") in (None, True):  # default: CSV + W&B under the run's root
             config["logger"] = default_loggers(
@@ -132,7 +147,21 @@ class BertlabCLI(LightningCLI):
 BASE_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "base.yaml")
 
 
+def config_files(args: list[str]) -> list[str]:
+    """The files given with ``--config FILE`` / ``--config=FILE`` / ``-c FILE``."""
+    out = []
+    for i, arg in enumerate(args):
+        if arg in ("--config", "-c") and i + 1 < len(args):
+            out.append(args[i + 1])
+        elif arg.startswith("--config="):
+            out.append(arg.split("=", 1)[1])
+    return out
+
+
 def run_lightning(args: list[str] | None) -> None:
+    for path in config_files(list(sys.argv[1:] if args is None else args)):
+        if os.path.isfile(path) or path.endswith((".yaml", ".yml")):  # else inline YAML, jsonargparse's to read
+            read_yaml(path)  # a syntax error names the file, line and column (jsonargparse would not)
     base = {"default_config_files": [BASE_CONFIG]} if os.path.isfile(BASE_CONFIG) else {}
     BertlabCLI(
         pl.LightningModule,

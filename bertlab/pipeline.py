@@ -28,11 +28,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-import yaml
-
 from bertlab.core.errors import BertlabError
 from bertlab.core.files import atomic_path
 from bertlab.core.fingerprint import fingerprint
+from bertlab.core.yaml_files import read_yaml
 
 STAGE_FILE = "stage.json"
 KINDS = ("lightning", "init_model")
@@ -69,24 +68,24 @@ def _included(raw: dict, where: str) -> dict:
     path = raw["include"]
     if not isinstance(path, str) or not os.path.isfile(path):
         raise BertlabError(f"{where}: include {path!r} is not a stage file")
-    with open(path, encoding="utf-8") as f:
-        base = yaml.safe_load(f) or {}
+    base = read_yaml(path, "stage file") or {}
     if not isinstance(base, dict):
         raise BertlabError(f"{path}: a stage file holds one stage (a mapping with name, config, args, ...)")
     return {**base, **{k: v for k, v in raw.items() if k != "include"}}
 
 
 def load_pipeline(path: str) -> tuple[str, list[Stage]]:
-    if not os.path.isfile(path):
-        raise BertlabError(f"pipeline file {path!r} does not exist")
-    with open(path, encoding="utf-8") as f:
-        spec = yaml.safe_load(f) or {}
+    spec = read_yaml(path, "pipeline file") or {}
+    if not isinstance(spec, dict):
+        raise BertlabError(f"{path}: a pipeline is a mapping with name, root, stages")
     unknown = set(spec) - {"name", "root", "stages"}
     if unknown:
         raise BertlabError(f"{path}: unknown key(s) {sorted(unknown)}; a pipeline has name, root, stages")
     stages = []
     for i, raw in enumerate(spec.get("stages") or []):
         where = f"{path}: stage {i + 1}"
+        if not isinstance(raw, dict):
+            raise BertlabError(f"{where}: a stage is a mapping (name, config, args, ...), got {raw!r}")
         raw = _included(raw, where)
         bad = set(raw) - {"name", "kind", "config", "args", "init_from", "test", "subcommand"}
         if bad or "name" not in raw:
@@ -108,6 +107,7 @@ def load_pipeline(path: str) -> tuple[str, list[Stage]]:
         for cfg in stage.config:
             if not os.path.isfile(cfg):
                 raise BertlabError(f"{where} ({stage.name}): config file {cfg!r} does not exist")
+            read_yaml(cfg)  # a syntax error in a late stage's config is found before the first stage trains
         stages.append(stage)
     if not stages:
         raise BertlabError(f"{path}: no stages")
@@ -148,7 +148,7 @@ def _fill(arg: str, root: str, prev: str | None, names: list[str]) -> str:
             return checkpoint
         raise BertlabError(f"argument {arg!r}: unknown placeholder {m.group(0)} (stages: {names})")
 
-    out = re.sub(r"\{(root|prev|export:[^}]*|dir:[^}]*|ckpt:[^}]*)\}", sub, arg)
+    out = re.sub(_KNOWN, sub, arg)
     typo = _PLACEHOLDER.search(out)
     if typo:
         raise BertlabError(
@@ -160,6 +160,7 @@ def _fill(arg: str, root: str, prev: str | None, names: list[str]) -> str:
 
 # Anything shaped like a placeholder that survives substitution is a typo ({rot}, {exports:x}); JSON and
 # YAML flow mappings ({"a": 1}, {a: 1}) have a space or a quote and do not match.
+_KNOWN = re.compile(r"\{(root|prev|export:[^}]*|dir:[^}]*|ckpt:[^}]*)\}")
 _PLACEHOLDER = re.compile(r"\{[A-Za-z_]+(?::[^}\s]*)?\}")
 
 
@@ -167,6 +168,13 @@ def check_stages(stages: list[Stage]) -> None:
     """Catch wiring mistakes before any stage runs (a late stage's typo should not cost hours)."""
     for i, stage in enumerate(stages):
         earlier = {s.name: s for s in stages[:i]}
+        for arg in stage.args:
+            typo = _PLACEHOLDER.search(re.sub(_KNOWN, "", arg))
+            if typo:
+                raise BertlabError(
+                    f"stage {stage.name}: argument {arg!r}: unknown placeholder {typo.group(0)}; use {{root}}, "
+                    "{prev}, {export:NAME}, {dir:NAME} or {ckpt:NAME}"
+                )
         refs = re.findall(r"\{(?:export|dir|ckpt):([^}]*)\}", " ".join(stage.args))
         for ref in refs:
             if ref not in earlier:
