@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # bertlab never downloads; fail fast instead of hanging
@@ -27,6 +28,7 @@ from bertlab.core.files import atomic_path  # noqa: E402
 from bertlab.core.yaml_files import read_yaml  # noqa: E402
 from bertlab.precision import AUTO, allow_auto, resolve_precision  # noqa: E402
 from bertlab.preflight import SPECIAL_CKPTS, check_checkpoint, check_run, sweep_outputs  # noqa: E402
+from callbacks.graceful_stop import GracefulStop  # noqa: E402
 from callbacks.hf_export import HFExport  # noqa: E402
 from callbacks.predictions import PredictionCSV  # noqa: E402
 
@@ -126,7 +128,7 @@ class BertlabCLI(LightningCLI):
         if config.get("precision") == AUTO:
             rank_zero_info(f"bertlab: precision auto -> {precision} ({why}); override with --trainer.precision")
         config["precision"] = precision
-        return super()._instantiate_trainer(config, callbacks)
+        return super()._instantiate_trainer(config, [*callbacks, GracefulStop()])
 
     def _dump_metrics(self, name: str) -> None:
         if self.trainer.is_global_zero:
@@ -190,6 +192,17 @@ def main(argv: list[str] | None = None) -> int:
 
             return demo_main(args[1:])
         run_lightning(argv)
+    except SystemExit as e:
+        resume = getattr(e, "bertlab_resume", None)  # set by GracefulStop on SIGTERM / SIGINT
+        if resume is None:
+            raise
+        signum, path = resume
+        print(
+            f"bertlab: stopped by {signal.Signals(signum).name}; saved {path}; resume with the same command and "
+            f"--ckpt_path {path}",
+            file=sys.stderr,
+        )
+        return 128 + signum
     except Exception as e:  # noqa: BLE001 - ours may arrive wrapped by jsonargparse's instantiation
         ours = find_ours(e)
         if ours is None:
