@@ -31,6 +31,7 @@ from bertlab.preflight import SPECIAL_CKPTS, check_checkpoint, check_run, sweep_
 from callbacks.graceful_stop import GracefulStop  # noqa: E402
 from callbacks.hf_export import HFExport  # noqa: E402
 from callbacks.predictions import PredictionCSV  # noqa: E402
+from callbacks.rng_state import RNGState  # noqa: E402
 
 for _optional in (
     "lightning_modules.masked_lm",
@@ -128,7 +129,7 @@ class BertlabCLI(LightningCLI):
         if config.get("precision") == AUTO:
             rank_zero_info(f"bertlab: precision auto -> {precision} ({why}); override with --trainer.precision")
         config["precision"] = precision
-        return super()._instantiate_trainer(config, [*callbacks, GracefulStop()])
+        return super()._instantiate_trainer(config, [*callbacks, GracefulStop(), RNGState()])
 
     def _dump_metrics(self, name: str) -> None:
         if self.trainer.is_global_zero:
