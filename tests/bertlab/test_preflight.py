@@ -12,6 +12,7 @@ import os
 import pickle
 import shutil
 import stat
+import subprocess
 from types import SimpleNamespace
 
 import pandas as pd
@@ -20,6 +21,7 @@ import torch
 import yaml
 
 from bertlab.cli import main
+from bertlab.core.files import _owner
 from tests.bertlab.cli_helpers import tiny_args
 from tests.bertlab.test_bad_input import TINY_CONFIG, assert_error
 from tests.conftest import make_texts
@@ -34,6 +36,12 @@ def run_main(*argv: str) -> SimpleNamespace:
         except SystemExit as e:  # jsonargparse's own errors
             code = e.code
     return SimpleNamespace(returncode=code, stderr=err.getvalue())
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
 
 
 class Evil:
@@ -283,10 +291,16 @@ def test_the_table_is_large_enough():
 
 
 def test_a_checkpoint_that_bertlab_saved_passes_the_check(tiny_bert_dir, tiny_csvs, tmp_path):
-    """The ``weights_only=True`` check must not refuse the checkpoints that bertlab itself saves."""
+    """The ``weights_only=True`` check must not refuse the checkpoints that bertlab itself saves; a run sweeps
+    what a killed run left beside its export and in its cache."""
     root = tmp_path / "run"
     args = tiny_args(tiny_bert_dir, tiny_csvs, str(root), str(tmp_path / "cache"))
+    host, dead = _owner().rsplit("-", 1)[0], _dead_pid()
+    debris = [root / f".export.{host}-{dead}.k1ll3d", tmp_path / "cache" / "tokens" / f".abc.{host}-{dead}.x"]
+    for path in debris:
+        path.mkdir(parents=True)
     assert run_main("fit", *args, "--trainer.max_epochs", "1").returncode == 0
+    assert [p for p in debris if p.exists()] == []
     ckpt = next((root / "checkpoints").glob("*.ckpt"))
     proc = run_main("validate", *args, "--ckpt_path", str(ckpt))
     assert proc.returncode == 0, proc.stderr[-3000:]
