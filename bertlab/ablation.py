@@ -22,7 +22,7 @@ import numpy as np
 from bertlab.core.errors import BertlabError
 from bertlab.core.files import atomic_path
 from bertlab.core.yaml_files import read_yaml
-from bertlab.pipeline import Stage, _as_args, check_stages, load_pipeline, run_stages
+from bertlab.pipeline import Stage, _as_args, check_stages, load_pipeline, preflight_stages, run_stages
 
 ARM_KEYS = {"name", "config", "args", "pipeline", "note"}
 
@@ -59,7 +59,8 @@ def load_ablation(path: str) -> dict:
     return spec
 
 
-def _run_arm(spec: dict, arm: dict, seed: int) -> dict:
+def _arm_run(spec: dict, arm: dict, seed: int) -> tuple[list[Stage], str, str, list[str]]:
+    """(stages, root, label, run-wide arguments) of one arm with one seed."""
     root = os.path.join(spec["root"], arm["name"], f"seed{seed}")
     extra = [
         "--seed_everything",
@@ -71,16 +72,16 @@ def _run_arm(spec: dict, arm: dict, seed: int) -> dict:
     ]
     if arm.get("pipeline"):
         _, stages = load_pipeline(arm["pipeline"])
-        summary = run_stages(stages, root, arm["pipeline"], extra_args=spec["args"] + arm["args"] + extra)
-    else:
-        stage = Stage(
-            name="run",
-            config=spec["base"] + arm["config"],
-            args=spec["args"] + arm["args"],
-            init_from="none",
-            test=True,
-        )
-        summary = run_stages([stage], root, arm["name"], extra_args=extra)
+        return stages, root, arm["pipeline"], spec["args"] + arm["args"] + extra
+    stage = Stage(
+        name="run", config=spec["base"] + arm["config"], args=spec["args"] + arm["args"], init_from="none", test=True
+    )
+    return [stage], root, arm["name"], extra
+
+
+def _run_arm(spec: dict, arm: dict, seed: int) -> dict:
+    stages, root, label, extra = _arm_run(spec, arm, seed)
+    summary = run_stages(stages, root, label, extra_args=extra)
     return summary["stages"][-1]["metrics"].get("test", {})
 
 
@@ -171,6 +172,9 @@ def run_ablation(path: str, arms: list[str] | None = None, seeds: list[int] | No
     unknown = set(arms or []) - {a["name"] for a in spec["arms"]}
     if unknown:
         raise BertlabError(f"{path}: no arm(s) {sorted(unknown)}; arms: {[a['name'] for a in spec['arms']]}")
+    for arm in chosen:  # every arm's every stage, before the first one trains
+        stages, root, _, extra = _arm_run(spec, arm, spec["seeds"][0])
+        preflight_stages(stages, root, extra)
     os.makedirs(spec["root"], exist_ok=True)
     store = os.path.join(spec["root"], "results.json")
     for arm in chosen:

@@ -27,7 +27,7 @@ from bertlab.core.errors import BertlabError  # noqa: E402
 from bertlab.core.files import atomic_path  # noqa: E402
 from bertlab.core.yaml_files import read_yaml  # noqa: E402
 from bertlab.precision import AUTO, allow_auto, resolve_precision  # noqa: E402
-from bertlab.preflight import SPECIAL_CKPTS, check_checkpoint, check_run, sweep_outputs  # noqa: E402
+from bertlab.preflight import SPECIAL_CKPTS, check_checkpoint, check_run, is_pending, sweep_outputs  # noqa: E402
 from callbacks.graceful_stop import GracefulStop  # noqa: E402
 from callbacks.hf_export import HFExport  # noqa: E402
 from callbacks.predictions import PredictionCSV  # noqa: E402
@@ -84,7 +84,14 @@ def default_loggers(root: str, wandb_args) -> list:
     return loggers
 
 
+class PreflightDone(Exception):
+    """Raised once a stage's pre-flight check has passed, when that is all that was asked for."""
+
+
 class BertlabCLI(LightningCLI):
+    preflight_only = False  # parse and check, then stop (``preflight_stage``)
+    pending: tuple[str, ...] = ()  # folders whose missing paths earlier stages will write (not checked)
+
     def add_arguments_to_parser(self, parser) -> None:
         allow_auto(parser)
         parser.add_lightning_class_args(HFExport, "export")
@@ -111,13 +118,15 @@ class BertlabCLI(LightningCLI):
         # Lightning reads the checkpoint's hyperparameters here, before any hook: check it loads first
         subcommand = self.config.get("subcommand")
         ckpt = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if ckpt and str(ckpt) not in SPECIAL_CKPTS:
+        if ckpt and str(ckpt) not in SPECIAL_CKPTS and not is_pending(str(ckpt), self.pending):
             check_checkpoint(str(ckpt))
         super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand].as_dict()
-        check_run(self.subcommand, config)
+        check_run(self.subcommand, config, self.pending)
+        if self.preflight_only:
+            raise PreflightDone
         sweep_outputs(self.subcommand, config)
 
     def _instantiate_trainer(self, config, callbacks):
@@ -161,12 +170,23 @@ def config_files(args: list[str]) -> list[str]:
     return out
 
 
-def run_lightning(args: list[str] | None) -> None:
+def preflight_stage(args: list[str], pending: tuple[str, ...] = ()) -> None:
+    """Parse a stage's arguments and run its pre-flight check, instantiating nothing: how a pipeline checks
+    every stage before the first one trains. Paths under ``pending`` that do not exist yet (the exports and
+    checkpoints of earlier stages) are not checked."""
+    cli = type("PreflightCLI", (BertlabCLI,), {"preflight_only": True, "pending": tuple(pending)})
+    try:
+        run_lightning(args, cli)
+    except PreflightDone:
+        pass
+
+
+def run_lightning(args: list[str] | None, cli: type[BertlabCLI] = BertlabCLI) -> None:
     for path in config_files(list(sys.argv[1:] if args is None else args)):
         if os.path.isfile(path) or path.endswith((".yaml", ".yml")):  # else inline YAML, jsonargparse's to read
             read_yaml(path)  # a syntax error names the file, line and column (jsonargparse would not)
     base = {"default_config_files": [BASE_CONFIG]} if os.path.isfile(BASE_CONFIG) else {}
-    BertlabCLI(
+    cli(
         pl.LightningModule,
         pl.LightningDataModule,
         subclass_mode_model=True,

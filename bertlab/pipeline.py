@@ -127,7 +127,7 @@ def export_dir(root: str, name: str) -> str:
     return os.path.join(root, name, "export")
 
 
-def _fill(arg: str, root: str, prev: str | None, names: list[str]) -> str:
+def _fill(arg: str, root: str, prev: str | None, names: list[str], dry: bool = False) -> str:
     def sub(m: re.Match) -> str:
         key, _, ref = m.group(1).partition(":")
         if key == "root":
@@ -140,6 +140,8 @@ def _fill(arg: str, root: str, prev: str | None, names: list[str]) -> str:
             return export_dir(root, ref) if key == "export" else stage_dir(root, ref)
         if key == "ckpt" and ref in names:
             checkpoint = _read_json(os.path.join(export_dir(root, ref), "bertlab_export.json")).get("checkpoint")
+            if not checkpoint and dry:  # checking before stage `ref` has run: a path it will write
+                return os.path.join(stage_dir(root, ref), "checkpoints", "best.ckpt")
             if not checkpoint:
                 raise BertlabError(
                     f"argument {arg!r}: stage {ref!r} has no best checkpoint in its export; give it a "
@@ -227,9 +229,7 @@ def run_stage(stage: Stage, root: str, args: list[str]) -> dict:
     if stage.kind == "init_model":
         _run([sys.executable, "-m", "bertlab.scratch", "--out", export_dir(root, stage.name), *args], stage.name)
         return {}
-    base = [sys.executable, "-m", "bertlab.cli", stage.subcommand]
-    base += [a for cfg in stage.config for a in ("--config", cfg)] + args
-    base += ["--trainer.default_root_dir", out, "--export.dirpath", export_dir(root, stage.name)]
+    base = [sys.executable, "-m", "bertlab.cli", *stage_command(stage, root, args)]
     _run(base, stage.name)
     metrics = {"fit": _read_json(os.path.join(out, "fit_metrics.json"))}
     if stage.test:
@@ -273,32 +273,65 @@ def run_pipeline(
     return run_stages(stages, root or default_root, path, force, extra_args)
 
 
+def stage_args(
+    stage: Stage, root: str, prev: str | None, names: list[str], extra_args: list[str] | None, dry: bool = False
+) -> list[str]:
+    """A stage's arguments with placeholders filled and the model it starts from; ``dry``: before any stage ran."""
+    # run-wide arguments (a seed, an ablation's budget) first: a stage's own arguments win over them
+    args = (list(extra_args or []) if stage.kind == "lightning" else []) + [
+        _fill(a, root, prev, names, dry) for a in stage.args
+    ]
+    source = (
+        prev
+        if stage.init_from == "previous"
+        else None
+        if stage.init_from == "none"
+        else export_dir(root, stage.init_from)
+    )
+    if source is not None and stage.kind == "lightning":
+        if not os.path.isdir(source) and not dry:
+            raise BertlabError(
+                f"stage {stage.name}: the export it starts from, {source!r}, is missing; run the stages before it"
+            )
+        args = ["--model.init_args.model_name_or_path", source] + args
+    return args
+
+
+def preflight_stages(stages: list[Stage], root: str, extra_args: list[str] | None = None) -> None:
+    """The CLI's pre-flight check on every LightningCLI stage, before the first one runs (what earlier stages
+    will write under ``root`` is taken on trust)."""
+    from bertlab.cli import preflight_stage
+
+    names, prev = [s.name for s in stages], None
+    for stage in stages:
+        if stage.kind == "lightning":
+            cmd = stage_command(stage, root, stage_args(stage, root, prev, names, extra_args, dry=True))
+            preflight_stage(cmd, pending=(root,))
+        prev = export_dir(root, stage.name)
+
+
+def stage_command(stage: Stage, root: str, args: list[str]) -> list[str]:
+    """The ``bertlab`` arguments that run ``stage``."""
+    cmd = [stage.subcommand] + [a for cfg in stage.config for a in ("--config", cfg)] + args
+    return cmd + [
+        "--trainer.default_root_dir",
+        stage_dir(root, stage.name),
+        "--export.dirpath",
+        export_dir(root, stage.name),
+    ]
+
+
 def run_stages(
     stages: list[Stage], root: str, label: str, force: bool = False, extra_args: list[str] | None = None
 ) -> dict:
     """Run ``stages`` under ``root``; ``extra_args`` go to every LightningCLI stage (e.g. a seed)."""
     check_stages(stages)
+    preflight_stages(stages, root, extra_args)
     names = [s.name for s in stages]
     summary = {"pipeline": label, "root": root, "stages": []}
     upstream, prev = "", None
     for stage in stages:
-        # run-wide arguments (a seed, an ablation's budget) first: a stage's own arguments win over them
-        args = (list(extra_args or []) if stage.kind == "lightning" else []) + [
-            _fill(a, root, prev, names) for a in stage.args
-        ]
-        source = (
-            prev
-            if stage.init_from == "previous"
-            else None
-            if stage.init_from == "none"
-            else export_dir(root, stage.init_from)
-        )
-        if source is not None and stage.kind == "lightning":
-            if not os.path.isdir(source):
-                raise BertlabError(
-                    f"stage {stage.name}: the export it starts from, {source!r}, is missing; run the stages before it"
-                )
-            args = ["--model.init_args.model_name_or_path", source] + args
+        args = stage_args(stage, root, prev, names, extra_args)
         fp = _fingerprint(stage, args, upstream)
         record_path = os.path.join(stage_dir(root, stage.name), STAGE_FILE)
         record = _read_json(record_path)

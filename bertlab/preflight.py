@@ -64,16 +64,27 @@ def lookup(config: dict, key: str):
     return None if node in ("None", "null") else node
 
 
-def check_run(subcommand: str, config: dict) -> None:
-    """Every check on a parsed stage config (a plain dict, LightningCLI's layout); raises ``BertlabError``."""
+def is_pending(path: str, pending: tuple[str, ...]) -> bool:
+    """``path`` does not exist yet but lies under a folder that an earlier pipeline stage writes."""
+    full = os.path.abspath(os.path.expanduser(path))
+    return not os.path.exists(full) and any(full.startswith(os.path.abspath(p) + os.sep) for p in pending)
+
+
+def check_run(subcommand: str, config: dict, pending: tuple[str, ...] = ()) -> None:
+    """Every check on a parsed stage config (a plain dict, LightningCLI's layout); raises ``BertlabError``.
+    Paths under ``pending`` that do not exist yet (what earlier pipeline stages will write) are not checked."""
     check_ranges(config)
     check_conflicts(subcommand, config)
     check_outputs(subcommand, config)
+    for split in ("train", "val", "test", "predict"):
+        path = lookup(config, f"data.init_args.splits.{split}_file")
+        if isinstance(path, str) and not os.path.exists(path) and not is_pending(path, pending):
+            raise BertlabError(f"data file {path!r} does not exist (data.splits.{split}_file)")
     model_dir = lookup(config, "model.init_args.model_name_or_path")
-    if isinstance(model_dir, str):
+    if isinstance(model_dir, str) and not is_pending(model_dir, pending):
         check_model_dir(model_dir, lookup(config, "data.init_args.max_length"))
     ckpt = config.get("ckpt_path")
-    if ckpt and str(ckpt) not in SPECIAL_CKPTS:
+    if ckpt and str(ckpt) not in SPECIAL_CKPTS and not is_pending(str(ckpt), pending):
         check_checkpoint(str(ckpt))
 
 

@@ -149,6 +149,19 @@ def p(tmp_path_factory, tiny_bert_dir, tiny_csvs):
         yaml.safe_dump({"base": [TINY_CONFIG], "arms": [{"name": "a", "pipeline": out["pipe_typo_yaml"]}]}),
     )
     put("abl_syntax.yaml", "arms: [{name: a}\n")
+    data = {
+        "model.init_args.model_name_or_path": tiny_bert_dir,
+        "data.init_args.splits.train_file": tiny_csvs["train"],
+        "data.init_args.splits.val_file": tiny_csvs["val"],
+        "data.init_args.cache_dir": str(d / "cache"),
+    }
+    first = {"name": "first", "config": [TINY_CONFIG], "init_from": "none", "args": data}
+    second = {"name": "second", "config": [TINY_CONFIG]}
+    put("pipe_lr.yaml", yaml.safe_dump({"stages": [first, {**second, "args": {"model.init_args.lr": 0}}]}))
+    missing = {"data.init_args.splits.val_file": str(d / "gone.csv")}
+    put("pipe_data.yaml", yaml.safe_dump({"stages": [first, {**second, "args": missing}]}))
+    arms = [{"name": "fine", "args": data}, {"name": "bad", "args": {**data, "data.init_args.loader.batch_size": 0}}]
+    put("abl_args.yaml", yaml.safe_dump({"base": [TINY_CONFIG], "root": str(d / "abl"), "arms": arms}))
     return out
 
 
@@ -270,6 +283,9 @@ CASES = [
     ("ablation arm yaml", "ablate", ["{abl_yaml_yaml}"], ["{bad_yaml}: YAML syntax error at line 3"]),
     ("ablation pipeline", "ablate", ["{abl_pipe_yaml}"], ["unknown placeholder {{exprot:first}}"]),
     ("ablation syntax", "ablate", ["{abl_syntax_yaml}"], ["{abl_syntax_yaml}: YAML syntax error"]),
+    ("pipeline stage 2 lr", "pipeline", ["{pipe_lr_yaml}"], ["--model.lr must be > 0, got 0"]),
+    ("pipeline stage 2 data", "pipeline", ["{pipe_data_yaml}"], ["data file '{d}/gone.csv' does not exist"]),
+    ("ablation arm 2 batch", "ablate", ["{abl_args_yaml}"], ["--data.loader.batch_size must be >= 1, got 0"]),
 ]
 
 
@@ -284,6 +300,7 @@ def test_bad_input_is_one_error_line(p, tmp_path, name, sub, args, needles):
         argv = [sub, *base, "--trainer.max_epochs", "1", *args]
     assert_error(run_main(*argv), root, *(n.format(**p) for n in needles))
     assert not root.exists() or not os.listdir(root)  # nothing ran: no logs, no checkpoints
+    assert not os.path.exists(os.path.join(p["d"], "abl"))  # no arm of an ablation ran
 
 
 def test_the_table_is_large_enough():
