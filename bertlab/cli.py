@@ -120,7 +120,24 @@ class BertlabCLI(LightningCLI):
         ckpt = self.config[subcommand].get("ckpt_path") if subcommand else None
         if ckpt and str(ckpt) not in SPECIAL_CKPTS and not is_pending(str(ckpt), self.pending):
             check_checkpoint(str(ckpt))
-        super()._parse_ckpt_path()
+        if not ckpt or not os.path.isfile(str(ckpt)):
+            return
+        # Lightning's own version hands every saved hyperparameter to the model, including the data links
+        # (num_labels, ...) that a MaskedLM does not take: resuming an MLM fit failed. Keep what the class takes.
+        import inspect
+
+        import torch
+        from jsonargparse import Namespace
+
+        hparams = torch.load(str(ckpt), weights_only=True, map_location="cpu").get("hyper_parameters", {})
+        hparams.pop("_instantiator", None)
+        class_path = hparams.pop("_class_path", None)
+        if not hparams or class_path is None:
+            return super()._parse_ckpt_path()
+        module, _, name = class_path.rpartition(".")
+        accepted = inspect.signature(getattr(__import__(module, fromlist=[name]), name).__init__).parameters
+        model = {"class_path": class_path, "dict_kwargs": {k: v for k, v in hparams.items() if k in accepted}}
+        self.config = self.parser.parse_object(Namespace({subcommand: {"model": model}}), self.config)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand].as_dict()

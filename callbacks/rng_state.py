@@ -7,15 +7,14 @@ torch's CPU and CUDA generators, the train sampler's own generator (``datamodule
 and the masker's (``datamodules.maskers``), all as tensors so that the checkpoint still loads with
 ``torch.load(weights_only=True)``. They are put back when training starts, before the first batch is drawn.
 
-Validation inside a fit draws too (a DataLoader's base seed, the MLM masks of the val batches); those draws
+Validation inside a fit draws too (a DataLoader's base seed); those draws
 would make a checkpoint saved before a validation (every N steps) resume on other numbers than the run
 itself. So the streams are snapshot after every training step and put back when a validation ends: the
 training stream does not depend on when, or whether, validation runs.
 
 Resuming is then bit-identical on CPU to the uninterrupted run: from an epoch's end, and mid-epoch where the
 train sampler can skip what the interrupted pass drew (``LengthGroupedSampler.resume_at``, the default for
-classification). Not yet exact mid-epoch: a plain shuffle, and MLM masks (Lightning has already masked the next
-batch when it saves).
+classification and MLM). Not exact mid-epoch: a plain shuffle (``group_by_length: false``).
 """
 
 from __future__ import annotations
@@ -53,12 +52,16 @@ def _capture(trainer: pl.Trainer) -> dict:
     }
 
 
-def _apply(trainer: pl.Trainer, state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+def _apply(trainer: pl.Trainer, state: dict, parts: tuple[str, ...] = ("global", "data")) -> None:
+    """Put ``state`` back: the global generators and/or the data's own (sampler, masker)."""
+    if "global" in parts:
+        random.setstate(state["python"])
+        np.random.set_state(state["numpy"])
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+    if "data" not in parts:
+        return
     generators = _generators(trainer)
     for name, saved in state["generators"].items():
         if name in generators:
@@ -99,7 +102,9 @@ class RNGState(pl.Callback):
         self._trainer = trainer
 
     def state_dict(self) -> dict:
-        return _to_tensors(_capture(self._trainer)) if self._trainer is not None else {}
+        if self._trainer is None:
+            return {}
+        return _to_tensors(_capture(self._trainer))
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._pending = _from_tensors(state_dict) if state_dict else None
@@ -118,13 +123,14 @@ class RNGState(pl.Callback):
             # Mid-epoch: the pass goes on where it stopped, and the streams come back once its first batch is
             # drawn (the interrupted run drew no new DataLoader iterator at that point).
             sampler.resume_at = done * trainer.train_dataloader.batch_size
+            _apply(trainer, self._pending, ("data",))  # the masker before the pass's first batch is masked
             return
         _apply(trainer, self._pending)  # at an epoch's start: before the new pass draws its iterator
         self._pending = None
 
     def on_train_batch_start(self, trainer: pl.Trainer, *args) -> None:
         if self._pending:
-            _apply(trainer, self._pending)
+            _apply(trainer, self._pending, ("global",))
             self._pending = None
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
