@@ -29,23 +29,21 @@ import os
 import re
 from collections.abc import Callable
 
-import yaml
-
 from bertlab.ablation_report import write_report
 from bertlab.core.errors import BertlabError
 from bertlab.core.files import atomic_path
+from bertlab.core.yaml_files import read_yaml
 from bertlab.help import ABLATE_EXAMPLES
 from bertlab.launchers import Failure, Job, add_launcher_args, launcher_from_args, run_local
-from bertlab.pipeline import Stage, _as_args, export_dir, load_pipeline, run_stages
+from bertlab.pipeline import Stage, _as_args, check_stages, export_dir, load_pipeline, preflight_stages, run_stages
 
 ARM_KEYS = {"name", "config", "args", "pipeline", "note"}
 
 
 def load_ablation(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise BertlabError(f"ablation file {path!r} does not exist")
-    with open(path, encoding="utf-8") as f:
-        spec = yaml.safe_load(f) or {}
+    spec = read_yaml(path, "ablation file") or {}
+    if not isinstance(spec, dict):
+        raise BertlabError(f"{path}: an ablation is a mapping with name, base, args, seeds, arms, ...")
     unknown = set(spec) - {"name", "root", "base", "args", "seeds", "metrics", "baseline", "arms", "pretrain_seed"}
     if unknown:
         raise BertlabError(f"{path}: unknown key(s) {sorted(unknown)}")
@@ -69,23 +67,40 @@ def load_ablation(path: str) -> dict:
         for cfg in spec["base"] + arm["config"]:
             if not os.path.isfile(cfg):
                 raise BertlabError(f"{path}: arm {arm['name']}: config file {cfg!r} does not exist")
+            read_yaml(cfg)
         if arm.get("pipeline"):
-            load_pipeline(arm["pipeline"])  # validates it now rather than after an hour of other arms
+            check_stages(load_pipeline(arm["pipeline"])[1])  # now rather than after an hour of other arms
     spec.setdefault("baseline", arms[0]["name"])
     return spec
+
+
+def _seed_args(spec: dict, arm: dict, seed: int) -> list[str]:
+    return ["--seed_everything", str(seed), "--wandb.group", spec["name"]] + [
+        "--wandb.tags",
+        json.dumps([arm["name"], f"seed{seed}"]),
+    ]
+
+
+def _single_stage(spec: dict, arm: dict) -> Stage:
+    return Stage(
+        name="run", config=spec["base"] + arm["config"], args=spec["args"] + arm["args"], init_from="none", test=True
+    )
+
+
+def _preflight(spec: dict, arm: dict) -> None:
+    """The CLI's pre-flight check on every stage of an arm (its first seed), before any arm trains."""
+    seed = spec["seeds"][0]
+    root, extra = os.path.join(spec["root"], arm["name"], f"seed{seed}"), _seed_args(spec, arm, seed)
+    if arm.get("pipeline"):
+        preflight_stages(load_pipeline(arm["pipeline"])[1], root, spec["args"] + arm["args"] + extra)
+    else:
+        preflight_stages([_single_stage(spec, arm)], root, extra)
 
 
 def _run_arm(spec: dict, arm: dict, seed: int, check_only: bool = False) -> dict | None:
     """The run's test metrics; with ``check_only``, None unless every stage of it has finished unchanged."""
     root = os.path.join(spec["root"], arm["name"], f"seed{seed}")
-    extra = [
-        "--seed_everything",
-        str(seed),
-        "--wandb.group",
-        spec["name"],
-        "--wandb.tags",
-        json.dumps([arm["name"], f"seed{seed}"]),
-    ]
+    extra = _seed_args(spec, arm, seed)
     if arm.get("pipeline"):
         _, stages = load_pipeline(arm["pipeline"])
         shared = _shared_pretraining(spec, arm, stages)
@@ -100,14 +115,7 @@ def _run_arm(spec: dict, arm: dict, seed: int, check_only: bool = False) -> dict
             stages, root, arm["pipeline"], extra_args=spec["args"] + arm["args"] + extra, check_only=check_only
         )
     else:
-        stage = Stage(
-            name="run",
-            config=spec["base"] + arm["config"],
-            args=spec["args"] + arm["args"],
-            init_from="none",
-            test=True,
-        )
-        summary = run_stages([stage], root, arm["name"], extra_args=extra, check_only=check_only)
+        summary = run_stages([_single_stage(spec, arm)], root, arm["name"], extra_args=extra, check_only=check_only)
     return None if summary is None else summary["stages"][-1]["metrics"].get("test", {})
 
 
@@ -190,6 +198,8 @@ def run_ablation(
     unknown = set(arms or []) - {a["name"] for a in spec["arms"]}
     if unknown:
         raise BertlabError(f"{path}: no arm(s) {sorted(unknown)}; arms: {[a['name'] for a in spec['arms']]}")
+    for arm in chosen:  # every arm's every stage, before the first one trains
+        _preflight(spec, arm)
     os.makedirs(spec["root"], exist_ok=True)
     # pretrain_seed: an arm's shared stages run first, once, so that its seeds' runs never race to run them
     shared = [

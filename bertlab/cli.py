@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # bertlab never downloads; fail fast instead of hanging
@@ -24,9 +25,13 @@ import datamodules.classification  # noqa: E402,F401  (imports register the clas
 import lightning_modules.classifier  # noqa: E402,F401
 from bertlab.core.errors import BertlabError  # noqa: E402
 from bertlab.core.files import atomic_path  # noqa: E402
+from bertlab.core.yaml_files import read_yaml  # noqa: E402
 from bertlab.precision import AUTO, allow_auto, resolve_precision  # noqa: E402
+from bertlab.preflight import SPECIAL_CKPTS, check_checkpoint, check_run, is_pending, sweep_outputs  # noqa: E402
+from callbacks.graceful_stop import GracefulStop  # noqa: E402
 from callbacks.hf_export import HFExport  # noqa: E402
 from callbacks.predictions import PredictionCSV  # noqa: E402
+from callbacks.rng_state import RNGState  # noqa: E402
 from callbacks.test_predictions import TestPredictions  # noqa: E402
 
 for _optional in (
@@ -80,7 +85,14 @@ def default_loggers(root: str, wandb_args) -> list:
     return loggers
 
 
+class PreflightDone(Exception):
+    """Raised once a stage's pre-flight check has passed, when that is all that was asked for."""
+
+
 class BertlabCLI(LightningCLI):
+    preflight_only = False  # parse and check, then stop (``preflight_stage``)
+    pending: tuple[str, ...] = ()  # folders whose missing paths earlier stages will write (not checked)
+
     def add_arguments_to_parser(self, parser) -> None:
         allow_auto(parser)
         parser.add_lightning_class_args(HFExport, "export")
@@ -104,6 +116,38 @@ class BertlabCLI(LightningCLI):
             "data", "model.init_args.knowledge_dim", compute_fn=data_knowledge_dim, apply_on="instantiate"
         )
 
+    def _parse_ckpt_path(self) -> None:
+        # Lightning reads the checkpoint's hyperparameters here, before any hook: check it loads first
+        subcommand = self.config.get("subcommand")
+        ckpt = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt and str(ckpt) not in SPECIAL_CKPTS and not is_pending(str(ckpt), self.pending):
+            check_checkpoint(str(ckpt))
+        if not ckpt or not os.path.isfile(str(ckpt)):
+            return
+        # Lightning's own version hands every saved hyperparameter to the model, including the data links
+        # (num_labels, ...) that a MaskedLM does not take: resuming an MLM fit failed. Keep what the class takes.
+        import inspect
+
+        import torch
+        from jsonargparse import Namespace
+
+        hparams = torch.load(str(ckpt), weights_only=True, map_location="cpu").get("hyper_parameters", {})
+        hparams.pop("_instantiator", None)
+        class_path = hparams.pop("_class_path", None)
+        if not hparams or class_path is None:
+            return super()._parse_ckpt_path()
+        module, _, name = class_path.rpartition(".")
+        accepted = inspect.signature(getattr(__import__(module, fromlist=[name]), name).__init__).parameters
+        model = {"class_path": class_path, "dict_kwargs": {k: v for k, v in hparams.items() if k in accepted}}
+        self.config = self.parser.parse_object(Namespace({subcommand: {"model": model}}), self.config)
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand].as_dict()
+        check_run(self.subcommand, config, self.pending)
+        if self.preflight_only:
+            raise PreflightDone
+        sweep_outputs(self.subcommand, config)
+
     def _instantiate_trainer(self, config, callbacks):
         if config.get("logger") in (None, True):  # default: CSV + W&B under the run's root
             config["logger"] = default_loggers(
@@ -113,7 +157,7 @@ class BertlabCLI(LightningCLI):
         if config.get("precision") == AUTO:
             rank_zero_info(f"bertlab: precision auto -> {precision} ({why}); override with --trainer.precision")
         config["precision"] = precision
-        return super()._instantiate_trainer(config, callbacks)
+        return super()._instantiate_trainer(config, [*callbacks, GracefulStop(), RNGState()])
 
     def _dump_metrics(self, name: str) -> None:
         if self.trainer.is_global_zero:
@@ -134,9 +178,34 @@ class BertlabCLI(LightningCLI):
 BASE_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "base.yaml")
 
 
-def run_lightning(args: list[str] | None) -> None:
+def config_files(args: list[str]) -> list[str]:
+    """The files given with ``--config FILE`` / ``--config=FILE`` / ``-c FILE``."""
+    out = []
+    for i, arg in enumerate(args):
+        if arg in ("--config", "-c") and i + 1 < len(args):
+            out.append(args[i + 1])
+        elif arg.startswith("--config="):
+            out.append(arg.split("=", 1)[1])
+    return out
+
+
+def preflight_stage(args: list[str], pending: tuple[str, ...] = ()) -> None:
+    """Parse a stage's arguments and run its pre-flight check, instantiating nothing: how a pipeline checks
+    every stage before the first one trains. Paths under ``pending`` that do not exist yet (the exports and
+    checkpoints of earlier stages) are not checked."""
+    cli = type("PreflightCLI", (BertlabCLI,), {"preflight_only": True, "pending": tuple(pending)})
+    try:
+        run_lightning(args, cli)
+    except PreflightDone:
+        pass
+
+
+def run_lightning(args: list[str] | None, cli: type[BertlabCLI] = BertlabCLI) -> None:
+    for path in config_files(list(sys.argv[1:] if args is None else args)):
+        if os.path.isfile(path) or path.endswith((".yaml", ".yml")):  # else inline YAML, jsonargparse's to read
+            read_yaml(path)  # a syntax error names the file, line and column (jsonargparse would not)
     base = {"default_config_files": [BASE_CONFIG]} if os.path.isfile(BASE_CONFIG) else {}
-    BertlabCLI(
+    cli(
         pl.LightningModule,
         pl.LightningDataModule,
         subclass_mode_model=True,
@@ -173,6 +242,17 @@ def main(argv: list[str] | None = None) -> int:
 
             return demo_main(args[1:])
         run_lightning(argv)
+    except SystemExit as e:
+        resume = getattr(e, "bertlab_resume", None)  # set by GracefulStop on SIGTERM / SIGINT
+        if resume is None:
+            raise
+        signum, path = resume
+        print(
+            f"bertlab: stopped by {signal.Signals(signum).name}; saved {path}; resume with the same command and "
+            f"--ckpt_path {path}",
+            file=sys.stderr,
+        )
+        return 128 + signum
     except Exception as e:  # noqa: BLE001 - ours may arrive wrapped by jsonargparse's instantiation
         ours = find_ours(e)
         if ours is None:

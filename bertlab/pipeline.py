@@ -28,11 +28,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-import yaml
-
 from bertlab.core.errors import BertlabError
 from bertlab.core.files import atomic_path
 from bertlab.core.fingerprint import fingerprint
+from bertlab.core.yaml_files import read_yaml
 
 STAGE_FILE = "stage.json"
 KINDS = ("lightning", "init_model")
@@ -69,24 +68,24 @@ def _included(raw: dict, where: str) -> dict:
     path = raw["include"]
     if not isinstance(path, str) or not os.path.isfile(path):
         raise BertlabError(f"{where}: include {path!r} is not a stage file")
-    with open(path, encoding="utf-8") as f:
-        base = yaml.safe_load(f) or {}
+    base = read_yaml(path, "stage file") or {}
     if not isinstance(base, dict):
         raise BertlabError(f"{path}: a stage file holds one stage (a mapping with name, config, args, ...)")
     return {**base, **{k: v for k, v in raw.items() if k != "include"}}
 
 
 def load_pipeline(path: str) -> tuple[str, list[Stage]]:
-    if not os.path.isfile(path):
-        raise BertlabError(f"pipeline file {path!r} does not exist")
-    with open(path, encoding="utf-8") as f:
-        spec = yaml.safe_load(f) or {}
+    spec = read_yaml(path, "pipeline file") or {}
+    if not isinstance(spec, dict):
+        raise BertlabError(f"{path}: a pipeline is a mapping with name, root, stages")
     unknown = set(spec) - {"name", "root", "stages"}
     if unknown:
         raise BertlabError(f"{path}: unknown key(s) {sorted(unknown)}; a pipeline has name, root, stages")
     stages = []
     for i, raw in enumerate(spec.get("stages") or []):
         where = f"{path}: stage {i + 1}"
+        if not isinstance(raw, dict):
+            raise BertlabError(f"{where}: a stage is a mapping (name, config, args, ...), got {raw!r}")
         raw = _included(raw, where)
         bad = set(raw) - {"name", "kind", "config", "args", "init_from", "test", "subcommand"}
         if bad or "name" not in raw:
@@ -108,6 +107,7 @@ def load_pipeline(path: str) -> tuple[str, list[Stage]]:
         for cfg in stage.config:
             if not os.path.isfile(cfg):
                 raise BertlabError(f"{where} ({stage.name}): config file {cfg!r} does not exist")
+            read_yaml(cfg)  # a syntax error in a late stage's config is found before the first stage trains
         stages.append(stage)
     if not stages:
         raise BertlabError(f"{path}: no stages")
@@ -127,7 +127,7 @@ def export_dir(root: str, name: str) -> str:
     return os.path.join(root, name, "export")
 
 
-def _fill(arg: str, root: str, prev: str | None, names: list[str]) -> str:
+def _fill(arg: str, root: str, prev: str | None, names: list[str], dry: bool = False) -> str:
     def sub(m: re.Match) -> str:
         key, _, ref = m.group(1).partition(":")
         if key == "root":
@@ -140,6 +140,8 @@ def _fill(arg: str, root: str, prev: str | None, names: list[str]) -> str:
             return export_dir(root, ref) if key == "export" else stage_dir(root, ref)
         if key == "ckpt" and ref in names:
             checkpoint = _read_json(os.path.join(export_dir(root, ref), "bertlab_export.json")).get("checkpoint")
+            if not checkpoint and dry:  # checking before stage `ref` has run: a path it will write
+                return os.path.join(stage_dir(root, ref), "checkpoints", "best.ckpt")
             if not checkpoint:
                 raise BertlabError(
                     f"argument {arg!r}: stage {ref!r} has no best checkpoint in its export; give it a "
@@ -148,7 +150,7 @@ def _fill(arg: str, root: str, prev: str | None, names: list[str]) -> str:
             return checkpoint
         raise BertlabError(f"argument {arg!r}: unknown placeholder {m.group(0)} (stages: {names})")
 
-    out = re.sub(r"\{(root|prev|export:[^}]*|dir:[^}]*|ckpt:[^}]*)\}", sub, arg)
+    out = re.sub(_KNOWN, sub, arg)
     typo = _PLACEHOLDER.search(out)
     if typo:
         raise BertlabError(
@@ -160,6 +162,7 @@ def _fill(arg: str, root: str, prev: str | None, names: list[str]) -> str:
 
 # Anything shaped like a placeholder that survives substitution is a typo ({rot}, {exports:x}); JSON and
 # YAML flow mappings ({"a": 1}, {a: 1}) have a space or a quote and do not match.
+_KNOWN = re.compile(r"\{(root|prev|export:[^}]*|dir:[^}]*|ckpt:[^}]*)\}")
 _PLACEHOLDER = re.compile(r"\{[A-Za-z_]+(?::[^}\s]*)?\}")
 
 
@@ -167,6 +170,13 @@ def check_stages(stages: list[Stage]) -> None:
     """Catch wiring mistakes before any stage runs (a late stage's typo should not cost hours)."""
     for i, stage in enumerate(stages):
         earlier = {s.name: s for s in stages[:i]}
+        for arg in stage.args:
+            typo = _PLACEHOLDER.search(re.sub(_KNOWN, "", arg))
+            if typo:
+                raise BertlabError(
+                    f"stage {stage.name}: argument {arg!r}: unknown placeholder {typo.group(0)}; use {{root}}, "
+                    "{prev}, {export:NAME}, {dir:NAME} or {ckpt:NAME}"
+                )
         refs = re.findall(r"\{(?:export|dir|ckpt):([^}]*)\}", " ".join(stage.args))
         for ref in refs:
             if ref not in earlier:
@@ -219,9 +229,7 @@ def run_stage(stage: Stage, root: str, args: list[str]) -> dict:
     if stage.kind == "init_model":
         _run([sys.executable, "-m", "bertlab.scratch", "--out", export_dir(root, stage.name), *args], stage.name)
         return {}
-    base = [sys.executable, "-m", "bertlab.cli", stage.subcommand]
-    base += [a for cfg in stage.config for a in ("--config", cfg)] + args
-    base += ["--trainer.default_root_dir", out, "--export.dirpath", export_dir(root, stage.name)]
+    base = [sys.executable, "-m", "bertlab.cli", *stage_command(stage, root, args)]
     _run(base, stage.name)
     metrics = {"fit": _read_json(os.path.join(out, "fit_metrics.json"))}
     if stage.test:
@@ -265,6 +273,54 @@ def run_pipeline(
     return run_stages(stages, root or default_root, path, force, extra_args)
 
 
+def stage_args(
+    stage: Stage, root: str, prev: str | None, names: list[str], extra_args: list[str] | None, dry: bool = False
+) -> list[str]:
+    """A stage's arguments with placeholders filled and the model it starts from; ``dry``: before any stage ran."""
+    # run-wide arguments (a seed, an ablation's budget) first: a stage's own arguments win over them
+    args = (list(extra_args or []) if stage.kind == "lightning" else []) + [
+        _fill(a, root, prev, names, dry) for a in stage.args
+    ]
+    source = (
+        prev
+        if stage.init_from == "previous"
+        else None
+        if stage.init_from == "none"
+        else export_dir(root, stage.init_from)
+    )
+    if source is not None and stage.kind == "lightning":
+        if not os.path.isdir(source) and not dry:
+            raise BertlabError(
+                f"stage {stage.name}: the export it starts from, {source!r}, is missing; run the stages before it"
+            )
+        args = ["--model.init_args.model_name_or_path", source] + args
+    return args
+
+
+def preflight_stages(stages: list[Stage], root: str, extra_args: list[str] | None = None) -> None:
+    """The CLI's pre-flight check on every LightningCLI stage, before the first one runs (what earlier stages
+    will write under ``root`` is taken on trust)."""
+    from bertlab.cli import preflight_stage
+
+    names, prev = [s.name for s in stages], None
+    for stage in stages:
+        if stage.kind == "lightning":
+            cmd = stage_command(stage, root, stage_args(stage, root, prev, names, extra_args, dry=True))
+            preflight_stage(cmd, pending=(root,))
+        prev = export_dir(root, stage.name)
+
+
+def stage_command(stage: Stage, root: str, args: list[str]) -> list[str]:
+    """The ``bertlab`` arguments that run ``stage``."""
+    cmd = [stage.subcommand] + [a for cfg in stage.config for a in ("--config", cfg)] + args
+    return cmd + [
+        "--trainer.default_root_dir",
+        stage_dir(root, stage.name),
+        "--export.dirpath",
+        export_dir(root, stage.name),
+    ]
+
+
 def run_stages(
     stages: list[Stage],
     root: str,
@@ -278,27 +334,12 @@ def run_stages(
     ``check_only``: run nothing; None when a stage would run, else the summary of the finished stages.
     """
     check_stages(stages)
+    preflight_stages(stages, root, extra_args)
     names = [s.name for s in stages]
     summary = {"pipeline": label, "root": root, "stages": []}
     upstream, prev = "", None
     for stage in stages:
-        # run-wide arguments (a seed, an ablation's budget) first: a stage's own arguments win over them
-        args = (list(extra_args or []) if stage.kind == "lightning" else []) + [
-            _fill(a, root, prev, names) for a in stage.args
-        ]
-        source = (
-            prev
-            if stage.init_from == "previous"
-            else None
-            if stage.init_from == "none"
-            else export_dir(root, stage.init_from)
-        )
-        if source is not None and stage.kind == "lightning":
-            if not os.path.isdir(source):
-                raise BertlabError(
-                    f"stage {stage.name}: the export it starts from, {source!r}, is missing; run the stages before it"
-                )
-            args = ["--model.init_args.model_name_or_path", source] + args
+        args = stage_args(stage, root, prev, names, extra_args)
         fp = _fingerprint(stage, args, upstream)
         record_path = os.path.join(stage_dir(root, stage.name), STAGE_FILE)
         record = _read_json(record_path)

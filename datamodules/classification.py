@@ -22,6 +22,7 @@ from datamodules import sources
 from datamodules.augment.apply import augment_frame
 from datamodules.augment.base import Augmenter
 from datamodules.batching import Loader, PadCollator, TokenizedDataset
+from datamodules.coverage import DEFAULT_MAX_UNK, check_coverage
 from datamodules.knowledge_vectors import Knowledge, carry_columns, load_knowledge
 from datamodules.samplers import LengthGroupedSampler
 from datamodules.soft_label_file import load_soft_labels
@@ -53,6 +54,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         predict_split: str = "predict",
         soft_labels_file: str | None = None,
         knowledge: Knowledge | None = None,
+        max_unk_fraction: float = DEFAULT_MAX_UNK,
     ):
         """
         Args:
@@ -71,6 +73,8 @@ class ClassificationDataModule(pl.LightningDataModule):
             soft_labels_file: a teacher's ``soft_labels.npz`` (SoftLabelWriter): train batches carry ``soft_labels``.
             knowledge: per-example knowledge vectors for every split, e.g. ``{provider: vader}``
                 (see ``datamodules.knowledge_vectors``).
+            max_unk_fraction: the most ``[UNK]`` share of the training tokens accepted (``datamodules.coverage``);
+                1 proceeds whatever the tokenizer covers.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -114,10 +118,19 @@ class ClassificationDataModule(pl.LightningDataModule):
         if h.predict_split != "predict" and h.predict_split in out:
             out["predict"] = out[h.predict_split]
         self._check_labels(out)
+        if "train" in out:
+            where = self.splits.file("train") or f"source {self.splits.source}"
+            check_coverage(self.tokenizer, out["train"]["text"].tolist(), where, h.max_unk_fraction)
         return out
 
     def _check_labels(self, frames: dict[str, pd.DataFrame]) -> None:
         known = set(self._label_names(frames))
+        if self.hparams.labels is None and len(known) < 2:
+            where = self.splits.file("train") or f"source {self.splits.source}"
+            raise BertlabError(
+                f"{where}: the training data has {len(known)} class(es) ({sorted(known)}); a classifier needs at "
+                "least 2 (is the label column right?)"
+            )
         for split in ("train", "val", "test"):
             if split in frames:
                 unknown = sorted(set(frames[split]["label"]) - known)

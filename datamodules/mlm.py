@@ -38,6 +38,7 @@ from bertlab.core.models import load_tokenizer
 from datamodules.batching import Loader, TokenizedDataset
 from datamodules.corpus import read_corpus_entry
 from datamodules.corpus_scoring import check_scorer, check_scores, resolve_scorer, score_corpus, scorer_fingerprint
+from datamodules.coverage import DEFAULT_MAX_UNK, check_coverage
 from datamodules.maskers import DynamicMasker, SelectiveMasker, StaticMasker, jieba_word_ids
 from datamodules.samplers import EpochSampler, LengthGroupedEpochSampler
 from datamodules.splits import Splits
@@ -63,6 +64,7 @@ class MLMDataModule(pl.LightningDataModule):
         loader: Loader | None = None,
         seed: int = 0,
         cache_dir: str | None = None,
+        max_unk_fraction: float = DEFAULT_MAX_UNK,
     ):
         """
         Args:
@@ -82,6 +84,8 @@ class MLMDataModule(pl.LightningDataModule):
                 ``model_b`` (Gu et al.'s Model_b), ``entropy`` (Model_0's task entropy), ``saliency``, ``mlm_entropy``.
             loader: batch sizes, length grouping (line_by_line leaves ~40 % padding without it), workers.
             seed: the document sample, the validation cut, the batch order and the masks.
+            max_unk_fraction: the most ``[UNK]`` share of the corpus tokens accepted (``datamodules.coverage``);
+                1 proceeds whatever the tokenizer covers.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -150,7 +154,10 @@ class MLMDataModule(pl.LightningDataModule):
             raise BertlabError(
                 f"the MLM corpus has {len(order)} document(s): too few for val_fraction {h.val_fraction}"
             )
-        return {"train": [docs[i] for i in order[n_val:]], "val": [docs[i] for i in order[:n_val]]}
+        train = [docs[i] for i in order[n_val:]]
+        where = f"the MLM corpus ({', '.join(h.corpus or []) or 'the task train texts'})"
+        check_coverage(self.tokenizer, train, where, h.max_unk_fraction)
+        return {"train": train, "val": [docs[i] for i in order[:n_val]]}
 
     # ------------------------------------------------------------ tokenising
 

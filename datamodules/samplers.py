@@ -7,6 +7,7 @@ and a dynamic one reseeds per epoch. Lightning's DDP wrapper passes ``set_epoch`
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import numpy as np
@@ -19,7 +20,8 @@ class LengthGroupedSampler(Sampler[int]):
 
     Shuffle, cut into mega-batches of ``mega_batch_mult × batch_size``, sort each by length,
     then shuffle the order of the resulting batches (as HF's ``group_by_length``). The order
-    depends only on (seed, epoch); the epoch advances at every ``__iter__``.
+    depends only on (seed, epoch); the epoch advances at every ``__iter__``. A fit resumed mid-epoch sets
+    ``resume_at`` to skip the examples the interrupted pass already drew.
     """
 
     def __init__(self, lengths: np.ndarray, batch_size: int, seed: int = 0, mega_batch_mult: int = 50):
@@ -28,6 +30,7 @@ class LengthGroupedSampler(Sampler[int]):
         self.seed = seed
         self.mega = max(batch_size * mega_batch_mult, batch_size)
         self.epoch = 0
+        self.resume_at = 0  # examples of the next pass to skip: a fit resumed mid-epoch (callbacks.rng_state)
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -45,7 +48,8 @@ class LengthGroupedSampler(Sampler[int]):
             chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
             batches.extend(chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size))
         order = rng.permutation(len(batches))
-        return iter(int(i) for b in order for i in batches[b])
+        skip, self.resume_at = self.resume_at, 0
+        return itertools.islice((int(i) for b in order for i in batches[b]), skip, None)
 
 
 class EpochSampler(RandomSampler):

@@ -48,8 +48,17 @@ def read_table(path: str) -> pd.DataFrame:
             f"{path!r}: unknown data format {suffix!r}; use one of {', '.join(TABLE_SUFFIXES)} or a save_to_disk "
             "directory"
         )
+    if os.path.getsize(path) == 0:
+        raise BertlabError(f"{path}: the file is empty (0 bytes); it needs a header and at least one row")
     if suffix == ".parquet":
-        return pd.read_parquet(path)
+        with open(path, "rb") as f:
+            magic = f.read(4)
+        if magic != b"PAR1":
+            raise BertlabError(f"{path}: not a Parquet file (it does not start with PAR1); is it another format?")
+        try:
+            return pd.read_parquet(path)
+        except Exception as e:  # noqa: BLE001 - pyarrow raises its own error types for a damaged file
+            raise BertlabError(f"{path}: cannot read as Parquet: {str(e).splitlines()[0]}") from None
     _check_utf8(path)
     try:
         if suffix == ".csv":
@@ -77,6 +86,8 @@ def validate_frame(
     df: pd.DataFrame, where: str, text_column: str, label_column: str | None, text_pair_column: str | None = None
 ) -> pd.DataFrame:
     """Select and rename the columns; reject empty texts and missing labels, naming rows."""
+    if len(df) == 0:
+        raise BertlabError(f"{where}: no rows (a header only, or nothing at all); it needs at least one example")
     wanted = [c for c in (text_column, text_pair_column, label_column) if c]
     missing = [c for c in wanted if c not in df.columns]
     if missing:

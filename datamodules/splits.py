@@ -46,8 +46,9 @@ class Splits:
     train_subset: int | None = None
 
     def __post_init__(self) -> None:
-        if self.source in ("None", "null"):  # jsonargparse hands `--data.splits.source null` over as a string
-            self.source = None
+        for name in ("source", "train_file", "val_file", "test_file", "predict_file", "text_pair_column"):
+            if getattr(self, name) in ("None", "null"):  # jsonargparse hands `--data.splits.X null` over as a string
+                setattr(self, name, None)
         if self.source is not None and self.source not in sources.BUILTIN_SOURCES:
             raise BertlabError(
                 f"unknown data source {self.source!r}; built-in sources: {', '.join(sources.BUILTIN_SOURCES)}"

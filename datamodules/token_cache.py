@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bertlab.core.errors import BertlabError
-from bertlab.core.files import atomic_path
+from bertlab.core.files import atomic_path, file_lock
 from bertlab.core.fingerprint import fingerprint
 
 TRUNCATIONS = ("head", "tail", "head_tail")
@@ -206,16 +206,23 @@ def cached_arrays(
 ) -> tuple[TokenArrays, bool]:
     """Open the arrays under ``cache_dir/key``, building them atomically first if absent.
 
-    Returns (arrays, built_now). Concurrent builders are safe: each writes a temporary
-    directory and the first rename wins.
+    Returns (arrays, built_now). Concurrent builders take turns on a lock per entry: the first builds, the
+    others wait and read its arrays (the atomic rename still guards a reader that takes no lock).
     """
     final = os.path.join(cache_dir, "tokens", key)
     if os.path.isfile(os.path.join(final, "meta.json")):
         return TokenArrays(final), False
+    with file_lock(os.path.join(cache_dir, "locks", f"tokens-{key}")):
+        if os.path.isfile(os.path.join(final, "meta.json")):  # built while this process waited
+            return TokenArrays(final), False
+        _build(final, key, build, meta)
+    return TokenArrays(final), True
+
+
+def _build(final: str, key: str, build: Callable[[], tuple | Iterable[tuple]], meta: dict | None) -> None:
     with atomic_path(final, directory=True, replace=False) as tmp:
         built = build()  # (ids, types), or an iterator of such chunks
         write_array_chunks(tmp, [built] if isinstance(built, tuple) else built)
         with open(os.path.join(tmp, "meta.json"), "w") as f:
             n = len(np.load(os.path.join(tmp, "offsets.npy"))) - 1
             json.dump({"key": key, "n": n, **(meta or {})}, f, indent=1, default=str)
-    return TokenArrays(final), True

@@ -4,9 +4,55 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
+
+
+def _owner() -> str:
+    """This process as it appears in temporary names: ``host-pid`` (dots and dashes in the host made ``_``)."""
+    host = socket.gethostname().replace(".", "_").replace("-", "_")
+    return f"{host}-{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+# A temporary's name: ``.NAME.HOST-PID.random`` (``.NAME.HOST-PID.old-random`` for a swapped-out directory).
+_TEMPORARY = re.compile(r"^\.(?P<name>.+?)\.(?P<host>[^.\-]+)-(?P<pid>\d+)\.")
+
+
+def sweep_debris(directory: str, name: str | None = None) -> list[str]:
+    """Remove the temporaries that killed writers left in ``directory`` (of ``name`` only, when given).
+
+    A temporary is debris when its HOST is this machine and its PID is gone; a writer on another machine
+    sharing the directory, or a live one here, is left alone. Returns what was removed.
+    """
+    host = _owner().rsplit("-", 1)[0]
+    removed = []
+    if not os.path.isdir(directory):
+        return removed
+    for entry in os.listdir(directory):
+        m = _TEMPORARY.match(entry)
+        if not m or m["host"] != host or (name is not None and m["name"] != name) or _alive(int(m["pid"])):
+            continue
+        debris = os.path.join(directory, entry)
+        if os.path.isdir(debris):
+            shutil.rmtree(debris, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(debris)
+        removed.append(debris)
+    return removed
 
 
 @contextlib.contextmanager
@@ -16,12 +62,14 @@ def atomic_path(path: str, directory: bool = False, replace: bool = True) -> Ite
     A file keeps ``path``'s suffix (``np.savez`` and ``to_csv`` see the extension they expect).
     ``directory=True`` yields an empty directory instead; an existing ``path`` is swapped out
     (``replace=True``) or, with ``replace=False``, kept: the first writer wins (a cache that
-    concurrent builders fill). On an error nothing is renamed and the temporary is removed.
+    concurrent builders fill). On an error nothing is renamed and the temporary is removed; the temporaries
+    of a writer that was killed (``kill -9``) are removed by the next writer of ``path`` (``sweep_debris``).
     """
     target = os.path.abspath(path)
     parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
-    prefix = f".{os.path.basename(target)}."
+    sweep_debris(parent, os.path.basename(target))  # what a killed writer of this path left
+    prefix = f".{os.path.basename(target)}.{_owner()}."
     if directory:
         tmp = tempfile.mkdtemp(prefix=prefix, dir=parent)
     else:
@@ -47,3 +95,18 @@ def atomic_path(path: str, directory: bool = False, replace: bool = True) -> Ite
             shutil.rmtree(tmp, ignore_errors=True)
         elif os.path.exists(tmp):
             os.remove(tmp)
+
+
+@contextlib.contextmanager
+def file_lock(path: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``path + ".lock"`` (``flock``: released when the holder exits, even by
+    ``kill -9``), so that one process builds what several want and the others wait and read it."""
+    import fcntl
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

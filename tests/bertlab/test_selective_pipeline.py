@@ -112,6 +112,8 @@ def test_bad_delta_and_bad_scorer_through_the_cli(tiny_bert_dir, tiny_csvs, tmp_
         tiny_bert_dir,
         "--data.init_args.task",
         task,
+        "--data.init_args.max_length",
+        "32",  # the tiny model has 64 positions (the pre-flight check refuses the config's 128 first)
         "--trainer.callbacks",
         "[]",
         "--trainer.default_root_dir",

@@ -206,7 +206,8 @@ def test_chinese_whole_word_needs_line_by_line_and_gives_word_ids(tiny_bert_dir,
     corpus = [_corpus(tmp_path / "zh.txt", ["我爱北京天安门"])]
     with pytest.raises(BertlabError, match="chinese_whole_word needs mode: line_by_line"):
         _mlm(tiny_bert_dir, tmp_path, corpus=corpus, mode="packed", chinese_whole_word=True)
-    dm = _mlm(tiny_bert_dir, tmp_path, corpus=corpus, chinese_whole_word=True, val_fraction=0)
+    # the tiny English vocabulary makes every character [UNK]: the coverage check is told to let it pass
+    dm = _mlm(tiny_bert_dir, tmp_path, corpus=corpus, chinese_whole_word=True, val_fraction=0, max_unk_fraction=1)
     dm.setup()
     item = dm.datasets["train"][0]
     assert len(item["input_ids"]) == 9  # [CLS] + one piece per character + [SEP]
@@ -327,3 +328,9 @@ def test_chunked_word_ids_keep_their_types(tmp_path):
     arrays = TokenArrays(str(tmp_path))
     assert arrays.get(2)["token_type_ids"].tolist() == [300, 0, 1] and arrays.types.dtype == np.int32
     assert arrays.get(0)["token_type_ids"].tolist() == [0, -1] and len(arrays) == 3
+
+
+def test_a_corpus_the_tokenizer_does_not_cover_is_refused(tiny_bert_dir, tmp_path):
+    corpus = [_corpus(tmp_path / "zh.txt", ["我爱北京天安门", "北京很大", "the tea was great"])]
+    with pytest.raises(BertlabError, match=r"training tokens are \[UNK\].*'北'.*--data.max_unk_fraction 1"):
+        _mlm(tiny_bert_dir, tmp_path, corpus=corpus, val_fraction=0).setup()

@@ -80,3 +80,28 @@ def test_cache_is_built_once_and_memory_mapped(tmp_path, tok):
     assert np.array_equal(first.get(2)["input_ids"], second.get(2)["input_ids"])
     assert cache_key(data="d", max_length=16) != cache_key(data="d", max_length=32)
     assert os.listdir(tmp_path / "tokens") == [key]  # no temporary directories left behind
+
+
+def _build_slowly(cache_dir: str, log: str) -> bool:
+    """Build one cache entry, taking long enough that a second builder arrives while it works."""
+    import time
+
+    def build():
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        time.sleep(1.0)
+        return [[1, 2, 3], [4, 5]], None
+
+    return cached_arrays(cache_dir, "same-key", build)[1]
+
+
+def test_two_processes_build_an_entry_once(tmp_path):
+    """A lock per entry: the second process waits for the first and reads its arrays instead of tokenising too."""
+    import multiprocessing
+
+    log = str(tmp_path / "builds.log")
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        built = pool.starmap(_build_slowly, [(str(tmp_path), log)] * 2)
+    assert sorted(built) == [False, True]
+    assert len(open(log).read().split()) == 1
+    assert not [n for n in os.listdir(tmp_path / "tokens") if n.startswith(".")]  # no temporaries left

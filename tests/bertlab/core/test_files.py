@@ -36,3 +36,23 @@ def test_a_directory_is_swapped_in_or_kept_when_the_first_writer_wins(tmp_path):
             (open(os.path.join(tmp, "config.json"), "w")).write(content)
     assert (target / "config.json").read_text() == "two"  # replace=False kept the existing copy
     assert sorted(os.listdir(tmp_path)) == ["export"]
+
+
+def test_a_killed_writers_temporaries_are_swept_by_the_next_writer(tmp_path):
+    """``kill -9`` while writing leaves ``.NAME.HOST-PID.*``; the next writer of NAME removes it, but not a live
+    writer's, another machine's or another name's."""
+    import subprocess
+    import sys
+
+    from bertlab.core.files import _owner
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host, pid = _owner().rsplit("-", 1)[0], int(dead.stdout)
+    stale = [f".export.{host}-{pid}.abc123", f".export.{host}-{pid}.old-xyz"]
+    kept = [f".export.{host}-{os.getpid()}.live", f".export.otherhost-{pid}.abc", f".cache.{host}-{pid}.abc"]
+    for name in stale + kept:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_bytes(b"half")
+    with atomic_path(str(tmp_path / "export"), directory=True) as tmp:
+        (open(os.path.join(tmp, "config.json"), "w")).write("{}")
+    assert sorted(os.listdir(tmp_path)) == sorted(["export", *kept])
