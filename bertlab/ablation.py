@@ -71,6 +71,8 @@ def load_ablation(path: str) -> dict:
         if arm.get("pipeline"):
             check_stages(load_pipeline(arm["pipeline"])[1])  # now rather than after an hour of other arms
     spec.setdefault("baseline", arms[0]["name"])
+    for arm in arms:
+        _shared_pretraining(spec, arm)  # refuses, now, a pipeline whose last stage cannot be shared out
     return spec
 
 

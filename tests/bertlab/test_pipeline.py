@@ -380,7 +380,7 @@ def test_pretrain_seed_refuses_a_last_stage_that_names_earlier_files(tmp_path):
         [
             {"name": "model0", "config": [TINY_CONFIG], "init_from": "none"},
             {"name": "mlm", "config": [TINY_CONFIG], "init_from": "none"},
-            {"name": "finetune", "config": [TINY_CONFIG], "args": {"x": "{export:model0}"}},
+            {"name": "finetune", "config": [TINY_CONFIG], "args": {"data.init_args.cache_dir": "{dir:model0}"}},
         ],
     )
     with pytest.raises(BertlabError, match="last stage may not name earlier stages' files"):
