@@ -214,6 +214,17 @@ def run_lightning(args: list[str] | None, cli: type[BertlabCLI] = BertlabCLI) ->
         save_config_kwargs={"overwrite": True},
         parser_kwargs={sub: base for sub in ("fit", "validate", "test", "predict")},
     )
+    _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Under torchrun every rank is this process: leave the process group together before exiting. A rank
+    that exited with gloo's threads still running aborted ("terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def main(argv: list[str] | None = None) -> int:

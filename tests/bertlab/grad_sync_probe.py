@@ -1,4 +1,5 @@
-"""A callback for the DDP accumulation test: records, per rank, whether each backward pass all-reduces."""
+"""Callbacks for tests: per rank, whether each backward pass all-reduces (the DDP accumulation test); a run that
+fails once it starts (the launcher tests)."""
 
 from __future__ import annotations
 
@@ -20,3 +21,10 @@ class GradSyncProbe(pl.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         with open(os.path.join(self.output_dir, f"rank{trainer.global_rank}.json"), "w") as f:
             json.dump(self.syncs, f)
+
+
+class FailAtFitStart(pl.Callback):
+    """A run that passes every pre-flight check and then fails: what a launcher must report, not hide."""
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        raise RuntimeError("deliberate failure at fit start")

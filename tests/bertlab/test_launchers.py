@@ -84,7 +84,8 @@ def test_slurm_launcher_skips_finished_runs_and_lists_failures(sequential, tiny_
     shutil.copytree(sequential["root"], root)
     export = os.path.join(root, "base", "seed0", "run", "export", "model.safetensors")
     before = os.stat(export).st_mtime_ns
-    arms = [{"name": "base"}, {"name": "broken", "args": {"trainer.max_epochs": "many"}}]
+    failing = "tests.bertlab.grad_sync_probe.FailAtFitStart"  # passes the pre-flight, fails once it runs
+    arms = [{"name": "base"}, {"name": "broken", "args": ["--trainer.callbacks+", failing]}]
     path = _ablation(tmp, tiny_bert_dir, tiny_csvs, root, arms)
     monkeypatch.setenv("BERTLAB_SUBMITIT_CLUSTER", "local")
     proc = run_cli("ablate", path, "--launcher", "slurm", "--time", "5")
@@ -92,7 +93,7 @@ def test_slurm_launcher_skips_finished_runs_and_lists_failures(sequential, tiny_
     error = proc.stderr.strip().splitlines()[-1]
     assert error.startswith("bertlab: error: 1 run(s) failed, the table above leaves them out: broken/seed0 (")
     log = error.rsplit("log: ", 1)[1].rstrip(")")
-    assert log.startswith(os.path.join(root, "slurm")) and "many" in open(log).read()
+    assert log.startswith(os.path.join(root, "slurm")) and "deliberate failure at fit start" in open(log).read()
     assert os.stat(export).st_mtime_ns == before  # finished: its stages were skipped
     assert "base/seed0: finished, skipped" in proc.stdout and "base/seed0: submitted" not in proc.stdout
     assert "broken/seed0: submitted job" in proc.stdout

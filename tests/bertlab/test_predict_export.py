@@ -226,7 +226,7 @@ def bad_inputs(tmp_path, tiny_bert_dir, tiny_csvs) -> dict:
         "missing input": (None, str(tmp_path / "absent.csv"), "does not exist"),
         "unreadable input": (None, str(not_utf8), "not valid UTF-8"),
         "missing text column": (None, tiny_csvs["train"], "no column 'review'"),
-        "no rows": (None, str(no_rows), "has no rows to predict"),
+        "no rows": (None, str(no_rows), "no rows (a header only, or nothing at all)"),
         "unwritable output": (None, tiny_csvs["test"], "is a file, not a directory"),
         "no --input": (None, None, "the following arguments are required: --input"),
     }
