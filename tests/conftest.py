@@ -155,3 +155,19 @@ def tiny_csvs(tmp_path_factory):
         pd.DataFrame({"text": texts, "label": labels}).to_csv(path, index=False)
         paths[split] = str(path)
     return paths
+
+
+def quiet_trainer(**kwargs):
+    """A CPU ``pl.Trainer`` with no logger, checkpoints, progress bar or summary; ``kwargs`` add or override."""
+    import pytorch_lightning as pl
+
+    defaults = dict(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
+    return pl.Trainer(**{**defaults, **kwargs})

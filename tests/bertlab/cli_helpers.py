@@ -19,10 +19,9 @@ QUIET = [
 ]
 
 
-def run_cli(
-    *args: str, cwd: str = ROOT, timeout: int = 300, extra_pythonpath: str | None = None
-) -> subprocess.CompletedProcess:
-    env = dict(
+def cli_env(extra_pythonpath: str | None = None) -> dict[str, str]:
+    """The environment of a CLI subprocess: offline, quiet, one thread, the repository importable."""
+    return dict(
         os.environ,
         WANDB_MODE="disabled",
         OMP_NUM_THREADS="1",
@@ -30,6 +29,12 @@ def run_cli(
         HF_HUB_OFFLINE="1",
         PYTHONPATH=os.pathsep.join(filter(None, [ROOT, extra_pythonpath, os.environ.get("PYTHONPATH")])),
     )
+
+
+def run_cli(
+    *args: str, cwd: str = ROOT, timeout: int = 300, extra_pythonpath: str | None = None
+) -> subprocess.CompletedProcess:
+    env = cli_env(extra_pythonpath)
     return subprocess.run(
         [sys.executable, "-m", "bertlab.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
     )

@@ -10,20 +10,13 @@ import sys
 import numpy as np
 import pandas as pd
 
-from tests.bertlab.cli_helpers import ROOT, tiny_args
+from tests.bertlab.cli_helpers import ROOT, cli_env, tiny_args
 
 DDP = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
 
 
 def _torchrun(*args: str) -> subprocess.CompletedProcess:
-    env = dict(
-        os.environ,
-        WANDB_MODE="disabled",
-        OMP_NUM_THREADS="1",
-        TOKENIZERS_PARALLELISM="false",
-        HF_HUB_OFFLINE="1",
-        PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])),
-    )
+    env = cli_env()
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     cmd = [*torchrun, "-m", "bertlab", *args, *DDP]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

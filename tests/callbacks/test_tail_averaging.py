@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 from bertlab.core.errors import BertlabError
 from callbacks.tail_averaging import TailAveraging
 from lightning_modules.classifier import TextClassifier
+from tests.conftest import quiet_trainer
 from tests.lightning_modules.test_fresh_start import classifier_batches
 
 
@@ -23,16 +24,9 @@ class Record(pl.Callback):
 
 
 def train(module, callbacks, steps=6):
-    pl.Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        callbacks=callbacks,
-    ).fit(module, DataLoader(classifier_batches(module, steps), batch_size=None))
+    quiet_trainer(max_steps=steps, callbacks=callbacks).fit(
+        module, DataLoader(classifier_batches(module, steps), batch_size=None)
+    )
 
 
 @pytest.mark.parametrize("start, every, averaged_steps", [(0.5, 1, [3, 4, 5]), (0.0, 2, [0, 2, 4])])

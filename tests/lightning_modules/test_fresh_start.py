@@ -15,6 +15,7 @@ from lightning_modules import masked_lm
 from lightning_modules.classifier import TextClassifier
 from lightning_modules.fresh_start import FreshStart
 from lightning_modules.masked_lm import MaskedLM
+from tests.conftest import quiet_trainer
 from tests.lightning_modules.test_masked_lm import masked_batch, tiny_mlm_dir
 
 
@@ -33,18 +34,7 @@ def fit(module, batches, steps: int, at: int) -> tuple[dict, dict, dict]:
     """(state before, state after ``at`` steps, state after ``steps``)."""
     before = {k: v.detach().clone() for k, v in module.state_dict().items()}
     snap = Snapshot(at)
-    trainer = pl.Trainer(
-        max_steps=steps,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        callbacks=[snap],
-    )
-    trainer.fit(module, DataLoader(batches, batch_size=None))
+    quiet_trainer(max_steps=steps, callbacks=[snap]).fit(module, DataLoader(batches, batch_size=None))
     after = {k: v.detach().clone() for k, v in module.state_dict().items()}
     return before, snap.state, after
 
