@@ -16,6 +16,7 @@ from callbacks.hf_export import EXPORT_INFO
 from callbacks.step_budget import StepBudget
 from datamodules.batching import Loader
 from datamodules.splits import Splits
+from tests.conftest import quiet_trainer as cpu_trainer
 
 
 class Linear(pl.LightningModule):
@@ -37,17 +38,7 @@ class Linear(pl.LightningModule):
 
 
 def quiet_trainer(root, callbacks, **kwargs) -> pl.Trainer:
-    return pl.Trainer(
-        default_root_dir=str(root),
-        callbacks=callbacks,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        **kwargs,
-    )
+    return cpu_trainer(default_root_dir=str(root), callbacks=callbacks, **{"limit_val_batches": 1.0, **kwargs})
 
 
 def info(directory) -> dict:

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from bertlab.core.errors import BertlabError
 from lightning_modules.masked_lm import MaskedLM, MLMStats, ScratchBert, masked_lm_loss, mlm_head_fn
 from lightning_modules.param_groups import build_param_groups
+from tests.conftest import quiet_trainer
 
 
 def tiny_mlm_dir(kind: str, root) -> str:
@@ -181,16 +182,7 @@ def test_fit_lowers_loss_and_logs_token_weighted_val_metrics(tiny_bert_dir):
     with torch.no_grad():
         before = masked_lm_loss(*module(train)).item()
 
-    trainer = pl.Trainer(
-        max_steps=12,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        check_val_every_n_epoch=100,
-    )
+    trainer = quiet_trainer(max_steps=12)
     trainer.fit(module, DataLoader([empty] + [train] * 11, batch_size=None))
     module.eval()
     with torch.no_grad():

@@ -10,6 +10,7 @@ from bertlab.core.errors import BertlabError
 from datamodules.maskers import DynamicMasker
 from datamodules.pet import PETDataModule
 from lightning_modules.pet import PET, pet_loss
+from tests.conftest import quiet_trainer
 from tests.dm_args import grouped
 
 ID2LABEL = {0: "neg", 1: "pos"}
@@ -97,18 +98,7 @@ def test_fit_predict_and_export_to_classifier(tiny_bert_dir, dm, tmp_path):
 
     pl.seed_everything(0)
     module = pet(tiny_bert_dir, mlm_weight=0.1, lr=1e-3)
-    trainer = pl.Trainer(
-        max_epochs=1,
-        limit_train_batches=4,
-        limit_val_batches=2,
-        limit_predict_batches=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
+    trainer = quiet_trainer(max_epochs=1, limit_train_batches=4, limit_val_batches=2, limit_predict_batches=1)
     trainer.fit(module, datamodule=dm)
     for key in ("train/loss", "train/mlm_loss", "val/loss", "val/acc", "val/f1"):
         assert torch.isfinite(trainer.callback_metrics[key]), key
