@@ -22,6 +22,7 @@ from datamodules.knowledge_vectors import Knowledge
 from lightning_modules.classifier import TextClassifier
 from lightning_modules.heads import HeadOptions
 from tests.bertlab.cli_helpers import run_cli
+from tests.conftest import quiet_trainer
 from tests.dm_args import grouped
 
 TOL = 1e-5
@@ -74,17 +75,8 @@ def fit_and_export(name, tiny_bert_dir, tiny_csvs, root) -> dict:
         knowledge_fusion=fusion,
     )
     export = os.path.join(root, "export")
-    trainer = pl.Trainer(
-        max_steps=STEPS,
-        accelerator="cpu",
-        precision="32-true",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        callbacks=[HFExport(dirpath=export)],
-        default_root_dir=root,
+    trainer = quiet_trainer(
+        max_steps=STEPS, precision="32-true", callbacks=[HFExport(dirpath=export)], default_root_dir=root
     )
     trainer.fit(model, datamodule=dm)
     out = trainer.predict(model, datamodule=dm)

@@ -16,6 +16,7 @@ from datamodules.classification import ClassificationDataModule
 from datamodules.knowledge_vectors import Knowledge
 from lightning_modules.classifier import TextClassifier
 from lightning_modules.knowledge import AfterEncoderFusion, EmbeddingFusion, build_fusion
+from tests.conftest import quiet_trainer
 from tests.dm_args import grouped
 
 D = 3
@@ -151,15 +152,7 @@ def test_a_vader_fed_model_trains_and_predicts(tiny_bert_dir, tiny_csvs, tmp_pat
         lr=1e-3,
     )
     before = {k: v.clone() for k, v in model.fusion.state_dict().items()} if fusion == "embedding" else None
-    trainer = pl.Trainer(
-        max_steps=3,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=1,
-    )
+    trainer = quiet_trainer(max_steps=3, limit_val_batches=1)
     trainer.fit(model, datamodule=data)
     assert data.datasets["train"].extras["knowledge"].shape == (len(data.frames["train"]), 4)
     preds = trainer.predict(model, datamodule=ClassificationDataModule(**grouped(**args, predict_split="val")))
