@@ -31,7 +31,7 @@ from collections.abc import Callable
 
 from bertlab.ablation_report import write_report
 from bertlab.core.errors import BertlabError
-from bertlab.core.files import atomic_path
+from bertlab.core.files import atomic_path, file_lock
 from bertlab.core.yaml_files import read_yaml
 from bertlab.help import ABLATE_EXAMPLES
 from bertlab.launchers import Failure, Job, add_launcher_args, launcher_from_args, run_local
@@ -152,10 +152,7 @@ def run_pretraining(spec: dict, arm: dict, check_only: bool = False) -> dict | N
 
 def _record(store: str, arm: str | None, seed: int | None, test: dict | None, metrics: list[str]) -> dict:
     """Merge one run into ``results.json`` under a file lock (several ``bertlab ablate --arms`` may share it)."""
-    import fcntl
-
-    with open(store + ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with file_lock(store):
         results = json.load(open(store)) if os.path.isfile(store) else {}
         if arm is not None:
             per = results.setdefault(arm, {})

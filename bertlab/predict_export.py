@@ -24,13 +24,12 @@ from bertlab.core.errors import BertlabError
 from bertlab.core.files import atomic_path
 from bertlab.core.hf_loading import from_pretrained, quiet_transformers
 from bertlab.core.models import load_tokenizer
+from callbacks.hf_export import EXPORT_INFO
 from callbacks.predictions import prediction_frame
 from datamodules import sources
 from datamodules.batching import PadCollator
 from datamodules.knowledge_vectors import Knowledge, carry_columns, load_knowledge
 from datamodules.token_cache import tokenize
-
-EXPORT_INFO = "bertlab_export.json"
 
 
 def read_export(model_dir: str) -> tuple[dict, dict]:

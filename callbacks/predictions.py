@@ -17,20 +17,30 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 from bertlab.core.files import atomic_path
 
 
+def gather_by_id(trainer: pl.Trainer, idx: np.ndarray, *columns: np.ndarray | None) -> tuple | None:
+    """Every rank's rows on rank 0, one per example id in id order (``idx`` sorted, the first row of each id:
+    the ``DistributedSampler`` pads by repeating examples), as ``(idx, *columns)``; None on the other ranks.
+    A rank with no rows may hand ``None`` for a column."""
+    if trainer.world_size > 1:
+        gathered = [None] * trainer.world_size
+        torch.distributed.all_gather_object(gathered, (idx, *columns))
+        idx = np.concatenate([g[0] for g in gathered])
+        columns = tuple(
+            np.concatenate([g[k] for g in gathered if g[k] is not None]) for k in range(1, len(columns) + 1)
+        )
+    if not trainer.is_global_zero:
+        return None
+    ids, first = np.unique(idx, return_index=True)  # sorted ids, first occurrence of each
+    return (ids.astype(np.int64), *(c[first] for c in columns))
+
+
 def gather_predictions(trainer: pl.Trainer, predictions) -> tuple[np.ndarray, np.ndarray] | None:
     """(idx, probs) of every rank's ``predict_step`` outputs on rank 0, one row per id in id order; None elsewhere."""
     preds = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
     idx = torch.cat([p["idx"] for p in preds]).cpu().numpy() if preds else np.zeros(0, dtype=np.int64)
     probs = torch.cat([p["probs"] for p in preds]).float().cpu().numpy() if preds else None
-    if trainer.world_size > 1:
-        gathered = [None] * trainer.world_size
-        torch.distributed.all_gather_object(gathered, (idx, probs))
-        idx = np.concatenate([g[0] for g in gathered])
-        probs = np.concatenate([g[1] for g in gathered if g[1] is not None])
-    if not trainer.is_global_zero:
-        return None
-    ids, first = np.unique(idx, return_index=True)  # sorted ids, first occurrence of each
-    return ids.astype(np.int64), probs[first].astype(np.float32)
+    gathered = gather_by_id(trainer, idx, probs)
+    return None if gathered is None else (gathered[0], gathered[1].astype(np.float32))
 
 
 def wait_for_rank_zero(trainer: pl.Trainer) -> None:

@@ -17,7 +17,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 
 from bertlab.core.files import atomic_path
-from callbacks.predictions import wait_for_rank_zero
+from callbacks.predictions import gather_by_id, wait_for_rank_zero
 
 FILENAME = "test_predictions.npz"
 
@@ -44,16 +44,12 @@ class TestPredictions(Callback):
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         rows = np.concatenate(self._rows) if self._rows else np.zeros((0, 3), dtype=np.int64)
-        if trainer.world_size > 1:
-            gathered = [None] * trainer.world_size
-            torch.distributed.all_gather_object(gathered, rows)
-            rows = np.concatenate(gathered)
-        if trainer.is_global_zero and len(rows):
-            _, first = np.unique(rows[:, 0], return_index=True)  # sorted ids, first occurrence of each
-            rows = rows[first]
+        gathered = gather_by_id(trainer, rows[:, 0], rows[:, 1], rows[:, 2])
+        if gathered is not None and len(gathered[0]):
+            idx, preds, labels = gathered
             path = self.output_path or os.path.join(trainer.default_root_dir, FILENAME)
             with atomic_path(path) as tmp, open(tmp, "wb") as f:
-                np.savez(f, idx=rows[:, 0], preds=rows[:, 1], labels=rows[:, 2])
+                np.savez(f, idx=idx, preds=preds, labels=labels)
             self.written_to = path
         wait_for_rank_zero(trainer)
         self._rows = []
