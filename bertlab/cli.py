@@ -117,29 +117,35 @@ class BertlabCLI(LightningCLI):
         )
 
     def _parse_ckpt_path(self) -> None:
-        # Lightning reads the checkpoint's hyperparameters here, before any hook: check it loads first
+        # Lightning reads the checkpoint's hyperparameters here, before any hook: check it loads first, and read
+        # them from that one (memory-mapped) load
         subcommand = self.config.get("subcommand")
         ckpt = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if ckpt and str(ckpt) not in SPECIAL_CKPTS and not is_pending(str(ckpt), self.pending):
-            check_checkpoint(str(ckpt))
-        if not ckpt or not os.path.isfile(str(ckpt)):
+        if not ckpt or str(ckpt) in SPECIAL_CKPTS or is_pending(str(ckpt), self.pending):
             return
-        # Lightning's own version hands every saved hyperparameter to the model, including the data links
-        # (num_labels, ...) that a MaskedLM does not take: resuming an MLM fit failed. Keep what the class takes.
-        import inspect
-
-        import torch
-        from jsonargparse import Namespace
-
-        hparams = torch.load(str(ckpt), weights_only=True, map_location="cpu").get("hyper_parameters", {})
+        hparams = dict(check_checkpoint(str(ckpt)).get("hyper_parameters", {}))
         hparams.pop("_instantiator", None)
         class_path = hparams.pop("_class_path", None)
-        if not hparams or class_path is None:
-            return super()._parse_ckpt_path()
-        module, _, name = class_path.rpartition(".")
-        accepted = inspect.signature(getattr(__import__(module, fromlist=[name]), name).__init__).parameters
-        model = {"class_path": class_path, "dict_kwargs": {k: v for k, v in hparams.items() if k in accepted}}
-        self.config = self.parser.parse_object(Namespace({subcommand: {"model": model}}), self.config)
+        if not hparams:
+            return
+        if class_path is None:  # Lightning's own merge
+            model = hparams
+        else:
+            # Lightning's version hands every saved hyperparameter to the model, including the data links
+            # (num_labels, ...) that a MaskedLM does not take: resuming an MLM fit failed. Keep what the class takes.
+            import inspect
+
+            module, _, name = class_path.rpartition(".")
+            accepted = inspect.signature(getattr(__import__(module, fromlist=[name]), name).__init__).parameters
+            model = {"class_path": class_path, "dict_kwargs": {k: v for k, v in hparams.items() if k in accepted}}
+        from jsonargparse import Namespace
+
+        try:
+            self.config = self.parser.parse_object(Namespace({subcommand: {"model": model}}), self.config)
+        except SystemExit:
+            if class_path is None:
+                sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
+            raise
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand].as_dict()

@@ -331,10 +331,12 @@ def run_stages(
 ) -> dict | None:
     """Run ``stages`` under ``root``; ``extra_args`` go to every LightningCLI stage (e.g. a seed).
 
-    ``check_only``: run nothing; None when a stage would run, else the summary of the finished stages.
+    ``check_only``: run nothing (and so check nothing beyond the wiring); None when a stage would run, else the
+    summary of the finished stages.
     """
     check_stages(stages)
-    preflight_stages(stages, root, extra_args)
+    if not check_only:
+        preflight_stages(stages, root, extra_args)
     names = [s.name for s in stages]
     summary = {"pipeline": label, "root": root, "stages": []}
     upstream, prev = "", None

@@ -9,7 +9,8 @@ instantiated (``fit``, ``validate``, ``test``, ``predict``; so for every pipelin
   (a built-in ``splits.source`` together with ``train_file``; ``predict`` without anything to predict);
 * the model directory: its config, tokenizer and weights load (a corrupt ``model.safetensors`` is named), and
   ``data.max_length`` fits its ``max_position_embeddings``;
-* ``--ckpt_path``: exists and loads with ``torch.load(weights_only=True)``.
+* ``--ckpt_path``: exists and loads with ``torch.load(weights_only=True)`` (``check_checkpoint``; the CLI calls
+  it earlier than the rest, as it parses the path, because Lightning reads the checkpoint before any hook).
 
 ``sweep_outputs`` then removes what a killed run left there (half-written exports, cache temporaries).
 
@@ -83,9 +84,6 @@ def check_run(subcommand: str, config: dict, pending: tuple[str, ...] = ()) -> N
     model_dir = lookup(config, "model.init_args.model_name_or_path")
     if isinstance(model_dir, str) and not is_pending(model_dir, pending):
         check_model_dir(model_dir, lookup(config, "data.init_args.max_length"))
-    ckpt = config.get("ckpt_path")
-    if ckpt and str(ckpt) not in SPECIAL_CKPTS and not is_pending(str(ckpt), pending):
-        check_checkpoint(str(ckpt))
 
 
 def check_ranges(config: dict) -> None:
@@ -224,14 +222,15 @@ def check_weights(path: str) -> None:
         )
 
 
-def check_checkpoint(path: str, what: str = "--ckpt_path") -> None:
-    """``path`` exists and loads as plain tensors and containers (``torch.load(weights_only=True)``)."""
+def check_checkpoint(path: str, what: str = "--ckpt_path") -> dict:
+    """``path`` exists and loads as plain tensors and containers (``torch.load(weights_only=True)``); returns
+    what it holds, memory-mapped (the tensors are not read), for a caller that needs its hyperparameters."""
     import torch
 
     if not os.path.isfile(path):
         raise BertlabError(f"{what} {path!r} does not exist" + (" (it is a directory)" if os.path.isdir(path) else ""))
     try:
-        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as e:  # noqa: BLE001 - a damaged zip, a pickle of arbitrary objects, a foreign format
         raise BertlabError(
             f"{what} {path!r} does not load as a checkpoint of tensors ({type(e).__name__}: "
