@@ -2,6 +2,7 @@
 
 import pytest
 
+from tests.conftest import quiet_trainer
 from tests.dm_args import grouped
 
 pytestmark = pytest.mark.slow
@@ -26,16 +27,7 @@ def test_minilm_learns_fine_food_well_above_the_majority_class(tmp_path):
         )
     )
     model = TextClassifier("minilm", num_labels=dm.num_labels, id2label=dm.id2label, lr=1e-4)
-    trainer = pl.Trainer(
-        max_epochs=3,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        default_root_dir=str(tmp_path),
-    )
+    trainer = quiet_trainer(max_epochs=3, default_root_dir=str(tmp_path))
     trainer.fit(model, datamodule=dm)
     result = trainer.test(model, datamodule=dm, verbose=False)[0]
     majority = dm.frames["test"]["label"].value_counts(normalize=True).max()
