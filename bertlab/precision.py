@@ -16,25 +16,9 @@ from __future__ import annotations
 
 import torch
 
+from bertlab.core.hardware import cpu_has_bf16
+
 AUTO = "auto"
-
-
-def cpu_has_bf16() -> tuple[bool, str]:
-    """(whether this CPU has native bf16 arithmetic, the feature that says so)."""
-    cpu = getattr(torch, "cpu", None)
-    for feature, probe in (("AMX", "_is_amx_tile_supported"), ("AVX512-BF16", "_is_avx512_bf16_supported")):
-        check = getattr(cpu, probe, None)
-        if check is not None and check():
-            return True, feature
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False, ""
-    for flag, feature in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX512-BF16")):
-        if flag in flags:
-            return True, feature
-    return False, ""
 
 
 def _uses_cuda(accelerator) -> bool:

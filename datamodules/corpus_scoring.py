@@ -29,13 +29,14 @@ import numpy as np
 import torch
 
 from bertlab.core.errors import BertlabError
+from bertlab.core.hardware import INFERENCE_PRECISIONS, inference_dtype
 from datamodules.buffer_rule import continuation_word_ids
 from datamodules.task_entropy import DIVERGENCES, task_entropy_scores
 from datamodules.task_scorer import check_same_tokenizer, check_sequence_classifier, classifier_probs, model_fingerprint
 
 KINDS = ("model_b", "entropy", "saliency", "mlm_entropy")
 DEFAULT_KIND = {"selective": "model_b", "entropy": "entropy"}
-KEYS = {"kind", "model", "divergence", "batch_size"}
+KEYS = {"kind", "model", "divergence", "batch_size", "precision"}
 
 
 def resolve_scorer(masker: str, scorer: dict | None) -> dict | None:
@@ -49,18 +50,40 @@ def resolve_scorer(masker: str, scorer: dict | None) -> dict | None:
     unknown = set(scorer) - KEYS
     if unknown:
         raise BertlabError(f"scorer: unknown key(s) {sorted(unknown)}; a scorer has {', '.join(sorted(KEYS))}")
-    spec = {"kind": DEFAULT_KIND.get(masker, "model_b"), "divergence": "entropy", "batch_size": 64, **scorer}
+    spec = {
+        "kind": DEFAULT_KIND.get(masker, "model_b"),
+        "divergence": "entropy",
+        "batch_size": 64,
+        "precision": "auto",
+        **scorer,
+    }
     if spec["kind"] not in KINDS:
         raise BertlabError(f"scorer: unknown kind {spec['kind']!r}; kinds: {', '.join(KINDS)}")
     if not spec.get("model"):
         raise BertlabError(f"the {masker} masker needs `scorer: {{kind: {spec['kind']}, model: DIR}}` to score tokens")
     if spec["divergence"] not in DIVERGENCES:
         raise BertlabError(f"scorer: divergence must be one of {', '.join(DIVERGENCES)}, got {spec['divergence']!r}")
+    if spec["precision"] not in INFERENCE_PRECISIONS:
+        raise BertlabError(
+            f"scorer: precision must be one of {', '.join(INFERENCE_PRECISIONS)}, got {spec['precision']!r}"
+        )
     return spec
 
 
+def scoring_dtype(spec: dict) -> torch.dtype:
+    """bf16 autocast for the inference scorers (``model_b``, ``entropy``) where the hardware has bf16
+    and ``precision`` is ``auto`` or ``bf16``; saliency needs gradients and stays fp32."""
+    if spec["kind"] not in ("model_b", "entropy"):
+        return torch.float32
+    return inference_dtype(spec.get("precision", "auto"))
+
+
 def scorer_fingerprint(spec: dict) -> str:
-    blob = {k: v for k, v in spec.items() if k != "batch_size"} | {"model": model_fingerprint(spec["model"])}
+    """Keyed by the scorer's content and by the dtype it computes in (fp32 keys as before precision existed)."""
+    blob = {k: v for k, v in spec.items() if k not in ("batch_size", "precision")}
+    blob["model"] = model_fingerprint(spec["model"])
+    if scoring_dtype(spec) != torch.float32:
+        blob["dtype"] = "bf16"
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -97,14 +120,14 @@ def score_corpus(spec: dict, tokenizer, arrays, jieba_words: bool = False) -> np
     from datamodules.batching import PadCollator
     from datamodules.token_scoring import entropy_scores, importance_scores
 
-    kind = spec["kind"]
+    kind, dtype = spec["kind"], scoring_dtype(spec)
     out = np.zeros(int(arrays.offsets[-1]), dtype=np.float32)
     specials = np.asarray(tokenizer.all_special_ids)
     if kind == "entropy":
         from transformers import AutoModelForSequenceClassification
 
         model = from_pretrained(AutoModelForSequenceClassification, spec["model"])[0].eval()
-        prob_fn = classifier_probs(model)
+        prob_fn = classifier_probs(model, dtype)
         continuation = np.array(
             [p.startswith("##") for p in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))]
         )
@@ -130,7 +153,7 @@ def score_corpus(spec: dict, tokenizer, arrays, jieba_words: bool = False) -> np
         rows = list(range(lo, min(lo + spec["batch_size"], len(arrays))))
         batch = collate([{"input_ids": arrays.get(i)["input_ids"]} for i in rows])
         if kind == "model_b":
-            with torch.no_grad():
+            with torch.no_grad(), torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
                 logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
             scores = torch.softmax(logits.float(), -1)[..., 1]
             scores = scores.masked_fill(torch.isin(batch["input_ids"], torch.as_tensor(specials)), 0.0)

@@ -295,12 +295,15 @@ class Scorer:
             classifier (``entropy``, ``saliency``), or a masked LM (``mlm_entropy``).
         divergence: for ``entropy``: ``entropy`` (|H_i − H(s)|) or ``kl``.
         batch_size: sentences scored per forward pass.
+        precision: ``auto`` (bf16 autocast for ``model_b`` and ``entropy`` where the hardware computes bf16
+            natively, else fp32), ``bf16`` or ``fp32``. Scores are cached per dtype.
     """
 
     kind: Literal["model_b", "entropy", "saliency", "mlm_entropy"]
     model: str
     divergence: Literal["entropy", "kl"] = "entropy"
     batch_size: int = 64
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
 
 
 class _MLMDataset(torch.utils.data.Dataset):

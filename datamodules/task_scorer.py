@@ -71,12 +71,15 @@ def load_sequence_classifier(name_or_path: str, labels: Sequence[str] | None = N
     return model.eval()
 
 
-def classifier_probs(model):
-    """``prob_fn(input_ids, attention_mask) -> softmax probabilities`` for an HF sequence classifier."""
+def classifier_probs(model, dtype: torch.dtype = torch.float32):
+    """``prob_fn(input_ids, attention_mask) -> softmax probabilities`` (fp32) for an HF sequence classifier;
+    ``dtype`` bf16 runs the forward pass under bf16 autocast (``bertlab.core.hardware.inference_dtype``)."""
+    device = next(model.parameters()).device.type
 
     @torch.inference_mode()
     def prob_fn(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+        with torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32):
+            logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
         return torch.softmax(logits.float(), dim=-1)
 
     return prob_fn

@@ -11,9 +11,10 @@ import torch
 
 from bertlab.core.errors import BertlabError
 from datamodules.batching import Loader
-from datamodules.corpus_scoring import resolve_scorer
+from datamodules.corpus_scoring import resolve_scorer, scorer_fingerprint, scoring_dtype
 from datamodules.maskers import SelectiveMasker
 from datamodules.mlm import MLMDataModule, Scorer
+from datamodules.task_scorer import classifier_probs
 from tests.conftest import build_tiny_bert
 from tests.selective_models import save_classifier
 
@@ -79,6 +80,7 @@ def test_scorer_spec_defaults_and_errors():
         "model": "m",
         "divergence": "entropy",
         "batch_size": 64,
+        "precision": "auto",
     }
     assert resolve_scorer("selective", {"model": "m"})["kind"] == "model_b"
     assert resolve_scorer("dynamic", None) is None
@@ -86,3 +88,40 @@ def test_scorer_spec_defaults_and_errors():
         resolve_scorer("selective", {"model": "m", "delta": 0.1})
     with pytest.raises(BertlabError, match="divergence must be one of entropy, kl"):
         resolve_scorer("entropy", {"model": "m", "divergence": "js"})
+    with pytest.raises(BertlabError, match="precision must be one of auto, bf16, fp32, got 'fp16'"):
+        resolve_scorer("entropy", {"model": "m", "precision": "fp16"})
+
+
+def test_scores_are_keyed_by_the_dtype_they_were_computed_in(model0, monkeypatch):
+    import bertlab.core.hardware as hardware
+
+    spec = resolve_scorer("entropy", {"model": model0})
+    fp32 = scorer_fingerprint({**spec, "precision": "fp32"})
+    assert scorer_fingerprint({**spec, "precision": "bf16"}) != fp32
+    # auto follows the hardware; fp32 keys as they did before the option existed (old caches stay valid)
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: (False, ""))
+    assert scoring_dtype(spec) == torch.float32 and scorer_fingerprint(spec) == fp32
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: (True, "AVX512-BF16"))
+    assert scoring_dtype(spec) == torch.bfloat16 and scorer_fingerprint(spec) != fp32
+    # saliency needs gradients: always fp32, whatever precision says
+    assert scoring_dtype(resolve_scorer("selective", {"kind": "saliency", "model": model0, "precision": "bf16"})) == (
+        torch.float32
+    )
+
+
+def test_bf16_entropy_scores_rank_words_like_fp32(zh_bert, model0):
+    from bertlab.core.models import load_tokenizer
+    from datamodules.task_entropy import task_entropy_scores
+    from datamodules.task_scorer import load_sequence_classifier
+
+    tok, model = load_tokenizer(zh_bert), load_sequence_classifier(model0)
+    ids = tok(ZH[3] + ZH[4])["input_ids"]
+    words = [-1] + list(range(len(ids) - 2)) + [-1]
+    fp32, bf16 = (
+        task_entropy_scores(classifier_probs(model, dtype), ids, words, tok.mask_token_id, "kl")
+        for dtype in (torch.float32, torch.bfloat16)
+    )
+    assert not np.array_equal(fp32, bf16)  # bf16 really ran
+    assert np.corrcoef(fp32[1:-1], bf16[1:-1])[0, 1] > 0.9
+    top = max(1, len(ids) // 5)
+    assert len(set(np.argsort(-fp32)[:top]) & set(np.argsort(-bf16)[:top])) >= top - 1
