@@ -10,7 +10,8 @@ std over seeds, the baseline beside every arm, paired statistics, the command th
 ``ROOT/results.csv`` (one row per run) and ``ROOT/results.png``.
 
 With ``pretrain_seed: S``, a pipeline arm's stages before the last (further pre-training, Model_0,
-scoring) run once, with seed S, under ``ROOT/ARM/pretrain``, and only the last stage (the fine-tune)
+scoring) run once, with seed S, under ``ROOT/ARM/pretrain`` (shared by a ``pretrain`` group of arms, and
+read at a ``from_milestone``: ``bertlab.shared_pretraining``), and only the last stage (the fine-tune)
 runs per seed, from that export: the seeds then measure fine-tuning variance around one pre-trained
 model per arm, as Gururangan et al. (2020) report theirs, at a fraction of the compute. The shared
 stages run before any of the arm's seeds start, so parallel runs never race to run them.
@@ -26,7 +27,6 @@ import argparse
 import dataclasses
 import json
 import os
-import re
 from collections.abc import Callable
 
 from bertlab.ablation_report import write_report
@@ -35,9 +35,10 @@ from bertlab.core.files import atomic_path, file_lock
 from bertlab.core.yaml_files import read_yaml
 from bertlab.help import ABLATE_EXAMPLES
 from bertlab.launchers import Failure, Job, add_launcher_args, launcher_from_args, run_local
-from bertlab.pipeline import Stage, _as_args, check_stages, export_dir, load_pipeline, preflight_stages, run_stages
+from bertlab.pipeline import Stage, _as_args, check_stages, load_pipeline, preflight_stages, run_stages
+from bertlab.shared_pretraining import check_groups, fine_tune_source, group, shared_pretraining
 
-ARM_KEYS = {"name", "config", "args", "pipeline", "note"}
+ARM_KEYS = {"name", "config", "args", "pipeline", "note", "pretrain", "from_milestone"}
 
 
 def load_ablation(path: str) -> dict:
@@ -72,7 +73,8 @@ def load_ablation(path: str) -> dict:
             check_stages(load_pipeline(arm["pipeline"])[1])  # now rather than after an hour of other arms
     spec.setdefault("baseline", arms[0]["name"])
     for arm in arms:
-        _shared_pretraining(spec, arm)  # refuses, now, a pipeline whose last stage cannot be shared out
+        shared_pretraining(spec, arm)  # refuses, now, a pipeline whose last stage cannot be shared out
+    check_groups(spec, path)
     return spec
 
 
@@ -105,12 +107,16 @@ def _run_arm(spec: dict, arm: dict, seed: int, check_only: bool = False) -> dict
     extra = _seed_args(spec, arm, seed)
     if arm.get("pipeline"):
         _, stages = load_pipeline(arm["pipeline"])
-        shared = _shared_pretraining(spec, arm, stages)
+        shared = shared_pretraining(spec, arm, stages)
         if shared is not None:
             if run_pretraining(spec, arm, check_only) is None:
                 return None
             pre, last, shared_root, _ = shared
-            source = export_dir(shared_root, pre[-1].name)
+            source = fine_tune_source(arm, pre, shared_root)
+            if arm.get("from_milestone") is not None and not os.path.isdir(source):
+                if check_only:
+                    return None
+                raise BertlabError(f"arm {arm['name']}: the shared pre-training finished without milestone {source!r}")
             extra_last = ["--model.init_args.model_name_or_path", source]
             stages = [dataclasses.replace(last, init_from="none", args=last.args + extra_last)]
         summary = run_stages(
@@ -121,32 +127,10 @@ def _run_arm(spec: dict, arm: dict, seed: int, check_only: bool = False) -> dict
     return None if summary is None else summary["stages"][-1]["metrics"].get("test", {})
 
 
-def _shared_pretraining(spec: dict, arm: dict, stages: list[Stage] | None = None):
-    """Under ``pretrain_seed``, a pipeline arm's (stages before the last, the last, their shared root, their
-    arguments); None when the arm shares nothing."""
-    seed = spec.get("pretrain_seed")
-    if seed is None or not arm.get("pipeline"):
-        return None
-    stages = stages or load_pipeline(arm["pipeline"])[1]
-    if len(stages) < 2:
-        return None
-    *pre, last = stages
-    if last.kind != "lightning" or last.init_from not in ("previous", pre[-1].name):
-        raise BertlabError(
-            f"arm {arm['name']}: pretrain_seed shares the stages before the last one, so the last stage must "
-            f"start from the stage before it (it has init_from {last.init_from!r})"
-        )
-    if re.search(r"\{(?:export|dir|ckpt):", " ".join(last.args)):
-        raise BertlabError(f"arm {arm['name']}: pretrain_seed: the last stage may not name earlier stages' files")
-    pre_extra = ["--seed_everything", str(seed), "--wandb.group", spec["name"]]
-    pre_extra += ["--wandb.tags", json.dumps([arm["name"], f"pretrain_seed{seed}"])]
-    return pre, last, os.path.join(spec["root"], arm["name"], "pretrain"), spec["args"] + arm["args"] + pre_extra
-
-
 def run_pretraining(spec: dict, arm: dict, check_only: bool = False) -> dict | None:
-    """Run an arm's shared stages once (seed ``pretrain_seed``, under ROOT/ARM/pretrain; skipped when done).
+    """Run an arm's shared stages once (seed ``pretrain_seed``, under ROOT/GROUP/pretrain; skipped when done).
     With ``check_only``, run nothing: None unless they have all finished unchanged."""
-    pre, _, shared_root, args = _shared_pretraining(spec, arm)
+    pre, _, shared_root, args = shared_pretraining(spec, arm)
     return run_stages(pre, shared_root, arm["pipeline"], extra_args=args, check_only=check_only)
 
 
@@ -200,14 +184,18 @@ def run_ablation(
     for arm in chosen:  # every arm's every stage, before the first one trains
         _preflight(spec, arm)
     os.makedirs(spec["root"], exist_ok=True)
-    # pretrain_seed: an arm's shared stages run first, once, so that its seeds' runs never race to run them
-    shared = [
-        Job(f"{arm['name']}/pretrain", run_pretraining, (spec, arm), _log(spec, arm, "pretrain"), _wandb(arm))
-        for arm in chosen
-        if _shared_pretraining(spec, arm) is not None and run_pretraining(spec, arm, check_only=True) is None
-    ]
+    # pretrain_seed: each group's shared stages run first, once, so that the seeds' runs never race to run them
+    shared, groups = [], {}
+    for arm in chosen:
+        if shared_pretraining(spec, arm) is None or group(arm) in groups:
+            continue
+        groups[group(arm)] = arm
+        if run_pretraining(spec, arm, check_only=True) is None:
+            log = os.path.join(spec["root"], group(arm), "pretrain", "ablate.log")
+            shared.append(Job(f"{group(arm)}/pretrain", run_pretraining, (spec, arm), log, _wandb(arm)))
     failures = launch(shared, spec["root"]) if shared else []
-    chosen = [a for a in chosen if f"{a['name']}/pretrain" not in {f.name for f in failures}]
+    failed = {f.name for f in failures}
+    chosen = [a for a in chosen if f"{group(a)}/pretrain" not in failed]
     store, jobs = os.path.join(spec["root"], "results.json"), []
     for arm in chosen:
         for seed in spec["seeds"]:

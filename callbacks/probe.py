@@ -100,6 +100,7 @@ class DownstreamProbe(pl.Callback):
         stop: bool = True,
         batch_size: int = 64,
         seed: int = 0,
+        at_start: bool = False,
     ):
         """
         Args:
@@ -114,6 +115,8 @@ class DownstreamProbe(pl.Callback):
             stop: stop training when patience runs out (else only track the best).
             batch_size: encoding batch size.
             seed: the subset's and the probe's seed.
+            at_start: also probe the starting weights (step 0), so that the curve has its origin and the
+                unchanged model can win.
         """
         for name, value in (
             ("every_n_steps", every_n_steps),
@@ -129,6 +132,7 @@ class DownstreamProbe(pl.Callback):
             raise BertlabError(f"DownstreamProbe: unknown pooling {pooling!r}; poolings: {', '.join(POOLINGS)}")
         self.every_n_steps, self.task, self.probe, self.pooling = every_n_steps, task, probe, pooling
         self.max_train_examples, self.stop, self.batch_size, self.seed = max_train_examples, stop, batch_size, seed
+        self.at_start = at_start
         self.tracker = PatienceTracker(patience, min_delta, mode="max")
         self.monitor = MONITOR
         self.best_model_path = ""
@@ -228,7 +232,15 @@ class DownstreamProbe(pl.Callback):
         step = trainer.global_step
         if step == self._last_step or step % self.every_n_steps:
             return  # gradient accumulation: one probe per optimiser step
-        self._last_step = step
+        self.probe_now(trainer, pl_module)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.at_start and trainer.global_step == 0 and 0 not in self.history:
+            self.probe_now(trainer, pl_module)
+
+    def probe_now(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Probe the current weights at this step; keep them when they are the best so far; stop on patience."""
+        step = self._last_step = trainer.global_step
         score = self.score(trainer, pl_module) if trainer.is_global_zero else None
         score = trainer.strategy.broadcast(score, src=0)
         improved, patience_out = self.tracker.update(step, score)  # same inputs on every rank, same decision

@@ -393,3 +393,79 @@ def test_pretrain_seed_must_be_an_integer(tmp_path):
     path = _ablation_with_pipeline(tmp_path, [{"name": "ft", "config": [TINY_CONFIG]}], pretrain_seed="zero")
     with pytest.raises(BertlabError, match="pretrain_seed must be an integer seed, got 'zero'"):
         load_ablation(path)
+
+
+def _milestone_ablation(tmp_path, arms: list[dict], milestones=(1, 2)) -> str:
+    step_budget = {"class_path": "callbacks.step_budget.StepBudget", "init_args": {"milestones": list(milestones)}}
+    budget = _write(tmp_path / "budget.yaml", {"trainer": {"callbacks": [step_budget]}})
+    stages = [
+        {"name": "mlm", "config": [TINY_CONFIG, budget], "init_from": "none"},
+        {"name": "finetune", "config": [TINY_CONFIG], "test": True},
+    ]
+    pipe = _write(tmp_path / "pipe.yaml", {"name": "pipe", "stages": stages})
+    for arm in arms:
+        arm.setdefault("pipeline", pipe)
+    spec = {"name": "abl", "root": str(tmp_path / "out"), "base": [TINY_CONFIG], "seeds": [0, 1], "arms": arms}
+    return _write(tmp_path / "abl.yaml", {**spec, "pretrain_seed": 0})
+
+
+def test_a_pretrain_group_runs_one_mlm_and_each_arm_fine_tunes_from_its_milestone(tmp_path, monkeypatch):
+    import bertlab.ablation as ablation
+
+    calls, done = [], set()
+
+    def fake_run_stages(stages, root, label, force=False, extra_args=None, check_only=False):
+        key = (root, tuple(s.name for s in stages))
+        if check_only and key not in done:
+            return None
+        if not check_only:
+            calls.append((root, [list(s.args) for s in stages], stages[0].name))
+            done.add(key)
+            if stages[0].name == "mlm":  # what StepBudget writes
+                for step in (1, 2):
+                    os.makedirs(os.path.join(root, "mlm", "milestones", f"step-{step}"), exist_ok=True)
+        return {"stages": [{"metrics": {"test": {"test/acc": 0.5, "test/f1": 0.5}}}]}
+
+    monkeypatch.setattr(ablation, "run_stages", fake_run_stages)
+    path = _milestone_ablation(
+        tmp_path,
+        [
+            {"name": "mlm_1", "pretrain": "curve", "from_milestone": 1},
+            {"name": "mlm_2", "pretrain": "curve", "from_milestone": 2},
+        ],
+    )
+    ablation.run_ablation(path)
+    shared_root = os.path.join(str(tmp_path / "out"), "curve", "pretrain")
+    # one MLM root for both arms (each seed's run asks it again and finds it done)
+    assert calls[0][0] == shared_root and {c[0] for c in calls if c[2] == "mlm"} == {shared_root}
+    fine_tunes = [c for c in calls if c[2] == "finetune"]
+    assert len(fine_tunes) == 4
+    starts = {c[0]: c[1][0][c[1][0].index("--model.init_args.model_name_or_path") + 1] for c in fine_tunes}
+    for arm, step in (("mlm_1", 1), ("mlm_2", 2)):
+        for seed in (0, 1):
+            root = os.path.join(str(tmp_path / "out"), arm, f"seed{seed}")
+            assert starts[root] == os.path.join(shared_root, "mlm", "milestones", f"step-{step}")
+
+
+@pytest.mark.parametrize(
+    "arms, pretrain_seed, message",
+    [
+        ([{"name": "a", "pretrain": "g", "from_milestone": 3}], 0, r"from_milestone 3, but stage mlm of .* exports "),
+        ([{"name": "a", "from_milestone": 0}], 0, "from_milestone must be a positive step, got 0"),
+        ([{"name": "a", "from_milestone": 1}], None, "pretrain and from_milestone need a pipeline and pretrain_seed"),
+        (
+            [{"name": "a", "pretrain": "g"}, {"name": "b", "pretrain": "g", "args": {"trainer.max_steps": 9}}],
+            0,
+            "arms a and b share pre-training group 'g' but differ in pipeline or args",
+        ),
+    ],
+)
+def test_pretrain_groups_and_milestones_are_checked_when_the_file_loads(tmp_path, arms, pretrain_seed, message):
+    from bertlab.ablation import load_ablation
+
+    path = _milestone_ablation(tmp_path, arms)
+    spec = yaml.safe_load(open(path))
+    spec["pretrain_seed"] = pretrain_seed
+    _write(tmp_path / "abl.yaml", spec)
+    with pytest.raises(BertlabError, match=message):
+        load_ablation(path)

@@ -155,3 +155,14 @@ def test_scripted_curve_stops_at_the_predicted_step(tmp_path, tiny_bert_dir, tin
     assert probe.best_step == 4 and float(probe.best_model_score) == pytest.approx(0.7)
     assert torch.load(probe.best_model_path, weights_only=False)["global_step"] == 4
     assert os.path.dirname(probe.best_model_path) == str(tmp_path / "probe")
+
+
+def test_at_start_probes_the_starting_weights_which_can_stay_the_best(tmp_path, tiny_bert_dir, tiny_csvs, monkeypatch):
+    scores = iter([0.8, 0.7, 0.75])  # probes at steps 0, 2, 4: the unchanged model is the best
+    monkeypatch.setattr(DownstreamProbe, "score", lambda self, trainer, module: next(scores))
+    probe = DownstreamProbe(every_n_steps=2, patience=5, at_start=True)
+    fit_mlm(tmp_path, tiny_bert_dir, tiny_csvs, probe, max_steps=4)
+    assert probe.history == {0: 0.8, 2: 0.7, 4: 0.75}
+    assert probe.best_step == 0 and torch.load(probe.best_model_path, weights_only=False)["global_step"] == 0
+    with open(tmp_path / "probe_history.json") as f:
+        assert json.load(f)["history"] == {"0": 0.8, "2": 0.7, "4": 0.75}
