@@ -7,7 +7,8 @@ such as task-adaptive pre-training or self-distillation), whose last stage is sc
 
 Results go to ``ROOT/results.json`` and, through ``bertlab.ablation_report``, ``ROOT/results.md`` (mean ±
 std over seeds, the baseline beside every arm, paired statistics, the command that reproduces the table),
-``ROOT/results.csv`` (one row per run) and ``ROOT/results.png``.
+``ROOT/results.csv`` (one row per run) and ``ROOT/results.png``; with ``from_milestone`` arms also
+``ROOT/curve.json`` and ``ROOT/curve.png`` (``bertlab.curve_report``).
 
 With ``pretrain_seed: S``, a pipeline arm's stages before the last (further pre-training, Model_0,
 scoring) run once, with seed S, under ``ROOT/ARM/pretrain`` (shared by a ``pretrain`` group of arms, and
@@ -33,6 +34,7 @@ from bertlab.ablation_report import write_report
 from bertlab.core.errors import BertlabError
 from bertlab.core.files import atomic_path, file_lock
 from bertlab.core.yaml_files import read_yaml
+from bertlab.curve_report import write_curve
 from bertlab.help import ABLATE_EXAMPLES
 from bertlab.launchers import Failure, Job, add_launcher_args, launcher_from_args, run_local
 from bertlab.pipeline import Stage, _as_args, check_stages, load_pipeline, preflight_stages, run_stages
@@ -209,6 +211,8 @@ def run_ablation(
     failures += launch(jobs, spec["root"]) if jobs else []
     results = _record(store, None, None, None, spec["metrics"])
     order = [a["name"] for a in spec["arms"] if a["name"] in results]
+    if any(a.get("from_milestone") is not None for a in spec["arms"]):
+        write_curve(spec, results)
     return write_report(spec, {a: results[a] for a in order}, f"bertlab ablate {path}"), failures
 
 

@@ -405,6 +405,8 @@ def _milestone_ablation(tmp_path, arms: list[dict], milestones=(1, 2)) -> str:
     pipe = _write(tmp_path / "pipe.yaml", {"name": "pipe", "stages": stages})
     for arm in arms:
         arm.setdefault("pipeline", pipe)
+        if arm["pipeline"] is None:
+            del arm["pipeline"]
     spec = {"name": "abl", "root": str(tmp_path / "out"), "base": [TINY_CONFIG], "seeds": [0, 1], "arms": arms}
     return _write(tmp_path / "abl.yaml", {**spec, "pretrain_seed": 0})
 
@@ -469,3 +471,38 @@ def test_pretrain_groups_and_milestones_are_checked_when_the_file_loads(tmp_path
     _write(tmp_path / "abl.yaml", spec)
     with pytest.raises(BertlabError, match=message):
         load_ablation(path)
+
+
+def test_the_curve_puts_milestone_arms_at_their_step_beside_the_probe_and_perplexity(tmp_path):
+    from bertlab.ablation import load_ablation
+    from bertlab.curve_report import write_curve
+
+    path = _milestone_ablation(
+        tmp_path,
+        [
+            {"name": "none", "pipeline": None},
+            {"name": "mlm_2", "pretrain": "curve", "from_milestone": 2},
+            {"name": "mlm_1", "pretrain": "curve", "from_milestone": 1},
+        ],
+    )
+    spec = load_ablation(path)
+    mlm = tmp_path / "out" / "curve" / "pretrain" / "mlm"
+    (mlm / "csv" / "version_0").mkdir(parents=True)
+    (mlm / "probe_history.json").write_text(json.dumps({"history": {"0": 0.6, "1": 0.7, "2": 0.65}}))
+    (mlm / "csv" / "version_0" / "metrics.csv").write_text(
+        "epoch,step,train/loss_step,val/perplexity\n0,0,5.0,\n0,0,,40.0\n0,1,,30.5\n"
+    )
+    results = {"none": {"test/acc": [0.8, 0.9]}, "mlm_1": {"test/acc": [0.85, 0.95]}, "mlm_2": {"test/acc": [0.7]}}
+    data = write_curve(spec, results)
+    assert [(p["arm"], p["step"], p["n"]) for p in data["fine_tuned"]] == [
+        ("none", 0, 2),
+        ("mlm_1", 1, 2),
+        ("mlm_2", 2, 1),
+    ]
+    assert data["fine_tuned"][1]["mean"] == pytest.approx(0.9) and data["fine_tuned"][1]["std"] == pytest.approx(
+        0.0707, abs=1e-4
+    )
+    assert data["probe_val_acc"] == {0: 0.6, 1: 0.7, 2: 0.65}
+    assert data["mlm_val_perplexity"] == {1: 40.0, 2: 30.5}  # Lightning logs validation at the step before
+    assert json.loads((tmp_path / "out" / "curve.json").read_text())["probe_val_acc"] == {"0": 0.6, "1": 0.7, "2": 0.65}
+    assert (tmp_path / "out" / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
