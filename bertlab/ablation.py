@@ -40,7 +40,7 @@ from bertlab.launchers import Failure, Job, add_launcher_args, launcher_from_arg
 from bertlab.pipeline import Stage, _as_args, check_stages, load_pipeline, preflight_stages, run_stages
 from bertlab.shared_pretraining import check_groups, fine_tune_source, group, shared_pretraining
 
-ARM_KEYS = {"name", "config", "args", "pipeline", "note", "pretrain", "from_milestone"}
+ARM_KEYS = {"name", "config", "args", "pipeline", "note", "pretrain", "from_milestone", "baseline"}
 
 
 def load_ablation(path: str) -> dict:
@@ -74,6 +74,10 @@ def load_ablation(path: str) -> dict:
         if arm.get("pipeline"):
             check_stages(load_pipeline(arm["pipeline"])[1])  # now rather than after an hour of other arms
     spec.setdefault("baseline", arms[0]["name"])
+    names = [a["name"] for a in arms]
+    for arm in [spec] + arms:
+        if arm.get("baseline") is not None and arm["baseline"] not in names:
+            raise BertlabError(f"{path}: baseline {arm['baseline']!r} names no arm ({names})")
     for arm in arms:
         shared_pretraining(spec, arm)  # refuses, now, a pipeline whose last stage cannot be shared out
     check_groups(spec, path)

@@ -42,10 +42,23 @@ def _predictions(root: str):
     return load
 
 
+def _bases(spec: dict, arms) -> dict[str, str]:
+    """Each arm's baseline: its own ``baseline`` (e.g. ``pet_500`` against ``finetune_500``) or the file's."""
+    own = {a["name"]: a.get("baseline") for a in spec.get("arms", [])}
+    return {arm: own.get(arm) or spec["baseline"] for arm in arms}
+
+
 def write_report(spec: dict, results: dict, command: str) -> str:
-    metrics, base = spec["metrics"], spec["baseline"]
+    metrics = spec["metrics"]
     runs = {arm: per.get("_runs", {}) for arm, per in results.items()}
-    paired = paired_cells(runs, base, metrics[0], _predictions(spec["root"]))
+    bases = _bases(spec, results)
+    one = len(set(bases.values())) == 1
+    base = spec["baseline"] if one else "baseline"
+    paired = {}
+    for b in set(bases.values()):
+        group = {arm: r for arm, r in runs.items() if arm == b or bases[arm] == b}
+        cells = paired_cells(group, b, metrics[0], _predictions(spec["root"]))
+        paired |= {arm: cell for arm, cell in cells.items() if bases[arm] == b and arm != b}
     lines = [
         f"# Ablation `{spec['name']}`",
         "",
@@ -57,15 +70,17 @@ def write_report(spec: dict, results: dict, command: str) -> str:
         + f" | Δ {metrics[0]} vs {base} | paired Δ [95 % CI] | McNemar p vs {base} |",
         "|---|---|" + "---|" * (len(metrics) + 3),
     ]
-    base_mean = mean_std(results[base][metrics[0]])[0] if results.get(base, {}).get(metrics[0]) else None
     for arm, per_metric in results.items():
         cells = []
         for m in metrics:
             vals = per_metric.get(m, [])
             cells.append("—" if not vals else "{:.4f} ± {:.4f}".format(*mean_std(vals)))
-        first = per_metric.get(metrics[0], [])
-        delta = "—" if not first or base_mean is None or arm == base else f"{mean_std(first)[0] - base_mean:+.4f}"
-        ci, mc = paired.get(arm, ("—", "n/a"))
+        first, b = per_metric.get(metrics[0], []), bases[arm]
+        base_vals = results.get(b, {}).get(metrics[0])
+        delta = "—" if not first or not base_vals or arm == b else f"{mean_std(first)[0] - mean_std(base_vals)[0]:+.4f}"
+        if not one and arm != b:
+            delta = f"{delta} (vs {b})"
+        ci, mc = paired.get(arm, ("—", "—") if arm == b else ("—", "n/a"))
         lines.append(f"| {arm} | {len(first)} | " + " | ".join(cells) + f" | {delta} | {ci} | {mc} |")
     lines += [
         "",

@@ -506,3 +506,33 @@ def test_the_curve_puts_milestone_arms_at_their_step_beside_the_probe_and_perple
     assert data["mlm_val_perplexity"] == {1: 40.0, 2: 30.5}  # Lightning logs validation at the step before
     assert json.loads((tmp_path / "out" / "curve.json").read_text())["probe_val_acc"] == {"0": 0.6, "1": 0.7, "2": 0.65}
     assert (tmp_path / "out" / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_arm_with_its_own_baseline_is_compared_with_it(tmp_path):
+    runs = {
+        "ft_100": {str(s): {"test/acc": 0.70 + 0.01 * s} for s in range(3)},
+        "pet_100": {str(s): {"test/acc": 0.72 + 0.01 * s} for s in range(3)},
+        "ft_500": {str(s): {"test/acc": 0.80 + 0.01 * s} for s in range(3)},
+        "pet_500": {str(s): {"test/acc": 0.79 + 0.01 * s} for s in range(3)},
+    }
+    results = {arm: {"_runs": r, "test/acc": [m["test/acc"] for m in r.values()]} for arm, r in runs.items()}
+    arms = [{"name": "ft_100"}, {"name": "pet_100"}, {"name": "ft_500"}, {"name": "pet_500", "baseline": "ft_500"}]
+    spec = {"name": "toy", "root": str(tmp_path), "seeds": [0, 1, 2], "args": [], "metrics": ["test/acc"]}
+    text = write_report({**spec, "baseline": "ft_100", "arms": arms}, results, "bertlab ablate toy.yaml")
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in text.splitlines() if line.startswith("| ")}
+    assert rows["arm"][3] == "Δ test/acc vs baseline"
+    assert rows["ft_100"][3] == "—"
+    assert rows["pet_100"][3] == "+0.0200 (vs ft_100)" and rows["pet_100"][4].startswith("+0.0200 [+0.0200, +0.0200]")
+    assert rows["pet_500"][3] == "-0.0100 (vs ft_500)" and rows["pet_500"][4].startswith("-0.0100 [-0.0100, -0.0100]")
+    assert rows["ft_500"][3] == "+0.1000 (vs ft_100)"
+
+
+def test_a_baseline_must_name_an_arm(tmp_path):
+    from bertlab.ablation import load_ablation
+
+    path = _write(
+        tmp_path / "abl.yaml",
+        {"name": "a", "base": [TINY_CONFIG], "arms": [{"name": "x"}, {"name": "y", "baseline": "z"}]},
+    )
+    with pytest.raises(BertlabError, match=r"baseline 'z' names no arm \(\['x', 'y'\]\)"):
+        load_ablation(path)
