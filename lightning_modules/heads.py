@@ -24,6 +24,7 @@ import functools
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -79,6 +80,12 @@ def _first_tokens(hidden_states, k: int) -> torch.Tensor:
     return torch.stack([h[:, 0] for h in hidden_states[-k:]], dim=1)
 
 
+def _token_means(hidden_states, k: int, attention_mask) -> torch.Tensor:
+    """[B, k, H]: the masked mean over the tokens of each of the last k layers, lowest layer first."""
+    mask = attention_mask.unsqueeze(-1).to(hidden_states[-1].dtype)
+    return torch.stack([(h * mask).sum(1) / mask.sum(1).clamp_min(1.0) for h in hidden_states[-k:]], dim=1)
+
+
 class LastKHead(Head):
     """The first token of the last k layers (Sun et al. 2019, Table 3), reduced across the layers:
     ``concat`` (lowest layer first; out_dim k·H), element-wise ``mean`` or ``max`` (out_dim H).
@@ -115,6 +122,11 @@ class LayerCnnHead(Head):
     ReLU and a max over the L−k+1 positions; the pooled features of all heights are
     concatenated and passed through dropout. out_dim = len(kernel_sizes) · num_filters.
     The kernel heights and filter count are ours to tune, not taken from the paper.
+
+    ``token: mean`` stacks each layer's masked token mean instead of its [CLS]. For encoders trained
+    with mean pooling, such as all-MiniLM-L6-v2, the [CLS] of layers 1-5 is the same vector for every
+    sentence (pairwise cosine 1.000 over fine-food reviews, one dimension holding 98 % of its energy);
+    only the top layer's varies, so the paper's [CLS] stack gives the convolutions almost nothing to read.
     """
 
     def __init__(
@@ -124,8 +136,11 @@ class LayerCnnHead(Head):
         kernel_sizes: Sequence[int] = (2, 3, 4),
         num_filters: int = 32,
         dropout: float = 0.1,
+        token: str = "first",
     ):
         super().__init__()
+        if token not in ("first", "mean"):
+            raise BertlabError(f"layer_cnn token must be first ([CLS]) or mean, got {token!r}")
         kernel_sizes = tuple(int(k) for k in kernel_sizes)
         if not kernel_sizes or num_filters < 1:
             raise BertlabError(
@@ -140,14 +155,17 @@ class LayerCnnHead(Head):
             )
         if not 0.0 <= dropout < 1.0:
             raise BertlabError(f"layer_cnn dropout must be in [0, 1), got {dropout}")
-        self.num_layers = num_layers
+        self.num_layers, self.token = num_layers, token
         self.kernel_sizes = kernel_sizes
         self.convs = nn.ModuleList(nn.Conv2d(1, num_filters, (k, hidden_size)) for k in kernel_sizes)
         self.dropout = nn.Dropout(dropout)
         self.out_dim = len(kernel_sizes) * num_filters
 
     def forward(self, hidden_states, attention_mask):
-        x = _first_tokens(hidden_states, self.num_layers).unsqueeze(1)  # [B, 1, L, H]
+        if self.token == "mean":
+            x = _token_means(hidden_states, self.num_layers, attention_mask).unsqueeze(1)  # [B, 1, L, H]
+        else:
+            x = _first_tokens(hidden_states, self.num_layers).unsqueeze(1)
         pooled = [torch.relu(conv(x)).squeeze(-1).amax(-1) for conv in self.convs]  # each [B, F]
         return self.dropout(torch.cat(pooled, dim=-1))
 
@@ -170,12 +188,14 @@ class HeadOptions:
     Args:
         k: layers of ``concat_last_k`` / ``mean_last_k`` / ``max_last_k`` (default 4).
         kernel_sizes, num_filters, dropout: ``layer_cnn``'s kernel heights, filters per height, dropout.
+        token: ``layer_cnn``'s per-layer vector: ``first`` ([CLS], the paper's) or ``mean`` (masked token mean).
     """
 
     k: int | None = None
     kernel_sizes: list[int] | None = None
     num_filters: int | None = None
     dropout: float | None = None
+    token: Literal["first", "mean"] | None = None
 
     def given(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}

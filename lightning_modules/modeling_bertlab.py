@@ -33,6 +33,11 @@ def _first_tokens(hidden_states, k: int) -> torch.Tensor:
     return torch.stack([h[:, 0] for h in hidden_states[-k:]], dim=1)
 
 
+def _token_means(hidden_states, k: int, attention_mask) -> torch.Tensor:
+    mask = attention_mask.unsqueeze(-1).to(hidden_states[-1].dtype)
+    return torch.stack([(h * mask).sum(1) / mask.sum(1).clamp_min(1.0) for h in hidden_states[-k:]], dim=1)
+
+
 class ClsHead(nn.Module):
     def __init__(self, hidden_size: int, num_layers: int):
         super().__init__()
@@ -65,14 +70,19 @@ class LastKHead(nn.Module):
 
 
 class LayerCnnHead(nn.Module):
-    def __init__(self, hidden_size: int, num_layers: int, kernel_sizes=(2, 3, 4), num_filters=32, dropout=0.1):
+    def __init__(
+        self, hidden_size: int, num_layers: int, kernel_sizes=(2, 3, 4), num_filters=32, dropout=0.1, token="first"
+    ):
         super().__init__()
-        self.num_layers = num_layers
+        self.num_layers, self.token = num_layers, token
         self.convs = nn.ModuleList(nn.Conv2d(1, num_filters, (int(k), hidden_size)) for k in kernel_sizes)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, hidden_states, attention_mask):
-        x = _first_tokens(hidden_states, self.num_layers).unsqueeze(1)
+        if self.token == "mean":
+            x = _token_means(hidden_states, self.num_layers, attention_mask).unsqueeze(1)
+        else:
+            x = _first_tokens(hidden_states, self.num_layers).unsqueeze(1)
         pooled = [torch.relu(conv(x)).squeeze(-1).amax(-1) for conv in self.convs]
         return self.dropout(torch.cat(pooled, dim=-1))
 

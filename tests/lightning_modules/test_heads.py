@@ -135,6 +135,30 @@ def test_layer_cnn_equals_hand_computed_convolution_and_pooling():
     torch.testing.assert_close(out, torch.stack(expected, 1), rtol=0, atol=1e-12)
 
 
+def test_layer_cnn_over_token_means_reads_every_real_token_of_every_layer_and_no_pad():
+    torch.manual_seed(0)
+    head = LayerCnnHead(H, L, kernel_sizes=(1, 2), num_filters=3, dropout=0.0, token="mean").double().eval()
+    stack, hs = hidden()
+    m = mask()
+    out = head(hs, m)
+    means = torch.stack([(h * m[..., None]).sum(1) / m.sum(1, keepdim=True) for h in hs[1:]], 1)
+    reference = LayerCnnHead(H, L, kernel_sizes=(1, 2), num_filters=3, dropout=0.0).double().eval()
+    reference.load_state_dict(head.state_dict())
+    # the same convolutions over [CLS] vectors that are the token means: the same output
+    fake = tuple(torch.cat([mu[:, None], x[:, 1:]], 1) for x, mu in zip(hs[1:], means.unbind(1)))
+    torch.testing.assert_close(out, reference((hs[0],) + fake, m), rtol=0, atol=1e-12)
+    out.sum().backward()
+    grad = stack.grad  # [layers + 1, B, T, H]
+    assert grad[0].abs().sum() == 0  # never the embedding output
+    real = m.bool()
+    assert grad[1:].abs().sum(-1)[:, ~real].sum() == 0  # pads get nothing
+    assert grad[1:].abs().sum() > 0
+    for b, n in enumerate(m.sum(1).tolist()):  # a mean: every real token of a layer gets the same gradient
+        torch.testing.assert_close(grad[1:, b, :n], grad[1:, b, :1].expand(-1, n, -1), rtol=0, atol=1e-12)
+    with pytest.raises(BertlabError, match="layer_cnn token must be first \\(\\[CLS\\]\\) or mean, got 'max'"):
+        build_head("layer_cnn", H, L, token="max")
+
+
 def test_layer_cnn_dropout_only_in_training():
     torch.manual_seed(0)
     head = build_head("layer_cnn", H, L, dropout=0.5).double()

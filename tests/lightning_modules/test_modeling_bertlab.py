@@ -20,6 +20,7 @@ HEADS = [
     ("concat_all", {}),
     ("layer_cnn", {}),
     ("layer_cnn", {"kernel_sizes": [1, 4], "num_filters": 5, "dropout": 0.3}),
+    ("layer_cnn", {"kernel_sizes": [2], "token": "mean"}),
 ]
 
 
