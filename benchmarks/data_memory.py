@@ -7,8 +7,9 @@ they do not deduplicate away), then runs, as separate processes, what a user run
    validation cut and tokenisation into the cache, which streams token chunks to disk;
 2. ``train``: ``bertlab fit --config configs/mlm/fine_food_tapt.yaml`` on the same file (the cache is
    reused), ``--steps`` steps with ``StepTimer``;
-3. ``train_baseline``: the same on a ``--baseline-lines`` file (10,000): what training peaks at whatever
-   the corpus, so that ``train`` minus it is what the large corpus adds (allocator noise: ~±0.15 GB).
+3. ``train_baseline``: the same on a ``--baseline-lines`` file (10,000). ``train_data_path_mb`` is what
+   the large corpus keeps resident into training (RSS at the first step, minus the baseline's); the
+   peaks differ by more, as the two corpora give batches of other widths (activations, allocator).
 
 Each reports its own peak RSS (``ru_maxrss``). Target (issue 10): below 2 GB for 1,000,000 lines.
 
@@ -71,6 +72,8 @@ def train(corpus: str, cache: str, steps: int, tmp: str, env: dict) -> dict:
         raise SystemExit(proc.stderr[-3000:])
     timed = json.load(open(steps_json))
     out = {"peak_rss_mb": timed["peak_rss_mb"], "seconds": time.perf_counter() - started}
+    # RSS when the first step starts (data set up, model and optimizer built), and the peak up to then
+    out |= {"start_rss_mb": timed.get("start_rss_mb"), "start_peak_rss_mb": timed.get("start_peak_rss_mb")}
     return out | {"tokens_per_s": timed.get("tokens_per_s")}
 
 
@@ -97,7 +100,8 @@ def main(argv=None) -> int:
         small = os.path.join(tmp, "small.txt")
         write_corpus(small, args.baseline_lines)
         out["train_baseline"] = {"lines": args.baseline_lines} | train(small, cache, args.steps, tmp, env)
-    out["train_data_path_mb"] = out["train"]["peak_rss_mb"] - out["train_baseline"]["peak_rss_mb"]
+    # what the large corpus keeps resident into training: the batches differ, so the peaks differ by more
+    out["train_data_path_mb"] = out["train"]["start_rss_mb"] - out["train_baseline"]["start_rss_mb"]
     out["met"] = max(out["tokenise"]["peak_rss_mb"], out["train"]["peak_rss_mb"]) < TARGET_MB
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
