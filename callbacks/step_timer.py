@@ -34,6 +34,15 @@ def peak_rss_mb() -> float:
     return peak / (2**20 if sys.platform == "darwin" else 2**10)
 
 
+def rss_mb() -> float | None:
+    """This process's resident set size now, in MiB (Linux; None elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) / 2**10 for line in f if line.startswith("VmRSS:"))
+    except (OSError, StopIteration):
+        return None
+
+
 def encoder_flops_per_token(config, width: float) -> float:
     """Training FLOPs per token of a BERT-family encoder at sequence width ``width``."""
     h, layers = config.hidden_size, config.num_hidden_layers
@@ -78,8 +87,11 @@ class StepTimer(pl.Callback):
         self.output_path, self.warmup, self.peak_tflops = output_path, warmup, peak_tflops
         self.steps: list[dict] = []
         self._last: float | None = None
+        self.at_start: dict = {}
 
     def on_train_start(self, trainer, pl_module) -> None:
+        # data set up, model and optimizer built: what is resident now is carried through training
+        self.at_start = {"start_rss_mb": rss_mb(), "start_peak_rss_mb": peak_rss_mb()}
         self.steps, self._last = [], time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -96,7 +108,8 @@ class StepTimer(pl.Callback):
 
     def summary(self, pl_module) -> dict:
         model = getattr(pl_module, "model", None) or getattr(pl_module, "encoder", None)
-        return summarise_steps(self.steps, self.warmup, getattr(model, "config", None), self.peak_tflops)
+        out = summarise_steps(self.steps, self.warmup, getattr(model, "config", None), self.peak_tflops)
+        return out | self.at_start
 
     def on_train_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero:

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 from bertlab.core.errors import BertlabError
 from bertlab.core.files import atomic_path
 from bertlab.core.fingerprint import fingerprint
+from bertlab.core.memory import trim_heap
 from bertlab.core.models import load_tokenizer
 from datamodules.batching import Loader, TokenizedDataset
 from datamodules.corpus import read_corpus_entry
@@ -101,6 +102,7 @@ class MLMDataModule(pl.LightningDataModule):
         self.cache_dir = cache_dir or default_cache_dir()
         self.datasets: dict[str, TokenizedDataset] = {}
         self.built_now: dict[str, bool] = {}
+        self._keys: dict[str, tuple[str, int]] = {}  # split -> (cache key, documents): all training needs of the texts
         self.scorer_spec = resolve_scorer("selective", dataclasses.asdict(scorer)) if scorer is not None else None
         self.scores_built_now: bool | None = None
 
@@ -200,31 +202,44 @@ class MLMDataModule(pl.LightningDataModule):
         if block:
             yield [[cls_id] + block + [sep_id]], None
 
+    def _key(self, split: str) -> tuple[str, int]:
+        """(cache key, number of documents) of a split, kept once computed: the texts are not needed again
+        once their tokens are cached."""
+        if split not in self._keys:
+            h, docs = self.hparams, self.documents[split]
+            key = cache_key(
+                kind="mlm",
+                data=fingerprint(*docs, sep="\x1e"),
+                tokenizer=tokenizer_fingerprint(self.tokenizer),
+                max_length=h.max_length,
+                mode=h.mode,
+                words=h.chinese_whole_word,
+            )
+            self._keys[split] = key, len(docs)
+        return self._keys[split]
+
     def _dataset(self, split: str) -> TokenizedDataset:
         h = self.hparams
-        docs = self.documents[split]
-        digest = fingerprint(*docs, sep="\x1e")
-        key = cache_key(
-            kind="mlm",
-            data=digest,
-            tokenizer=tokenizer_fingerprint(self.tokenizer),
-            max_length=h.max_length,
-            mode=h.mode,
-            words=h.chinese_whole_word,
-        )
+        key, n_docs = self._key(split)
         # jieba word ids, when asked for, ride in the token-type slot of the cache
         arrays, self.built_now[split] = cached_arrays(
             self.cache_dir,
             key,
-            lambda: self._tokenize(docs),
-            meta={"split": split, "documents": len(docs), "mode": h.mode},
+            lambda: self._tokenize(self.documents[split]),
+            meta={"split": split, "documents": n_docs, "mode": h.mode},
         )
         # only training batches are masked by the scores (validation uses a fixed static mask)
         scored = self.scorer_spec is not None and isinstance(self.masker, SelectiveMasker) and split == "train"
         scores = self._scores(arrays, key) if scored else None
         return _MLMDataset(TokenizedDataset(arrays, np.arange(len(arrays))), h.chinese_whole_word, scores)
 
-    def _scores(self, arrays, key: str) -> list[np.ndarray]:
+    def _release_documents(self) -> None:
+        """Drop the document texts (a 1M-line corpus holds ~0.4 GB of them) once every split's tokens are
+        cached: training reads the memory-mapped tokens; ``documents`` reads the corpus again if asked."""
+        if self.__dict__.pop("documents", None) is not None:
+            trim_heap()  # the strings' blocks are free but still resident in glibc's heap
+
+    def _scores(self, arrays, key: str) -> np.ndarray:
         """Score every token once with the scorer, cached beside the tokens and keyed by the scorer's content."""
         spec = self.scorer_spec
         path = os.path.join(self.cache_dir, "tokens", key, f"scores-{scorer_fingerprint(spec)}.npy")
@@ -238,17 +253,19 @@ class MLMDataModule(pl.LightningDataModule):
             with atomic_path(path) as tmp:
                 np.save(tmp, flat)
         check_scores(spec, flat)
-        return [flat[arrays.offsets[i] : arrays.offsets[i + 1]] for i in range(len(arrays))]
+        return flat  # one flat array, sliced per example by the token offsets (no list of 1M views)
 
     def prepare_data(self) -> None:
         for split in ("train", "val"):
-            if self.documents[split]:
+            if self._key(split)[1]:
                 self._dataset(split)
+        self._release_documents()
 
     def setup(self, stage: str | None = None) -> None:
         for split in ("train", "val"):
-            if split not in self.datasets and self.documents[split]:
+            if split not in self.datasets and self._key(split)[1]:
                 self.datasets[split] = self._dataset(split)
+        self._release_documents()
 
     def train_dataloader(self) -> DataLoader:
         ds, h, loader = self.datasets["train"], self.hparams, self.loader
@@ -308,9 +325,10 @@ class Scorer:
 
 class _MLMDataset(torch.utils.data.Dataset):
     """Cached token arrays plus what a masker may need: jieba ``word_ids`` (cached in the
-    token-type slot) and per-token ``scores`` for selective/entropy masking."""
+    token-type slot) and per-token ``scores`` for selective/entropy masking (one flat array aligned with
+    the flat token stream)."""
 
-    def __init__(self, inner: TokenizedDataset, word_ids: bool, scores: list[np.ndarray] | None):
+    def __init__(self, inner: TokenizedDataset, word_ids: bool, scores: np.ndarray | None):
         self.inner, self.word_ids, self.scores = inner, word_ids, scores
 
     def __len__(self):
@@ -324,5 +342,6 @@ class _MLMDataset(torch.utils.data.Dataset):
         if self.word_ids:
             item["word_ids"] = item.pop("token_type_ids")
         if self.scores is not None:
-            item["scores"] = np.asarray(self.scores[i], dtype=np.float32)
+            offsets = self.inner.arrays.offsets
+            item["scores"] = np.asarray(self.scores[offsets[i] : offsets[i + 1]], dtype=np.float32)
         return item

@@ -6,6 +6,7 @@ NaN labels. Inner code trusts what comes out (a DataFrame with ``text`` [``text_
 
 from __future__ import annotations
 
+import codecs
 import importlib.util
 import os
 import re
@@ -19,15 +20,30 @@ _DOC_ID = re.compile(r"^\d{8}-\d{2}-\d{3}-\d{3}$")
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 
 
-def _check_utf8(path: str) -> None:
+def _check_utf8(path: str, block: int = 1 << 24) -> None:
+    """Raise, naming the byte offset, unless ``path`` is valid UTF-8; read block by block (a corpus file
+    of hundreds of MB is never held, nor decoded, whole)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
     with open(path, "rb") as f:
-        data = f.read()
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise BertlabError(
-            f"{path}: not valid UTF-8 at byte offset {e.start} (byte 0x{data[e.start]:02x}); re-save the file as UTF-8"
-        ) from None
+        while data := f.read(block):
+            pending = decoder.getstate()[0]  # a character cut by the previous block's end
+            try:
+                decoder.decode(data)
+            except UnicodeDecodeError as e:
+                _bad_utf8(path, offset - len(pending) + e.start, (pending + data)[e.start])
+            offset += len(data)
+        pending = decoder.getstate()[0]
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as e:
+            _bad_utf8(path, offset - len(pending) + e.start, pending[e.start])
+
+
+def _bad_utf8(path: str, offset: int, byte: int) -> None:
+    raise BertlabError(
+        f"{path}: not valid UTF-8 at byte offset {offset} (byte 0x{byte:02x}); re-save the file as UTF-8"
+    ) from None
 
 
 def read_table(path: str) -> pd.DataFrame:

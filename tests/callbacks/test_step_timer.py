@@ -58,6 +58,8 @@ def test_leaves_out_warmup_and_counts_real_tokens(tmp_path):
     assert abs(out["tokens_per_s"] - 80 / out["seconds"]) < 1e-9
     assert abs(out["samples_per_s"] - 20 / out["seconds"]) < 1e-9
     assert out["min_step_s"] == min(s["seconds"] for s in out["steps"]) and out["peak_rss_mb"] > 10
+    # resident memory when training starts (what the data and model keep), and the peak up to then
+    assert 10 < out["start_rss_mb"] <= out["start_peak_rss_mb"] + 1 and out["start_peak_rss_mb"] <= out["peak_rss_mb"]
 
 
 def test_model_flops_and_mfu(tmp_path):

@@ -69,6 +69,21 @@ def test_non_utf8_file_names_file_and_offset(tmp_path):
         sources.read_table(str(path))
 
 
+def test_utf8_check_reads_blocks_and_finds_the_offset_across_them(tmp_path):
+    path = tmp_path / "c.txt"
+    good = "café €1 😀\n".encode()
+    for data, block, offset in (
+        (good * 3 + b"ab\xe9 cd", 3, 3 * len(good) + 2),  # bad byte after characters cut at block edges
+        (good + "€".encode()[:2], 4, len(good)),  # truncated at the end of the file
+    ):
+        path.write_bytes(data)
+        with pytest.raises(BertlabError, match=rf"not valid UTF-8 at byte offset {offset} "):
+            sources._check_utf8(str(path), block=block)
+    path.write_bytes(good * 5)
+    for block in (1, 2, 3, 7):
+        sources._check_utf8(str(path), block=block)
+
+
 def test_integer_labels_normalised_and_sorted_numerically(tmp_path):
     path = tmp_path / "i.jsonl"
     path.write_text("\n".join(json.dumps({"text": f"t{i}", "label": lab}) for i, lab in enumerate([10, 2, 1.0, 2])))

@@ -105,3 +105,18 @@ def test_two_processes_build_an_entry_once(tmp_path):
     assert sorted(built) == [False, True]
     assert len(open(log).read().split()) == 1
     assert not [n for n in os.listdir(tmp_path / "tokens") if n.startswith(".")]  # no temporaries left
+
+
+@pytest.mark.parametrize(
+    ("dtype", "out_dtype", "n"), [("int32", "int32", 0), ("int32", "int32", 1000), ("int64", "int8", 77)]
+)
+def test_raw_stream_becomes_the_npy_file_np_save_writes(tmp_path, dtype, out_dtype, n):
+    """The copy reads and writes in blocks (no memory map, whose pages would count in RSS), cut mid-stream here."""
+    from datamodules.token_cache import _raw_to_npy
+
+    values = np.random.default_rng(0).integers(-100, 100, n).astype(dtype)
+    values.tofile(tmp_path / "x.raw")
+    _raw_to_npy(str(tmp_path / "x.raw"), str(tmp_path / "x.npy"), dtype, out_dtype, block=64)
+    np.save(tmp_path / "ref.npy", values.astype(out_dtype))
+    assert (tmp_path / "x.npy").read_bytes() == (tmp_path / "ref.npy").read_bytes()
+    assert not (tmp_path / "x.raw").exists()
