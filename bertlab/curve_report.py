@@ -5,6 +5,7 @@ also writes ``ROOT/curve.json`` and ``ROOT/curve.png``: downstream test accuracy
 (mean ± std over seeds) against MLM steps, an arm without pre-training as step 0, beside the same
 MLM run's linear-probe accuracy on the val split (``DownstreamProbe``'s ``probe_history.json``) and
 its MLM val perplexity (the CSV log), so one picture answers "when should further pre-training stop?".
+With several pre-training groups, the probe and perplexity shown are the first milestone arm's group's.
 """
 
 from __future__ import annotations
