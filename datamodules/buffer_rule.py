@@ -43,6 +43,11 @@ def word_runs(word_ids: Sequence[int]) -> list[tuple[int, int]]:
     return runs
 
 
+def continuation_table(tokenizer) -> np.ndarray:
+    """Per vocabulary id: is it a WordPiece ``##`` continuation (which joins the word before it)?"""
+    return np.array([p.startswith("##") for p in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))])
+
+
 def continuation_word_ids(ids: Sequence[int], is_continuation: np.ndarray) -> list[int]:
     """Word ids of content tokens (no specials): a ``##`` piece joins the word before it."""
     out, word = [], -1

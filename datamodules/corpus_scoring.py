@@ -30,7 +30,7 @@ import torch
 
 from bertlab.core.errors import BertlabError
 from bertlab.core.hardware import INFERENCE_PRECISIONS, inference_dtype
-from datamodules.buffer_rule import continuation_word_ids
+from datamodules.buffer_rule import continuation_table, continuation_word_ids
 from datamodules.task_entropy import DIVERGENCES, task_entropy_scores
 from datamodules.task_scorer import check_same_tokenizer, check_sequence_classifier, classifier_probs, model_fingerprint
 
@@ -128,9 +128,7 @@ def score_corpus(spec: dict, tokenizer, arrays, jieba_words: bool = False) -> np
 
         model = from_pretrained(AutoModelForSequenceClassification, spec["model"])[0].eval()
         prob_fn = classifier_probs(model, dtype)
-        continuation = np.array(
-            [p.startswith("##") for p in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))]
-        )
+        continuation = continuation_table(tokenizer)
         for i in range(len(arrays)):
             row = arrays.get(i)
             words = _word_ids(

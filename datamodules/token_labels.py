@@ -27,18 +27,13 @@ from torch.utils.data import DataLoader, Dataset
 from bertlab.core.errors import BertlabError
 from bertlab.core.models import load_tokenizer
 from datamodules import sources
-from datamodules.buffer_rule import buffer_rule_labels, continuation_word_ids
+from datamodules.buffer_rule import buffer_rule_labels, continuation_table, continuation_word_ids
 from datamodules.splits import Splits
 from datamodules.task_scorer import check_same_tokenizer, classifier_probs, load_sequence_classifier, model_fingerprint
 from datamodules.token_cache import SpecialTemplate, cache_key, default_cache_dir, tokenizer_fingerprint
 
 UNLABELLED = -1  # sentences Model_0 misclassifies, and those beyond ``max_sentences``
 TAGS = {0: "other", 1: "important"}
-
-
-def continuation_table(tokenizer) -> np.ndarray:
-    """Per vocabulary id: is it a WordPiece ``##`` continuation (which joins the word before it)?"""
-    return np.array([p.startswith("##") for p in tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))])
 
 
 class TokenLabelDataModule(pl.LightningDataModule):
