@@ -33,7 +33,6 @@ from bertlab.core.errors import BertlabError
 from bertlab.core.hf_loading import from_pretrained, register_output_capture
 from lightning_modules.cpu_kernels import FastDropout, use_cpu_kernels
 from lightning_modules.custom_export import export_custom
-from lightning_modules.first_token import encode_first_token, first_token_layer
 from lightning_modules.fresh_start import (
     FreshStart,
     describe,
@@ -44,6 +43,7 @@ from lightning_modules.fresh_start import (
 )
 from lightning_modules.heads import ClsHead, HeadOptions, build_head
 from lightning_modules.knowledge import build_fusion
+from lightning_modules.last_layer import encode_first_token, sparse_last_layer
 from lightning_modules.losses import kd_loss, label_description_contrastive
 from lightning_modules.param_groups import build_param_groups, configure_adamw
 from lightning_modules.shared_step import SharedStepModule
@@ -222,7 +222,7 @@ class TextClassifier(SharedStepModule):
     @property
     def first_token_only(self) -> bool:
         """The head reads only the last layer's first token, so that layer runs for it alone."""
-        return isinstance(self.head, ClsHead) and first_token_layer(self.encoder)
+        return isinstance(self.head, ClsHead) and sparse_last_layer(self.encoder)
 
     def classify(self, pooled: torch.Tensor, knowledge: torch.Tensor | None = None) -> torch.Tensor:
         features = self.dropout(pooled)

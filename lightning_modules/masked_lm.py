@@ -6,10 +6,11 @@ span (SpanBERT, Joshi et al. 2020) and selective masking all feed this one modul
 ``input_ids``, ``attention_mask``, [``token_type_ids``] and ``labels`` (-100 where there is
 nothing to predict).
 
-Speed: vocabulary logits are computed only at the masked positions. The encoder runs on the
-whole batch, the ~15% masked rows of its output are gathered, and only those go through the
-model's own MLM head — the ``[B·T, V]`` logits tensor of HF's ``forward`` is never built. The
-loss is the same number (tested against HF's to 1e-5).
+Speed: vocabulary logits are computed only at the masked positions. The encoder's layers below
+the last run on the whole batch; the last one runs at the ~15 % masked positions only (keys and
+values everywhere, ``lightning_modules.last_layer``), and only those rows go through the model's
+own MLM head — the ``[B·T, V]`` logits tensor of HF's ``forward`` is never built. The loss is the
+same number (tested against HF's to 1e-5).
 
 Within-task / in-domain further pre-training (Sun et al. 2019, §4 and §5.4) is this module run
 on the task's own or in-domain text, then ``export_pretrained`` for the classifier stage.
@@ -31,6 +32,7 @@ from bertlab.core.errors import BertlabError
 from bertlab.core.hf_loading import from_pretrained
 from lightning_modules.cpu_kernels import use_cpu_kernels
 from lightning_modules.fresh_start import FreshStart, describe, drop_frozen_grads, fresh_parameters, scale_fresh_lr
+from lightning_modules.last_layer import encode_at, sparse_last_layer
 from lightning_modules.param_groups import build_param_groups, configure_adamw
 from lightning_modules.shared_step import SharedStepModule
 
@@ -81,19 +83,25 @@ def mlm_head_fn(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     )
 
 
-def encoder_hidden(
-    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Last hidden states ``[B, T, H]`` of the encoder inside an HF ``*ForMaskedLM``."""
-    base = model.base_model
+def _encoder_inputs(
+    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None
+) -> dict:
     kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
     if (
         token_type_ids is not None
         and getattr(model.config, "type_vocab_size", 0) >= 2
-        and "token_type_ids" in inspect.signature(base.forward).parameters
+        and "token_type_ids" in inspect.signature(model.base_model.forward).parameters
     ):
         kwargs["token_type_ids"] = token_type_ids
-    return base(**kwargs, return_dict=True).last_hidden_state
+    return kwargs
+
+
+def encoder_hidden(
+    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Last hidden states ``[B, T, H]`` of the encoder inside an HF ``*ForMaskedLM``."""
+    kwargs = _encoder_inputs(model, input_ids, attention_mask, token_type_ids)
+    return model.base_model(**kwargs, return_dict=True).last_hidden_state
 
 
 def sparse_mlm_logits(
@@ -102,13 +110,16 @@ def sparse_mlm_logits(
     """(logits ``[N, V]``, targets ``[N]``) at the N positions whose label is not -100.
 
     ``prefix`` selects the keys, e.g. ``mlm_`` reads ``mlm_input_ids``, ``mlm_attention_mask``, ``mlm_labels``.
+    The last layer runs at those positions only where the encoder allows (``last_layer.encode_at``).
     """
     labels = batch[f"{prefix}labels"]
-    hidden = encoder_hidden(
+    kwargs = _encoder_inputs(
         model, batch[f"{prefix}input_ids"], batch[f"{prefix}attention_mask"], batch.get(f"{prefix}token_type_ids")
     )
     keep = labels != -100
-    return head(hidden[keep]), labels[keep]
+    if sparse_last_layer(model.base_model):
+        return head(encode_at(model.base_model, keep, **kwargs)), labels[keep]
+    return head(model.base_model(**kwargs, return_dict=True).last_hidden_state[keep]), labels[keep]
 
 
 def masked_lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
