@@ -37,7 +37,8 @@ from bertlab.core.yaml_files import read_yaml
 from bertlab.curve_report import write_curve
 from bertlab.help import ABLATE_EXAMPLES
 from bertlab.launchers import Failure, Job, add_launcher_args, launcher_from_args, run_local
-from bertlab.pipeline import Stage, _as_args, check_stages, load_pipeline, preflight_stages, run_stages
+from bertlab.pipeline import preflight_stages, run_stages
+from bertlab.pipeline_spec import Stage, as_args, check_stages, load_pipeline
 from bertlab.shared_pretraining import check_groups, fine_tune_source, group, shared_pretraining
 
 ARM_KEYS = {"name", "config", "args", "pipeline", "note", "pretrain", "from_milestone", "baseline"}
@@ -57,7 +58,7 @@ def load_ablation(path: str) -> dict:
     if spec.setdefault("pretrain_seed", None) is not None and not isinstance(spec["pretrain_seed"], int):
         raise BertlabError(f"{path}: pretrain_seed must be an integer seed, got {spec['pretrain_seed']!r}")
     spec["base"] = [spec["base"]] if isinstance(spec.get("base"), str) else list(spec.get("base") or [])
-    spec["args"] = _as_args(spec.get("args"), path)
+    spec["args"] = as_args(spec.get("args"), path)
     arms = spec.get("arms") or []
     if not arms:
         raise BertlabError(f"{path}: no arms")
@@ -66,7 +67,7 @@ def load_ablation(path: str) -> dict:
         if bad or "name" not in arm:
             raise BertlabError(f"{path}: arm {arm.get('name', '?')!r}: needs a name; unknown key(s) {sorted(bad)}")
         arm["config"] = [arm["config"]] if isinstance(arm.get("config"), str) else list(arm.get("config") or [])
-        arm["args"] = _as_args(arm.get("args"), f"{path}: arm {arm['name']}")
+        arm["args"] = as_args(arm.get("args"), f"{path}: arm {arm['name']}")
         for cfg in spec["base"] + arm["config"]:
             if not os.path.isfile(cfg):
                 raise BertlabError(f"{path}: arm {arm['name']}: config file {cfg!r} does not exist")

@@ -17,7 +17,7 @@ import os
 
 from bertlab.ablation_report import mean_std
 from bertlab.core.files import atomic_path
-from bertlab.pipeline import load_pipeline, stage_dir
+from bertlab.pipeline_spec import load_pipeline, stage_dir
 from bertlab.shared_pretraining import group
 
 

@@ -22,182 +22,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 
 from bertlab.core.errors import BertlabError
 from bertlab.core.files import atomic_path
 from bertlab.core.fingerprint import fingerprint
-from bertlab.core.yaml_files import read_yaml
+from bertlab.pipeline_spec import (
+    Stage,
+    check_stages,
+    export_dir,
+    fill,
+    load_pipeline,
+    read_json,
+    stage_dir,
+)
 
 STAGE_FILE = "stage.json"
-KINDS = ("lightning", "init_model")
-
-
-@dataclass
-class Stage:
-    name: str
-    kind: str = "lightning"
-    config: list[str] = field(default_factory=list)
-    args: list[str] = field(default_factory=list)
-    init_from: str = "previous"
-    test: bool = False
-    subcommand: str = "fit"
-
-
-def _as_args(raw, where: str) -> list[str]:
-    if raw is None:
-        return []
-    if isinstance(raw, dict):
-        out = []
-        for k, v in raw.items():
-            out += [f"--{k}", v if isinstance(v, str) else json.dumps(v)]
-        return out
-    if isinstance(raw, list):
-        return [str(x) for x in raw]
-    raise BertlabError(f"{where}: `args` must be a mapping or a list, got {type(raw).__name__}")
-
-
-def _included(raw: dict, where: str) -> dict:
-    """A stage given as ``{include: FILE, ...}``: the stage mapping in FILE, the other keys overriding it."""
-    if "include" not in raw:
-        return raw
-    path = raw["include"]
-    if not isinstance(path, str) or not os.path.isfile(path):
-        raise BertlabError(f"{where}: include {path!r} is not a stage file")
-    base = read_yaml(path, "stage file") or {}
-    if not isinstance(base, dict):
-        raise BertlabError(f"{path}: a stage file holds one stage (a mapping with name, config, args, ...)")
-    return {**base, **{k: v for k, v in raw.items() if k != "include"}}
-
-
-def load_pipeline(path: str) -> tuple[str, list[Stage]]:
-    spec = read_yaml(path, "pipeline file") or {}
-    if not isinstance(spec, dict):
-        raise BertlabError(f"{path}: a pipeline is a mapping with name, root, stages")
-    unknown = set(spec) - {"name", "root", "stages"}
-    if unknown:
-        raise BertlabError(f"{path}: unknown key(s) {sorted(unknown)}; a pipeline has name, root, stages")
-    stages = []
-    for i, raw in enumerate(spec.get("stages") or []):
-        where = f"{path}: stage {i + 1}"
-        if not isinstance(raw, dict):
-            raise BertlabError(f"{where}: a stage is a mapping (name, config, args, ...), got {raw!r}")
-        raw = _included(raw, where)
-        bad = set(raw) - {"name", "kind", "config", "args", "init_from", "test", "subcommand"}
-        if bad or "name" not in raw:
-            raise BertlabError(
-                f"{where}: needs a `name`; unknown key(s) {sorted(bad)}" if bad else f"{where}: needs a `name`"
-            )
-        config = raw.get("config") or []
-        stage = Stage(
-            name=str(raw["name"]),
-            kind=raw.get("kind", "lightning"),
-            config=[config] if isinstance(config, str) else list(config),
-            args=_as_args(raw.get("args"), where),
-            init_from=str(raw.get("init_from", "previous")),
-            test=bool(raw.get("test", False)),
-            subcommand=raw.get("subcommand", "fit"),
-        )
-        if stage.kind not in KINDS:
-            raise BertlabError(f"{where} ({stage.name}): unknown kind {stage.kind!r}; kinds: {', '.join(KINDS)}")
-        for cfg in stage.config:
-            if not os.path.isfile(cfg):
-                raise BertlabError(f"{where} ({stage.name}): config file {cfg!r} does not exist")
-            read_yaml(cfg)  # a syntax error in a late stage's config is found before the first stage trains
-        stages.append(stage)
-    if not stages:
-        raise BertlabError(f"{path}: no stages")
-    names = [s.name for s in stages]
-    if len(set(names)) != len(names):
-        raise BertlabError(f"{path}: stage names must be unique, got {names}")
-    return spec.get("root") or os.path.join(
-        "runs", spec.get("name") or os.path.splitext(os.path.basename(path))[0]
-    ), stages
-
-
-def stage_dir(root: str, name: str) -> str:
-    return os.path.join(root, name)
-
-
-def export_dir(root: str, name: str) -> str:
-    return os.path.join(root, name, "export")
-
-
-def _fill(arg: str, root: str, prev: str | None, names: list[str], dry: bool = False) -> str:
-    def sub(m: re.Match) -> str:
-        key, _, ref = m.group(1).partition(":")
-        if key == "root":
-            return root
-        if key == "prev":
-            if prev is None:
-                raise BertlabError(f"argument {arg!r} uses {{prev}} in the first stage")
-            return prev
-        if key in ("export", "dir") and ref in names:
-            return export_dir(root, ref) if key == "export" else stage_dir(root, ref)
-        if key == "ckpt" and ref in names:
-            checkpoint = _read_json(os.path.join(export_dir(root, ref), "bertlab_export.json")).get("checkpoint")
-            if not checkpoint and dry:  # checking before stage `ref` has run: a path it will write
-                return os.path.join(stage_dir(root, ref), "checkpoints", "best.ckpt")
-            if not checkpoint:
-                raise BertlabError(
-                    f"argument {arg!r}: stage {ref!r} has no best checkpoint in its export; give it a "
-                    "ModelCheckpoint and run it first"
-                )
-            return checkpoint
-        raise BertlabError(f"argument {arg!r}: unknown placeholder {m.group(0)} (stages: {names})")
-
-    out = re.sub(_KNOWN, sub, arg)
-    typo = _PLACEHOLDER.search(out)
-    if typo:
-        raise BertlabError(
-            f"argument {arg!r}: unknown placeholder {typo.group(0)}; use {{root}}, {{prev}}, {{export:NAME}}, "
-            f"{{dir:NAME}} or {{ckpt:NAME}}"
-        )
-    return out
-
-
-# Anything shaped like a placeholder that survives substitution is a typo ({rot}, {exports:x}); JSON and
-# YAML flow mappings ({"a": 1}, {a: 1}) have a space or a quote and do not match.
-_KNOWN = re.compile(r"\{(root|prev|export:[^}]*|dir:[^}]*|ckpt:[^}]*)\}")
-_PLACEHOLDER = re.compile(r"\{[A-Za-z_]+(?::[^}\s]*)?\}")
-
-
-def check_stages(stages: list[Stage]) -> None:
-    """Catch wiring mistakes before any stage runs (a late stage's typo should not cost hours)."""
-    for i, stage in enumerate(stages):
-        earlier = {s.name: s for s in stages[:i]}
-        for arg in stage.args:
-            typo = _PLACEHOLDER.search(re.sub(_KNOWN, "", arg))
-            if typo:
-                raise BertlabError(
-                    f"stage {stage.name}: argument {arg!r}: unknown placeholder {typo.group(0)}; use {{root}}, "
-                    "{prev}, {export:NAME}, {dir:NAME} or {ckpt:NAME}"
-                )
-        refs = re.findall(r"\{(?:export|dir|ckpt):([^}]*)\}", " ".join(stage.args))
-        for ref in refs:
-            if ref not in earlier:
-                raise BertlabError(
-                    f"stage {stage.name}: a placeholder names {ref!r}, which is not an earlier stage "
-                    f"({list(earlier) or 'none'})"
-                )
-        if "{prev}" in " ".join(stage.args) and i == 0:
-            raise BertlabError(f"stage {stage.name}: {{prev}} in the first stage")
-        if stage.kind != "lightning" or stage.init_from == "none":
-            continue
-        source = stages[i - 1] if stage.init_from == "previous" and i > 0 else earlier.get(stage.init_from)
-        if stage.init_from not in ("previous",) and source is None:
-            raise BertlabError(
-                f"stage {stage.name}: init_from {stage.init_from!r} names no earlier stage ({list(earlier) or 'none'})"
-            )
-        if source is not None and source.kind == "lightning" and source.subcommand != "fit":
-            raise BertlabError(
-                f"stage {stage.name} starts from {source.name!r}, a `{source.subcommand}` stage that exports nothing; "
-                "set `init_from: none` or name a fit stage"
-            )
 
 
 def _fingerprint(stage: Stage, args: list[str], upstream: str) -> str:
@@ -216,13 +58,6 @@ def _run(cmd: list[str], where: str) -> None:
         raise BertlabError(f"stage {where} failed with exit code {proc.returncode}: {' '.join(cmd)}")
 
 
-def _read_json(path: str) -> dict:
-    if not os.path.isfile(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)
-
-
 def run_stage(stage: Stage, root: str, args: list[str]) -> dict:
     out = stage_dir(root, stage.name)
     os.makedirs(out, exist_ok=True)
@@ -231,9 +66,9 @@ def run_stage(stage: Stage, root: str, args: list[str]) -> dict:
         return {}
     base = [sys.executable, "-m", "bertlab.cli", *stage_command(stage, root, args)]
     _run(base, stage.name)
-    metrics = {"fit": _read_json(os.path.join(out, "fit_metrics.json"))}
+    metrics = {"fit": read_json(os.path.join(out, "fit_metrics.json"))}
     if stage.test:
-        info = _read_json(os.path.join(export_dir(root, stage.name), "bertlab_export.json"))
+        info = read_json(os.path.join(export_dir(root, stage.name), "bertlab_export.json"))
         if not info.get("checkpoint"):
             raise BertlabError(
                 f"stage {stage.name}: `test: true` needs a ModelCheckpoint in its config (the export names no "
@@ -241,7 +76,7 @@ def run_stage(stage: Stage, root: str, args: list[str]) -> dict:
             )
         test = [sys.executable, "-m", "bertlab.cli", "test"] + base[4:] + ["--ckpt_path", info["checkpoint"]]
         _run(test, f"{stage.name} (test)")
-        metrics["test"] = _read_json(os.path.join(out, "test_metrics.json"))
+        metrics["test"] = read_json(os.path.join(out, "test_metrics.json"))
     return metrics
 
 
@@ -279,7 +114,7 @@ def stage_args(
     """A stage's arguments with placeholders filled and the model it starts from; ``dry``: before any stage ran."""
     # run-wide arguments (a seed, an ablation's budget) first: a stage's own arguments win over them
     args = (list(extra_args or []) if stage.kind == "lightning" else []) + [
-        _fill(a, root, prev, names, dry) for a in stage.args
+        fill(a, root, prev, names, dry) for a in stage.args
     ]
     source = (
         prev
@@ -344,7 +179,7 @@ def run_stages(
         args = stage_args(stage, root, prev, names, extra_args)
         fp = _fingerprint(stage, args, upstream)
         record_path = os.path.join(stage_dir(root, stage.name), STAGE_FILE)
-        record = _read_json(record_path)
+        record = read_json(record_path)
         exports = stage.kind == "init_model" or stage.subcommand == "fit"
         done = record.get("fingerprint") == fp and (not exports or os.path.isdir(export_dir(root, stage.name)))
         t0 = time.time()

@@ -21,7 +21,7 @@ import re
 
 from bertlab.core.errors import BertlabError
 from bertlab.core.yaml_files import read_yaml
-from bertlab.pipeline import Stage, export_dir, load_pipeline, stage_dir
+from bertlab.pipeline_spec import Stage, export_dir, load_pipeline, stage_dir
 
 
 def group(arm: dict) -> str:

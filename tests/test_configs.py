@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bertlab.ablation import load_ablation
-from bertlab.pipeline import load_pipeline
+from bertlab.pipeline_spec import load_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"

@@ -10,7 +10,8 @@ import yaml
 
 from bertlab.ablation_report import mean_std, write_report
 from bertlab.core.errors import BertlabError
-from bertlab.pipeline import load_pipeline, main, parse_overrides, run_pipeline
+from bertlab.pipeline import main, parse_overrides, run_pipeline
+from bertlab.pipeline_spec import load_pipeline
 from tests.bertlab.cli_helpers import ROOT, run_cli
 from tests.conftest import make_texts
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from bertlab.cli import main
-from bertlab.pipeline import load_pipeline
+from bertlab.pipeline_spec import load_pipeline
 from callbacks.soft_labels import gather_predictions
 from datamodules.soft_label_file import load_soft_labels
 from datamodules.sources import text_fingerprint
