@@ -266,7 +266,7 @@ def test_workers_and_epochs_get_their_own_streams(tok, monkeypatch):
     feats = random_features(tok, n=300)
 
     def first_batch(worker=None, epoch=0):
-        monkeypatch.setattr(maskers, "get_worker_info", lambda: worker)
+        monkeypatch.setattr(maskers.dynamic, "get_worker_info", lambda: worker)
         masker = DynamicMasker(tok)
         masker.set_epoch(epoch)
         return masker(feats)["labels"]
