@@ -122,6 +122,24 @@ def sparse_mlm_logits(
     return head(model.base_model(**kwargs, return_dict=True).last_hidden_state[keep]), labels[keep]
 
 
+def epochs_cut_steps(trainer) -> str | None:
+    """The warning when ``max_epochs`` ends an MLM run before its ``max_steps`` budget, else None.
+
+    MLM stages are budgeted in steps; an ablation's or a recipe's ``max_epochs`` meant for the
+    fine-tune would otherwise stop them early without a word.
+    """
+    steps, epochs = trainer.max_steps, trainer.max_epochs
+    if steps is None or steps < 0 or epochs is None or epochs < 0:
+        return None
+    total = trainer.estimated_stepping_batches
+    if total >= steps:
+        return None
+    return (
+        f"bertlab: MLM: max_epochs {epochs} ends training after {int(total)} optimizer steps, before max_steps "
+        f"{steps}; set trainer.max_epochs -1 to train for the step budget"
+    )
+
+
 def masked_lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over masked tokens; exactly 0 (still attached to the graph) when none are masked.
 
@@ -250,12 +268,15 @@ class MaskedLM(SharedStepModule):
         self.warmup_names = new | tied
 
     def on_fit_start(self) -> None:
-        from pytorch_lightning.utilities import rank_zero_info
+        from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 
         if self.hparams.from_scratch is not None:
             rank_zero_info("bertlab: MLM: a BERT from scratch, every parameter newly initialised; no head warm-up")
         else:
             rank_zero_info(describe(fresh_parameters(self, self.fresh_names), self.fresh.warmup_steps, "MLM"))
+        cut = epochs_cut_steps(self.trainer)
+        if cut:
+            rank_zero_warn(cut)
 
     def on_after_backward(self) -> None:
         if self.global_step < self.fresh.warmup_steps:

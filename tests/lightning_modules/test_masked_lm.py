@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 
 import pytest
 import pytorch_lightning as pl
@@ -227,3 +228,22 @@ def test_minilm_sparse_loss_equals_hf_loss():
     }
     with torch.no_grad():
         assert torch.allclose(masked_lm_loss(*module(batch)), module.model(**batch).loss, atol=1e-5)
+
+
+@pytest.mark.parametrize("max_epochs, warned", [(2, True), (-1, False), (6, False)])
+def test_max_epochs_that_cut_the_step_budget_are_named(tiny_bert_dir, max_epochs, warned):
+    module = MaskedLM(model_name_or_path=tiny_bert_dir, lr=1e-3, warmup_steps=0)
+    batch = masked_batch(module.model.config.vocab_size, 0, seed=3)
+    trainer = quiet_trainer(max_steps=12, max_epochs=max_epochs)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(module, DataLoader([batch] * 2, batch_size=None))
+    named = [str(w.message) for w in caught if "before max_steps" in str(w.message)]
+    if warned:
+        assert named == [
+            "bertlab: MLM: max_epochs 2 ends training after 4 optimizer steps, before max_steps 12; set "
+            "trainer.max_epochs -1 to train for the step budget"
+        ]
+        assert trainer.global_step == 4
+    else:
+        assert named == [] and trainer.global_step == 12
