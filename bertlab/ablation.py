@@ -39,7 +39,7 @@ from bertlab.help import ABLATE_EXAMPLES
 from bertlab.launchers import Failure, Job, add_launcher_args, launcher_from_args, run_local
 from bertlab.pipeline import preflight_stages, run_stages
 from bertlab.pipeline_spec import Stage, as_args, check_stages, load_pipeline
-from bertlab.shared_pretraining import check_groups, fine_tune_source, group, shared_pretraining
+from bertlab.shared_pretraining import check_groups, fine_tune_source, fine_tune_stale, group, shared_pretraining
 
 ARM_KEYS = {"name", "config", "args", "pipeline", "note", "pretrain", "from_milestone", "baseline"}
 
@@ -112,6 +112,7 @@ def _run_arm(spec: dict, arm: dict, seed: int, check_only: bool = False) -> dict
     """The run's test metrics; with ``check_only``, None unless every stage of it has finished unchanged."""
     root = os.path.join(spec["root"], arm["name"], f"seed{seed}")
     extra = _seed_args(spec, arm, seed)
+    force = False
     if arm.get("pipeline"):
         _, stages = load_pipeline(arm["pipeline"])
         shared = shared_pretraining(spec, arm, stages)
@@ -126,8 +127,18 @@ def _run_arm(spec: dict, arm: dict, seed: int, check_only: bool = False) -> dict
                 raise BertlabError(f"arm {arm['name']}: the shared pre-training finished without milestone {source!r}")
             extra_last = ["--model.init_args.model_name_or_path", source]
             stages = [dataclasses.replace(last, init_from="none", args=last.args + extra_last)]
+            if fine_tune_stale(root, last, shared_root, pre):
+                if check_only:
+                    return None
+                print(f"[bertlab ablate] {arm['name']}/seed{seed}: its shared pre-training ran again; re-running")
+                force = True
         summary = run_stages(
-            stages, root, arm["pipeline"], extra_args=spec["args"] + arm["args"] + extra, check_only=check_only
+            stages,
+            root,
+            arm["pipeline"],
+            force=force,
+            extra_args=spec["args"] + arm["args"] + extra,
+            check_only=check_only,
         )
     else:
         summary = run_stages([_single_stage(spec, arm)], root, arm["name"], extra_args=extra, check_only=check_only)

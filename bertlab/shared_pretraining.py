@@ -57,6 +57,15 @@ def fine_tune_source(arm: dict, pre: list[Stage], shared_root: str) -> str:
     return os.path.join(stage_dir(shared_root, pre[-1].name), "milestones", f"step-{arm['from_milestone']}")
 
 
+def fine_tune_stale(root: str, last: Stage, shared_root: str, pre: list[Stage]) -> bool:
+    """The seed's fine-tune finished before its shared pre-training last ran, so it started from an export that
+    has since been replaced. Its own fingerprint names the export's path, not the export, so it would look
+    unchanged; the files' times tell (as ``make`` does)."""
+    mine = os.path.join(stage_dir(root, last.name), "stage.json")
+    theirs = os.path.join(stage_dir(shared_root, pre[-1].name), "stage.json") if pre else ""
+    return os.path.isfile(mine) and os.path.isfile(theirs) and os.path.getmtime(mine) < os.path.getmtime(theirs)
+
+
 def milestones(stage: Stage) -> set[int] | None:
     """The ``StepBudget`` milestones a stage's config files set (a later file's callbacks replace an earlier
     one's); None when its arguments set callbacks, which only the CLI resolves."""

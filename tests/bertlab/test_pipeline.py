@@ -537,3 +537,37 @@ def test_a_baseline_must_name_an_arm(tmp_path):
     )
     with pytest.raises(BertlabError, match=r"baseline 'z' names no arm \(\['x', 'y'\]\)"):
         load_ablation(path)
+
+
+def test_a_fine_tune_older_than_its_shared_pre_training_runs_again(tmp_path, monkeypatch):
+    """The fine-tune's fingerprint names the shared export's path only: a re-run pre-training must not be missed."""
+    import bertlab.ablation as ablation
+
+    calls = []
+    out = tmp_path / "out"
+
+    def fake_run_stages(stages, root, label, force=False, extra_args=None, check_only=False):
+        if not check_only:
+            calls.append((root, force))
+        return {"stages": [{"metrics": {"test": {"test/acc": 0.5, "test/f1": 0.5}}}]}  # every stage "finished"
+
+    monkeypatch.setattr(ablation, "run_stages", fake_run_stages)
+    path = _ablation_with_pipeline(
+        tmp_path,
+        [
+            {"name": "mlm", "config": [TINY_CONFIG], "init_from": "none"},
+            {"name": "finetune", "config": [TINY_CONFIG], "test": True},
+        ],
+    )
+    records = {s: out / "tapt" / f"seed{s}" / "finetune" / "stage.json" for s in (0, 1, 2)}
+    pre = out / "tapt" / "pretrain" / "mlm" / "stage.json"
+    for f in [*records.values(), pre]:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text("{}")
+    os.utime(records[0], (1000, 1000))  # seed 0 finished before the pre-training's latest run
+    os.utime(pre, (2000, 2000))
+    for s in (1, 2):
+        os.utime(records[s], (3000, 3000))
+    ablation.run_ablation(path)
+    # the shared stages are visited (they skip what is done), then only the stale seed runs, forced
+    assert calls == [(str(out / "tapt" / "pretrain"), False), (str(out / "tapt" / "seed0"), True)]
