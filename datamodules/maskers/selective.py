@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from bertlab.core.errors import BertlabError
+from datamodules.buffer_rule import continuation_table
 from datamodules.maskers.dynamic import DynamicMasker
 from datamodules.maskers.words import _run_starts
 
@@ -32,8 +33,7 @@ class SelectiveMasker(DynamicMasker):
             raise BertlabError(f"temperature must be >= 0, got {temperature}")
         self.temperature, self.min_score, self.whole_word = temperature, float(min_score), whole_word
         if whole_word:
-            pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-            self.is_continuation = torch.tensor([p.startswith("##") for p in pieces])
+            self.is_continuation = torch.from_numpy(continuation_table(tokenizer))
 
     def _units(self, batch: dict) -> torch.Tensor:
         maskable = batch["maskable"]

@@ -7,6 +7,7 @@ import logging
 import torch
 
 from bertlab.core.errors import BertlabError
+from datamodules.buffer_rule import continuation_table
 from datamodules.maskers.dynamic import DynamicMasker
 
 
@@ -59,8 +60,7 @@ class WholeWordMasker(DynamicMasker):
 
     def __init__(self, tokenizer, **kwargs):
         super().__init__(tokenizer, **kwargs)
-        pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-        self.is_continuation = torch.tensor([p.startswith("##") for p in pieces])
+        self.is_continuation = torch.from_numpy(continuation_table(tokenizer))
 
     def _select(self, batch, u):
         maskable = batch["maskable"]
