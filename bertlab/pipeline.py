@@ -30,6 +30,7 @@ from bertlab.core.errors import BertlabError
 from bertlab.core.files import atomic_path
 from bertlab.core.fingerprint import fingerprint
 from bertlab.pipeline_spec import (
+    STAGE_FILE,
     Stage,
     check_stages,
     export_dir,
@@ -38,8 +39,6 @@ from bertlab.pipeline_spec import (
     read_json,
     stage_dir,
 )
-
-STAGE_FILE = "stage.json"
 
 
 def _fingerprint(stage: Stage, args: list[str], upstream: str) -> str:

@@ -18,6 +18,7 @@ from bertlab.core.errors import BertlabError
 from bertlab.core.yaml_files import read_yaml
 
 KINDS = ("lightning", "init_model")
+STAGE_FILE = "stage.json"  # each stage's record: fingerprint, arguments, metrics
 
 
 @dataclass

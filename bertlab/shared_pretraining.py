@@ -21,7 +21,7 @@ import re
 
 from bertlab.core.errors import BertlabError
 from bertlab.core.yaml_files import read_yaml
-from bertlab.pipeline_spec import Stage, export_dir, load_pipeline, stage_dir
+from bertlab.pipeline_spec import STAGE_FILE, Stage, export_dir, load_pipeline, stage_dir
 
 
 def group(arm: dict) -> str:
@@ -61,8 +61,8 @@ def fine_tune_stale(root: str, last: Stage, shared_root: str, pre: list[Stage]) 
     """The seed's fine-tune finished before its shared pre-training last ran, so it started from an export that
     has since been replaced. Its own fingerprint names the export's path, not the export, so it would look
     unchanged; the files' times tell (as ``make`` does)."""
-    mine = os.path.join(stage_dir(root, last.name), "stage.json")
-    theirs = os.path.join(stage_dir(shared_root, pre[-1].name), "stage.json") if pre else ""
+    mine = os.path.join(stage_dir(root, last.name), STAGE_FILE)
+    theirs = os.path.join(stage_dir(shared_root, pre[-1].name), STAGE_FILE) if pre else ""
     return os.path.isfile(mine) and os.path.isfile(theirs) and os.path.getmtime(mine) < os.path.getmtime(theirs)
 
 
