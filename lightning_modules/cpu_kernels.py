@@ -13,7 +13,10 @@ dropout alone is 6.3 M draws per layer and per step. Here a keep-mask is cut fro
 * ``"bertlab"`` attention (registered with transformers' ``AttentionInterface``): in training with
   attention dropout it computes softmax(QKᵀ·s + mask) with ``FastDropout``'s mask, then ·V (the
   math path torch's SDPA takes anyway when dropout > 0 on CPU); otherwise it is transformers' SDPA
-  (flash kernel). The mask format is SDPA's.
+  (flash kernel). The mask format is SDPA's. ``_DroppedAttention`` is that path as one autograd
+  node: it keeps the probabilities and the keep-mask, not the dropped probabilities (recomputed in
+  the backward), folds the scale into Q and the 1/(1-p) into the ``[B, heads, T, d]`` output, and masks
+  in place, so a ``[B, heads, T, T]`` tensor per layer is neither kept nor passed over as often.
 
 On CUDA both defer to torch (Philox dropout and fused SDPA are already fast there).
 ``save_pretrained`` does not write the attention choice, so exports load in plain transformers.
@@ -80,14 +83,52 @@ def bertlab_attention(module, query, key, value, attention_mask, dropout: float 
 def explicit_attention(query, key, value, attention_mask, scaling, dropout: float, training: bool) -> torch.Tensor:
     """softmax(QKᵀ·s + mask), ``FastDropout``'s masks, then ·V: ``[B, heads, Tq, d]``. A bool mask keeps True."""
     scaling = query.size(-1) ** -0.5 if scaling is None else scaling
-    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
-    if attention_mask is not None:
-        if attention_mask.dtype == torch.bool:
-            scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
-        else:
-            scores = scores + attention_mask
+    if training and 0.0 < dropout < 1.0:
+        return _DroppedAttention.apply(query, key, value, attention_mask, scaling, dropout)
+    scores = _masked(torch.matmul(query, key.transpose(2, 3)).mul_(scaling), attention_mask)
     probs = fast_dropout(torch.softmax(scores, dim=-1), dropout, training)
     return torch.matmul(probs.to(value.dtype), value)
+
+
+def _masked(scores: torch.Tensor, attention_mask) -> torch.Tensor:
+    """``scores`` with the mask applied in place: a bool mask keeps True, a float mask is added."""
+    if attention_mask is None:
+        return scores
+    if attention_mask.dtype == torch.bool:
+        return scores.masked_fill_(~attention_mask, torch.finfo(scores.dtype).min)
+    return scores.add_(attention_mask.to(scores.dtype))
+
+
+class _DroppedAttention(torch.autograd.Function):
+    """``explicit_attention`` with dropout as one node, computed in autocast's dtype where autocast is on."""
+
+    @staticmethod
+    def forward(ctx, query, key, value, attention_mask, scaling: float, p: float):
+        device = query.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else query.dtype
+        ctx.dtypes = (query.dtype, key.dtype, value.dtype)
+        with torch.autocast(device, enabled=False):
+            q, k, v = query.to(dtype) * scaling, key.to(dtype), value.to(dtype)
+            probs = torch.softmax(_masked(torch.matmul(q, k.transpose(-1, -2)), attention_mask), dim=-1)
+            keep = keep_mask(probs.shape, p, probs.device)
+            out = torch.matmul(probs * keep, v).mul_(1.0 / (1.0 - p))
+        ctx.save_for_backward(q, k, v, probs, keep)
+        ctx.scaling, ctx.p = scaling, p
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, k, v, probs, keep = ctx.saved_tensors
+        with torch.autocast(grad.device.type, enabled=False):
+            grad = grad.to(v.dtype) * (1.0 / (1.0 - ctx.p))
+            grad_v = torch.matmul((probs * keep).transpose(-1, -2), grad)
+            grad_probs = torch.matmul(grad, v.transpose(-1, -2)).mul_(keep)
+            grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
+            del grad_probs
+            grad_q = torch.matmul(grad_scores, k).mul_(ctx.scaling)
+            grad_k = torch.matmul(grad_scores.transpose(-1, -2), q)
+        grads = (g.to(dt) for g, dt in zip((grad_q, grad_k, grad_v), ctx.dtypes))
+        return (*grads, None, None, None)
 
 
 def _register() -> None:

@@ -140,3 +140,90 @@ def test_causal_attention_is_left_to_sdpa(monkeypatch):
     module.is_causal = False
     out, _ = bertlab_attention(module, q, q, q, None, dropout=0.1)
     assert out.shape == (1, 4, 2, 8) and len(calls) == 1
+
+
+def _reference_attention(q, k, v, mask, scaling, p):
+    """The unfused formula: scores, mask, softmax, ``fast_dropout``, then ·V (autograd through each op)."""
+    scores = torch.matmul(q, k.transpose(-1, -2)) * scaling
+    if mask is not None:
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min) if mask.dtype == torch.bool else scores + mask
+    return torch.matmul(fast_dropout(torch.softmax(scores, dim=-1), p), v)
+
+
+def _qkv(dtype=torch.float64, b=3, heads=2, t=7, d=4):
+    # [B, T, heads, d] transposed, as HF's attention hands them over
+    return [torch.randn(b, t, heads, d, dtype=dtype).transpose(1, 2).requires_grad_() for _ in range(3)]
+
+
+@pytest.mark.parametrize("mask_kind", ["bool", "float", "none"])
+def test_dropped_attention_equals_the_unfused_formula_with_the_same_masks(mask_kind):
+    from lightning_modules.cpu_kernels import explicit_attention
+
+    torch.manual_seed(6)
+    q, k, v = _qkv()
+    keep = torch.ones(3, 1, 1, 7, dtype=torch.bool)
+    keep[1, ..., 4:] = False
+    mask = {"bool": keep, "float": torch.where(keep, 0.0, -1e4).double(), "none": None}[mask_kind]
+    grad = torch.randn(3, 2, 7, 4, dtype=torch.float64)
+    torch.manual_seed(7)
+    ref = _reference_attention(q, k, v, mask, 0.5, 0.3)
+    ref_grads = torch.autograd.grad(ref, (q, k, v), grad)
+    torch.manual_seed(7)  # the same dropout mask: drawn after the softmax in both
+    out = explicit_attention(q, k, v, mask, 0.5, 0.3, True)
+    grads = torch.autograd.grad(out, (q, k, v), grad)
+    torch.testing.assert_close(out, ref, atol=1e-12, rtol=1e-10)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-10)
+
+
+def test_dropped_attention_drops_at_rate_p_and_scales_survivors():
+    from lightning_modules.cpu_kernels import explicit_attention
+
+    torch.manual_seed(8)
+    q = torch.zeros(4, 8, 64, 16, dtype=torch.float64)  # uniform attention: every prob is 1/64
+    v = torch.eye(64, dtype=torch.float64)[None, None, :, :16].expand(4, 8, 64, 16)
+    out = explicit_attention(q, q, v, None, 1.0, 0.25, True)  # out[..., j] = kept(j) / 64 / 0.75
+    kept = out[..., :16] * 64 * 0.75
+    assert torch.allclose(kept, kept.round()) and set(kept.unique().tolist()) == {0.0, 1.0}
+    assert abs(kept.mean().item() - 0.75) < 0.02
+
+
+def test_dropped_attention_under_bf16_autocast_computes_in_bf16_and_returns_input_dtype_grads():
+    from lightning_modules.cpu_kernels import explicit_attention
+
+    torch.manual_seed(9)
+    q, k, v = _qkv(torch.float32, b=2, heads=2, t=9, d=8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.manual_seed(10)
+        out = explicit_attention(q, k, v, None, 8**-0.5, 0.1, True)
+    grads = torch.autograd.grad(out.float().sum(), (q, k, v))
+    assert out.dtype == torch.bfloat16 and all(g.dtype == torch.float32 for g in grads)
+    torch.manual_seed(10)
+    ref = _reference_attention(q, k, v, None, 8**-0.5, 0.1)
+    ref_grads = torch.autograd.grad(ref.sum(), (q, k, v))
+    torch.testing.assert_close(out.float(), ref, atol=3e-2, rtol=3e-2)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want, atol=5e-2, rtol=5e-2)
+
+
+def test_dropped_attention_keeps_one_score_sized_tensor_less_for_backward():
+    """Saved for backward: the probabilities and a bool keep-mask, not also the dropped probabilities."""
+    from lightning_modules.cpu_kernels import explicit_attention
+
+    def saved_bytes(fn):
+        sizes = []
+
+        def pack(t):
+            sizes.append(t.numel() * t.element_size())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            fn()
+        return sum(sizes)
+
+    q, k, v = _qkv(torch.float32, b=4, heads=4, t=64, d=8)
+    scores_bytes = 4 * 4 * 64 * 64 * 4
+    torch.manual_seed(11)
+    old = saved_bytes(lambda: _reference_attention(q, k, v, None, 0.3, 0.1))
+    new = saved_bytes(lambda: explicit_attention(q, k, v, None, 0.3, 0.1, True))
+    assert old - new >= scores_bytes
