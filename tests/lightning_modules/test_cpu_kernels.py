@@ -227,3 +227,18 @@ def test_dropped_attention_keeps_one_score_sized_tensor_less_for_backward():
     old = saved_bytes(lambda: _reference_attention(q, k, v, None, 0.3, 0.1))
     new = saved_bytes(lambda: explicit_attention(q, k, v, None, 0.3, 0.1, True))
     assert old - new >= scores_bytes
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_masked_scale_is_the_product_with_the_bool_mask(dtype):
+    from lightning_modules.cpu_kernels import masked_scale
+
+    torch.manual_seed(12)
+    x = torch.randn(5, 7, 9).to(dtype)
+    keep = keep_mask(x.shape, 0.3, x.device)
+    out = masked_scale(x, keep, 1 / 0.7)
+    assert out.dtype == dtype and out.shape == x.shape
+    assert torch.equal(out == 0, ~keep | (x == 0))
+    torch.testing.assert_close(
+        out.float(), x.float() * keep / 0.7, rtol=1e-2 if dtype == torch.bfloat16 else 1e-6, atol=0
+    )
