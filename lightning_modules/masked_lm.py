@@ -35,6 +35,7 @@ from lightning_modules.fresh_start import FreshStart, describe, drop_frozen_grad
 from lightning_modules.last_layer import encode_at, sparse_last_layer
 from lightning_modules.param_groups import build_param_groups, configure_adamw
 from lightning_modules.shared_step import SharedStepModule
+from lightning_modules.vocab_loss import scaled_cross_entropy
 
 
 @dataclass
@@ -146,7 +147,7 @@ def masked_lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     HF's mean over zero tokens is NaN; a summed loss over ``max(N, 1)`` gives 0 instead, and every
     parameter still receives a (zero) gradient, so DDP's reducer sees the same graph on every rank.
     """
-    return nn.functional.cross_entropy(logits.float(), targets, reduction="sum") / max(targets.numel(), 1)
+    return scaled_cross_entropy(logits, targets, 1.0 / max(targets.numel(), 1))
 
 
 class MLMStats(Metric):
