@@ -42,7 +42,7 @@ test-fast: lint
 
 bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[dev,bench]'
-	# bertlab against HF run_mlm and HF Trainer, fp32 and bf16, interleaved repeats (~40 min on 2 cores)
+	# bertlab against HF run_mlm and HF Trainer, fp32 and bf16, interleaved repeats (~20 min on 2 cores)
 	$(BIN)/python benchmarks/bench.py --repeats 2 --steps 30 --out runs/bench
 	# peak RSS of the MLM data path on a generated 1,000,000-line corpus (~10 min)
 	$(BIN)/python benchmarks/data_memory.py --lines 1000000 --out runs/bench/data_memory.json
