@@ -9,9 +9,10 @@ the log-softmax gradient and a bf16 copy of that: ~13 % of a bf16 MiniLM MLM ste
 reduction="sum")``. Each block of rows gets its fp32 softmax straight from the logits
 (``torch.softmax(..., dtype=float32)``); the loss is read off it (−log p of the target) and the block
 turned into the gradient in place, ``scale · (softmax − one-hot)``, rounded once into the logits'
-dtype, as autograd's cast would round it. The backward returns that gradient (times its incoming
-gradient, when that is not 1). A target whose probability underflows (< 1e-30) gets its loss from an
-exact log-sum-exp instead.
+dtype, as autograd's cast would round it. The backward returns that gradient, or, when its incoming
+gradient is not 1 (gradient accumulation divides the loss), that gradient times it: a second rounding.
+A target whose probability underflows (< 1e-30) gets its loss from an exact log-sum-exp instead. On
+CUDA, torch's fused kernels already avoid these passes: the loss is torch's there.
 """
 
 from __future__ import annotations
@@ -53,11 +54,11 @@ class _BlockCrossEntropy(torch.autograd.Function):
         (grad,) = ctx.saved_tensors
         if bool(grad_output == 1):
             return grad, None, None
-        return grad * grad_output.to(grad.dtype), None, None
+        return grad * grad_output.float(), None, None  # a 0-dim fp32 factor, not rounded to grad's dtype first
 
 
 def scaled_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     """``scale · F.cross_entropy(logits.float(), targets, reduction="sum")``; every target is a class index."""
-    if not (logits.requires_grad and torch.is_grad_enabled()):
+    if not (logits.requires_grad and torch.is_grad_enabled()) or logits.device.type != "cpu":
         return F.cross_entropy(logits.float(), targets, reduction="sum") * scale
     return _BlockCrossEntropy.apply(logits, targets, float(scale))

@@ -68,3 +68,13 @@ def test_without_a_gradient_it_is_torchs_loss():
 
 def _reference_value(logits, targets):
     return F.cross_entropy(logits.float(), targets, reduction="sum")
+
+
+def test_off_the_cpu_the_loss_is_torchs(monkeypatch):
+    def blocked(*args):
+        raise AssertionError("the blocked loss ran off the CPU")
+
+    monkeypatch.setattr(vocab_loss._BlockCrossEntropy, "apply", blocked)
+    logits = torch.empty(4, 9, device="meta", requires_grad=True)
+    loss = scaled_cross_entropy(logits, torch.zeros(4, dtype=torch.long, device="meta"), 0.5)
+    assert loss.device.type == "meta" and loss.shape == ()
