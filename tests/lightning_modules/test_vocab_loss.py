@@ -63,11 +63,9 @@ def test_without_a_gradient_it_is_torchs_loss():
     torch.manual_seed(2)
     logits = torch.randn(6, 9).to(torch.bfloat16)
     targets = torch.randint(0, 9, (6,))
-    assert torch.equal(scaled_cross_entropy(logits, targets, 0.25), _reference_value(logits, targets) * 0.25)
-
-
-def _reference_value(logits, targets):
-    return F.cross_entropy(logits.float(), targets, reduction="sum")
+    assert torch.equal(
+        scaled_cross_entropy(logits, targets, 0.25), F.cross_entropy(logits.float(), targets, reduction="sum") * 0.25
+    )
 
 
 def test_off_the_cpu_the_loss_is_torchs(monkeypatch):
