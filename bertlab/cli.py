@@ -31,6 +31,7 @@ from bertlab.preflight import SPECIAL_CKPTS, check_checkpoint, check_run, is_pen
 from callbacks.graceful_stop import GracefulStop  # noqa: E402
 from callbacks.hf_export import HFExport  # noqa: E402
 from callbacks.predictions import PredictionCSV  # noqa: E402
+from callbacks.process_group import LeaveProcessGroup, leave_process_group  # noqa: E402
 from callbacks.rng_state import RNGState  # noqa: E402
 from callbacks.test_predictions import TestPredictions  # noqa: E402
 
@@ -163,7 +164,7 @@ class BertlabCLI(LightningCLI):
         if config.get("precision") == AUTO:
             rank_zero_info(f"bertlab: precision auto -> {precision} ({why}); override with --trainer.precision")
         config["precision"] = precision
-        return super()._instantiate_trainer(config, [*callbacks, GracefulStop(), RNGState()])
+        return super()._instantiate_trainer(config, [*callbacks, GracefulStop(), RNGState(), LeaveProcessGroup()])
 
     def _dump_metrics(self, name: str) -> None:
         if self.trainer.is_global_zero:
@@ -220,17 +221,7 @@ def run_lightning(args: list[str] | None, cli: type[BertlabCLI] = BertlabCLI) ->
         save_config_kwargs={"overwrite": True},
         parser_kwargs={sub: base for sub in ("fit", "validate", "test", "predict")},
     )
-    _leave_process_group()
-
-
-def _leave_process_group() -> None:
-    """Under torchrun every rank is this process: leave the process group together before exiting. A rank
-    that exited with gloo's threads still running aborted ("terminate called without an active exception")."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    leave_process_group()  # under torchrun every rank is this process
 
 
 def main(argv: list[str] | None = None) -> int:
