@@ -166,8 +166,9 @@ def score_corpus(spec: dict, tokenizer, arrays, jieba_words: bool = False) -> np
 
 def check_scores(spec: dict, flat: np.ndarray) -> None:
     """Nothing important on the whole corpus means the masker would degrade to random: refuse it."""
-    important = (flat > 0.5) if spec["kind"] == "model_b" else (flat > 0)
-    if not important.any():
+    threshold = 0.5 if spec["kind"] == "model_b" else 0.0
+    block = 1 << 20  # ``flat`` may be a FileArray: read it a block at a time, up to the first important token
+    if not any((flat[i : i + block] > threshold).any() for i in range(0, len(flat), block)):
         what = "P(important) > 0.5 from Model_b" if spec["kind"] == "model_b" else f"a non-zero {spec['kind']} score"
         raise BertlabError(
             f"no token of the MLM corpus gets {what} ({spec['model']!r}); the scorer marks nothing as important, "

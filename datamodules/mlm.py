@@ -40,6 +40,7 @@ from datamodules.batching import Loader, TokenizedDataset
 from datamodules.corpus import read_corpus_entry
 from datamodules.corpus_scoring import check_scorer, check_scores, resolve_scorer, score_corpus, scorer_fingerprint
 from datamodules.coverage import DEFAULT_MAX_UNK, check_coverage
+from datamodules.file_array import FileArray
 from datamodules.maskers import DynamicMasker, SelectiveMasker, StaticMasker, jieba_word_ids
 from datamodules.samplers import EpochSampler, LengthGroupedEpochSampler
 from datamodules.splits import Splits
@@ -235,25 +236,25 @@ class MLMDataModule(pl.LightningDataModule):
 
     def _release_documents(self) -> None:
         """Drop the document texts (a 1M-line corpus holds ~0.4 GB of them) once every split's tokens are
-        cached: training reads the memory-mapped tokens; ``documents`` reads the corpus again if asked."""
+        cached: training reads the cached tokens; ``documents`` reads the corpus again if asked."""
         if self.__dict__.pop("documents", None) is not None:
             trim_heap()  # the strings' blocks are free but still resident in glibc's heap
 
-    def _scores(self, arrays, key: str) -> np.ndarray:
+    def _scores(self, arrays, key: str) -> FileArray:
         """Score every token once with the scorer, cached beside the tokens and keyed by the scorer's content."""
         spec = self.scorer_spec
         path = os.path.join(self.cache_dir, "tokens", key, f"scores-{scorer_fingerprint(spec)}.npy")
         self.scores_built_now = not os.path.isfile(path)
-        if not self.scores_built_now:
-            flat = np.load(path, mmap_mode="r")
-        else:
+        if self.scores_built_now:
             labels = self.task_data.label_names if self.task is not None else None
             check_scorer(spec, self.tokenizer, labels)
             flat = score_corpus(spec, self.tokenizer, arrays, jieba_words=self.hparams.chinese_whole_word)
             with atomic_path(path) as tmp:
                 np.save(tmp, flat)
+            del flat
+        flat = FileArray(path)  # one flat array on disk, read per example by the token offsets
         check_scores(spec, flat)
-        return flat  # one flat array, sliced per example by the token offsets (no list of 1M views)
+        return flat
 
     def prepare_data(self) -> None:
         for split in ("train", "val"):

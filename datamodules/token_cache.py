@@ -1,8 +1,9 @@
-"""Tokenise once, cache on disk, memory-map afterwards.
+"""Tokenise once, cache on disk, read back example by example afterwards.
 
 The cache key is (data fingerprint, tokenizer fingerprint, max_length, truncation), so a
 second run with the same inputs reads the arrays back instead of re-tokenising. Arrays are
-flat ``int32`` token streams plus offsets, opened with ``np.load(mmap_mode="r")``.
+flat ``int32`` token streams plus offsets; an example's tokens are read from the file when it is
+asked for (``FileArray``), so only the offsets are held in memory.
 
 Truncation (Sun et al. 2019, §5.3.1): ``head`` keeps the first tokens, ``tail`` the last,
 ``head_tail`` the first ``head_tokens`` and the rest from the end (128 + 382 was best on IMDb).
@@ -20,6 +21,7 @@ import numpy as np
 from bertlab.core.errors import BertlabError
 from bertlab.core.files import atomic_path, file_lock
 from bertlab.core.fingerprint import fingerprint
+from datamodules.file_array import FileArray
 
 TRUNCATIONS = ("head", "tail", "head_tail")
 CACHE_VERSION = "1"
@@ -130,14 +132,14 @@ def tokenize(
 
 
 class TokenArrays:
-    """Ragged token arrays: one flat memory-mapped stream plus per-example offsets."""
+    """Ragged token arrays: one flat stream on disk plus per-example offsets in memory."""
 
     def __init__(self, directory: str):
         self.directory = directory
-        self.ids = np.load(os.path.join(directory, "input_ids.npy"), mmap_mode="r")
+        self.ids = FileArray(os.path.join(directory, "input_ids.npy"))
         self.offsets = np.load(os.path.join(directory, "offsets.npy"))
         types = os.path.join(directory, "token_type_ids.npy")
-        self.types = np.load(types, mmap_mode="r") if os.path.exists(types) else None
+        self.types = FileArray(types) if os.path.exists(types) else None
 
     def __len__(self) -> int:
         return len(self.offsets) - 1

@@ -5,6 +5,7 @@ import pytest
 
 from bertlab.core.errors import BertlabError
 from bertlab.core.models import load_tokenizer
+from datamodules.file_array import FileArray
 from datamodules.token_cache import SpecialTemplate, cache_key, cached_arrays, tokenize
 
 
@@ -64,7 +65,7 @@ def test_short_texts_are_untouched_and_bad_settings_rejected(tok):
         tokenize(tok, ["tea"], None, 2)
 
 
-def test_cache_is_built_once_and_memory_mapped(tmp_path, tok):
+def test_cache_is_built_once_and_read_back_from_disk(tmp_path, tok):
     calls = []
 
     def build():
@@ -75,7 +76,7 @@ def test_cache_is_built_once_and_memory_mapped(tmp_path, tok):
     first, built = cached_arrays(str(tmp_path), key, build)
     second, built_again = cached_arrays(str(tmp_path), key, build)
     assert (built, built_again, len(calls)) == (True, False, 1)
-    assert isinstance(second.ids, np.memmap)
+    assert isinstance(second.ids, FileArray)  # read per example, never mapped or loaded whole
     assert [len(second.get(i)["input_ids"]) for i in range(3)] == [4, 3, 6]
     assert np.array_equal(first.get(2)["input_ids"], second.get(2)["input_ids"])
     assert cache_key(data="d", max_length=16) != cache_key(data="d", max_length=32)
