@@ -11,6 +11,10 @@ the spread over repeats is the noise. Ratios are bertlab ÷ HF at the same preci
 Memory: each run reports its own peak RSS (``ru_maxrss``), start-up, tokenisation and model
 included, which is the peak of that stage.
 
+Allocator: bertlab runs on tcmalloc where it is installed (``bertlab.allocator``); the HF anchors run on
+glibc's malloc, as a user starts them. The ``*_glibc`` arms are bertlab on glibc's malloc
+(``BERTLAB_ALLOCATOR=system``), so the table shows what the allocator adds on its own.
+
     python benchmarks/bench.py --repeats 2 --steps 30 --out runs/bench
 """
 
@@ -20,6 +24,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -29,17 +34,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGETS = {("mlm", "bf16"): 3.0, ("mlm", "fp32"): 2.5, ("classify", "bf16"): 1.3, ("classify", "fp32"): 1.3}
 CONFIGS = {"mlm": "configs/mlm/fine_food_tapt.yaml", "classify": "configs/classify/fine_food.yaml"}
 PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed"}
-ARMS = {  # name: (task, who, extra bertlab args)
-    "hf_run_mlm": ("mlm", "hf", []),
-    "bertlab_mlm": ("mlm", "bertlab", []),
-    "bertlab_mlm_packed": ("mlm", "bertlab", ["--data.init_args.mode", "packed"]),
-    "hf_trainer_classify": ("classify", "hf", []),
-    "bertlab_classify": ("classify", "bertlab", []),
+SYSTEM_MALLOC = {"BERTLAB_ALLOCATOR": "system"}  # bertlab on glibc's malloc, as the HF anchors run
+ARMS = {  # name: (task, who, extra bertlab args, extra environment)
+    "hf_run_mlm": ("mlm", "hf", [], {}),
+    "bertlab_mlm": ("mlm", "bertlab", [], {}),
+    "bertlab_mlm_glibc": ("mlm", "bertlab", [], SYSTEM_MALLOC),
+    "bertlab_mlm_packed": ("mlm", "bertlab", ["--data.init_args.mode", "packed"], {}),
+    "hf_trainer_classify": ("classify", "hf", [], {}),
+    "bertlab_classify": ("classify", "bertlab", [], {}),
+    "bertlab_classify_glibc": ("classify", "bertlab", [], SYSTEM_MALLOC),
 }
 
 
 def command(arm: str, precision: str, args, out_json: str, root: str) -> list[str]:
-    task, who, extra = ARMS[arm]
+    task, who, extra, _ = ARMS[arm]
     if who == "hf":
         script = os.path.join(ROOT, "benchmarks", "hf_anchors.py")
         return [sys.executable, script, task, "--precision", precision, "--steps", str(args.steps),
@@ -55,7 +63,7 @@ def command(arm: str, precision: str, args, out_json: str, root: str) -> list[st
 
 def run_once(arm: str, precision: str, args, workdir: str, repeat: int) -> dict:
     out_json = os.path.join(workdir, f"{arm}-{precision}-{repeat}.json")
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), WANDB_MODE="disabled", PYTHONPATH=ROOT)
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), WANDB_MODE="disabled", PYTHONPATH=ROOT, **ARMS[arm][3])
     started = time.perf_counter()
     proc = subprocess.run(
         command(arm, precision, args, out_json, os.path.join(workdir, f"{arm}-{precision}-{repeat}")),
@@ -66,6 +74,8 @@ def run_once(arm: str, precision: str, args, workdir: str, repeat: int) -> dict:
     with open(out_json) as f:
         result = json.load(f)
     result["wall_s"] = time.perf_counter() - started
+    logged = re.search(r"bertlab: allocator (\S+)", proc.stdout + proc.stderr)
+    result["allocator"] = logged.group(1) if logged else "glibc"  # the HF anchors run as a user starts them
     return result
 
 
@@ -79,7 +89,7 @@ def summarise(runs: dict) -> dict:
             "arm": arm, "task": task, "precision": precision, "metric": key, "best": best[key],
             "repeats": [r[key] for r in results], "min_step_s": min(r["min_step_s"] for r in results),
             "model_tflops_per_s": best.get("model_tflops_per_s"), "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
-            "timed_steps": best["timed_steps"], "mean_width": _mean_width(best),
+            "timed_steps": best["timed_steps"], "mean_width": _mean_width(best), "allocator": best["allocator"],
         }  # fmt: skip
     for row in rows.values():
         anchor = rows.get(f"{'hf_run_mlm' if row['task'] == 'mlm' else 'hf_trainer_classify'}/{row['precision']}")
@@ -100,9 +110,9 @@ def markdown(rows: dict, args, machine: str) -> str:
         f"Machine: {machine}; {args.threads} thread(s); batch 32; {args.steps} timed steps after {args.warmup}; "
         f"best of {args.repeats} interleaved repeat(s) (all repeats listed: their spread is the noise).",
         "",
-        "| arm | precision | throughput | repeats | min step s | bertlab ÷ HF (target) | model TFLOP/s | peak RSS MB "
-        "| RSS ÷ HF |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| arm | precision | allocator | throughput | repeats | min step s | bertlab ÷ HF (target) | model TFLOP/s "
+        "| peak RSS MB | RSS ÷ HF |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows.values():
         unit = "tok/s" if r["metric"] == "tokens_per_s" else "samples/s"
@@ -116,8 +126,8 @@ def markdown(rows: dict, args, machine: str) -> str:
         rss = f"{r['rss_vs_hf']:.2f}" if "rss_vs_hf" in r else "–"
         repeats = ", ".join(f"{v:,.0f}" for v in r["repeats"])
         lines.append(
-            f"| {r['arm']} | {r['precision']} | {r['best']:,.1f} {unit} | {repeats} | {r['min_step_s']:.3f} | "
-            f"{ratio} | {r['model_tflops_per_s'] or 0:.3f} | {r['peak_rss_mb']:,.0f} | {rss} |"
+            f"| {r['arm']} | {r['precision']} | {r['allocator']} | {r['best']:,.1f} {unit} | {repeats} | "
+            f"{r['min_step_s']:.3f} | {ratio} | {r['model_tflops_per_s'] or 0:.3f} | {r['peak_rss_mb']:,.0f} | {rss} |"
         )
     lines += ["", "GPU MFU: not measured here (no GPU lent); `benchmarks/gpu_mfu.sh` is the command."]
     return "\n".join(lines) + "\n"

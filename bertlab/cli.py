@@ -12,6 +12,11 @@ import os
 import signal
 import sys
 
+if __name__ == "__main__":  # `python -m bertlab.cli`: choose the allocator before torch allocates anything
+    from bertlab.allocator import preload_and_reexecute
+
+    preload_and_reexecute()
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # bertlab never downloads; fail fast instead of hanging
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -23,6 +28,7 @@ from pytorch_lightning.utilities import rank_zero_info  # noqa: E402
 
 import datamodules.classification  # noqa: E402,F401  (imports register the class_path short names)
 import lightning_modules.classifier  # noqa: E402,F401
+from bertlab.allocator import allocator_in_use  # noqa: E402
 from bertlab.core.errors import BertlabError  # noqa: E402
 from bertlab.core.files import atomic_path  # noqa: E402
 from bertlab.core.yaml_files import read_yaml  # noqa: E402
@@ -164,6 +170,7 @@ class BertlabCLI(LightningCLI):
         if config.get("precision") == AUTO:
             rank_zero_info(f"bertlab: precision auto -> {precision} ({why}); override with --trainer.precision")
         config["precision"] = precision
+        rank_zero_info(f"bertlab: allocator {allocator_in_use()}; BERTLAB_ALLOCATOR=system|tcmalloc|auto chooses")
         return super()._instantiate_trainer(config, [*callbacks, GracefulStop(), RNGState(), LeaveProcessGroup()])
 
     def _dump_metrics(self, name: str) -> None:

@@ -1,0 +1,97 @@
+"""The memory allocator a ``bertlab`` process runs on: tcmalloc where it is installed, else glibc's malloc.
+
+Training allocates and frees activations of a new shape every step (batches are as wide as their longest
+row). glibc's heap keeps the freed blocks resident and fragments, so the peak resident size climbs for
+hundreds of steps. tcmalloc (gperftools' ``libtcmalloc_minimal``, Debian ``libtcmalloc-minimal4``) keeps
+size-classed spans instead. Measured here on MiniLM, batch 32, 2 threads, 20 steps: peak RSS 2.23 → 1.72 GB
+(classification), 2.58 → 1.98 GB (MLM fp32), 2.24 → 1.89 GB (MLM bf16), at equal or better speed (MLM
++5 % fp32, +11 % bf16; classification level). jemalloc's defaults saved as much memory but cost 20-30 %
+speed, as did glibc's own tunables (README, "Memory").
+
+An allocator must be loaded before the interpreter allocates, so the ``bertlab`` command (``bertlab``,
+``python -m bertlab``, ``python -m bertlab.cli``) re-executes itself once with the library in
+``LD_PRELOAD``; the processes it starts (DDP workers, pipeline stages, data workers) inherit it.
+``BERTLAB_ALLOCATOR`` chooses: ``auto`` (default: tcmalloc if installed), ``tcmalloc`` (an error if it is
+not), ``system`` (glibc's malloc). Every run logs the allocator it got.
+
+This module imports nothing but the standard library: it runs before torch is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+CHOICES = ("auto", "tcmalloc", "system")
+LIBRARIES = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4")
+INSTALL = "apt-get install libtcmalloc-minimal4"
+_TRIED = "_BERTLAB_ALLOCATOR_PRELOADED"  # set on the re-executed process: never re-execute twice
+
+
+def library_dirs() -> list[str]:
+    arch = os.uname().machine
+    return [
+        f"/usr/lib/{arch}-linux-gnu",
+        "/usr/lib64",
+        "/usr/lib",
+        "/usr/local/lib",
+        os.path.join(sys.prefix, "lib"),
+        *([os.path.join(os.environ["CONDA_PREFIX"], "lib")] if os.environ.get("CONDA_PREFIX") else []),
+    ]
+
+
+def find_tcmalloc(dirs: list[str] | None = None) -> str | None:
+    for name in LIBRARIES:
+        for directory in dirs if dirs is not None else library_dirs():
+            path = os.path.join(directory, name)
+            if os.path.isfile(path):
+                return path
+    return None
+
+
+class AllocatorError(Exception):
+    """A ``BERTLAB_ALLOCATOR`` that cannot be honoured (kept free of project imports, like this module)."""
+
+
+def to_preload(environ: dict, dirs: list[str] | None = None) -> str | None:
+    """The library this process should be re-executed with, or None to run as it is."""
+    choice = environ.get("BERTLAB_ALLOCATOR", "auto").strip().lower() or "auto"
+    if choice not in CHOICES:
+        raise AllocatorError(f"BERTLAB_ALLOCATOR must be one of {', '.join(CHOICES)}, not {choice!r}")
+    if choice == "system" or environ.get(_TRIED) or "tcmalloc" in environ.get("LD_PRELOAD", ""):
+        return None
+    library = find_tcmalloc(dirs)
+    if library is None and choice == "tcmalloc":
+        raise AllocatorError(f"BERTLAB_ALLOCATOR=tcmalloc, but tcmalloc is not installed ({INSTALL})")
+    return library
+
+
+def preload_and_reexecute() -> None:
+    """Re-execute this command with the allocator preloaded, when one should be and is not yet."""
+    try:
+        library = to_preload(os.environ)
+    except AllocatorError as e:
+        print(f"bertlab: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if library is None:
+        return
+    preload = " ".join(filter(None, [library, os.environ.get("LD_PRELOAD", "")]))
+    sys.stdout.flush(), sys.stderr.flush()
+    env = {**os.environ, "LD_PRELOAD": preload, _TRIED: "1"}
+    env.setdefault("TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD", str(1 << 62))  # no stderr line per 1 GB block
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+
+
+def allocator_in_use() -> str:
+    """What this process allocates with, for the run's log, read from its mapped libraries."""
+    with open("/proc/self/maps") as f:
+        mapped = {line.split()[-1] for line in f if line.rstrip().endswith(".so") or ".so." in line}
+    for path in sorted(mapped):
+        name = os.path.basename(path)
+        if name.startswith(("libtcmalloc", "libjemalloc", "libmimalloc")):
+            return f"{name.split('.so')[0][3:]} ({path})"
+    if os.environ.get("BERTLAB_ALLOCATOR", "").strip().lower() == "system":
+        return "glibc malloc (BERTLAB_ALLOCATOR=system)"
+    if find_tcmalloc() is None:
+        return f"glibc malloc (tcmalloc not installed: {INSTALL} cuts peak memory by a fifth)"
+    return "glibc malloc (bertlab was imported, not started as a command)"
