@@ -1,4 +1,4 @@
-"""Peak memory of the MLM data path on a large corpus: tokenisation into the memory-mapped cache, then training.
+"""Peak memory of the MLM data path on a large corpus: tokenisation into the on-disk cache, then training.
 
 Writes a text file of ``--lines`` documents (fine-food review sentences, recombined at random so that
 they do not deduplicate away), then runs, as separate processes, what a user runs:
@@ -7,7 +7,9 @@ they do not deduplicate away), then runs, as separate processes, what a user run
    validation cut and tokenisation into the cache, which streams token chunks to disk;
 2. ``train``: ``bertlab fit --config configs/mlm/fine_food_tapt.yaml`` on the same file (the cache is
    reused), ``--steps`` steps with ``StepTimer``;
-3. ``train_baseline``: the same on a ``--baseline-lines`` file (10,000). ``train_data_path_mb`` is what
+3. ``train_glibc``: the same on glibc's malloc (``BERTLAB_ALLOCATOR=system``; ``train`` runs on tcmalloc
+   where it is installed, as ``bertlab`` does by default);
+4. ``train_baseline``: the same as ``train`` on a ``--baseline-lines`` file (10,000). ``train_data_path_mb`` is what
    the large corpus keeps resident into training (RSS at the first step, minus the baseline's); the
    peaks differ by more, as the two corpora give batches of other widths (activations, allocator).
 
@@ -29,6 +31,9 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from bertlab.allocator import find_tcmalloc  # noqa: E402
+
 TARGET_MB = 2048
 
 
@@ -92,11 +97,16 @@ def main(argv=None) -> int:
         out["corpus_mb"] = os.path.getsize(corpus) / 2**20
         started = time.perf_counter()
         code = TOKENISE.format(root=ROOT, corpus=corpus, cache=cache)
-        proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=ROOT)
+        # on the allocator `bertlab fit` would tokenise with (tcmalloc where installed: bertlab.allocator)
+        tcmalloc = find_tcmalloc()
+        tok_env = env | ({"LD_PRELOAD": tcmalloc} if tcmalloc else {})
+        proc = subprocess.run([sys.executable, "-c", code], env=tok_env, capture_output=True, text=True, cwd=ROOT)
+        out["tokenise_allocator"] = "tcmalloc" if tcmalloc else "glibc"
         if proc.returncode:
             raise SystemExit(proc.stderr[-3000:])
         out["tokenise"] = json.loads(proc.stdout.strip().splitlines()[-1]) | {"seconds": time.perf_counter() - started}
         out["train"] = train(corpus, cache, args.steps, tmp, env)
+        out["train_glibc"] = train(corpus, cache, args.steps, tmp, env | {"BERTLAB_ALLOCATOR": "system"})
         small = os.path.join(tmp, "small.txt")
         write_corpus(small, args.baseline_lines)
         out["train_baseline"] = {"lines": args.baseline_lines} | train(small, cache, args.steps, tmp, env)

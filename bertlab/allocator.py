@@ -84,8 +84,11 @@ def preload_and_reexecute() -> None:
 
 def allocator_in_use() -> str:
     """What this process allocates with, for the run's log, read from its mapped libraries."""
-    with open("/proc/self/maps") as f:
-        mapped = {line.split()[-1] for line in f if line.rstrip().endswith(".so") or ".so." in line}
+    try:
+        with open("/proc/self/maps") as f:
+            mapped = {line.split()[-1] for line in f if line.rstrip().endswith(".so") or ".so." in line}
+    except OSError:  # no /proc (macOS): nothing was preloaded by bertlab there either
+        return "the system's malloc"
     for path in sorted(mapped):
         name = os.path.basename(path)
         if name.startswith(("libtcmalloc", "libjemalloc", "libmimalloc")):

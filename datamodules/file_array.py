@@ -16,7 +16,8 @@ import numpy as np
 
 
 class FileArray:
-    """The 1-D array in the ``.npy`` file ``path``: ``len()``, ``dtype`` and contiguous slices ``a[i:j]``."""
+    """The 1-D array in the ``.npy`` file ``path``: ``len()``, ``dtype``, contiguous slices ``a[i:j]``, and
+    ``np.asarray(a)`` for all of it."""
 
     def __init__(self, path: str):
         self.path = path
@@ -51,6 +52,11 @@ class FileArray:
             size -= len(chunk)
             position += len(chunk)
         return np.frombuffer(b"".join(chunks), dtype=self.dtype)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        """The whole array, read into memory (``np.asarray(a)``; for checks and tests, not per-step reads)."""
+        whole = self[:]
+        return whole if dtype is None else whole.astype(dtype)
 
     def _file(self) -> int:
         # one descriptor per process: a forked DataLoader worker opens its own

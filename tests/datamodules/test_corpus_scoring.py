@@ -12,6 +12,7 @@ import torch
 from bertlab.core.errors import BertlabError
 from datamodules.batching import Loader
 from datamodules.corpus_scoring import resolve_scorer, scorer_fingerprint, scoring_dtype
+from datamodules.file_array import FileArray
 from datamodules.maskers import SelectiveMasker
 from datamodules.mlm import MLMDataModule, Scorer
 from datamodules.task_scorer import classifier_probs
@@ -49,7 +50,7 @@ def test_entropy_units_are_jieba_words_and_the_masker_keeps_them_whole(zh_bert, 
     )
     dm.setup("fit")
     ds = dm.datasets["train"]
-    assert isinstance(ds.scores, np.ndarray) and len(ds.scores) == len(ds.inner.arrays.ids)  # flat, not per item
+    assert isinstance(ds.scores, FileArray) and len(ds.scores) == len(ds.inner.arrays.ids)  # flat, not per item
     for i in range(len(ds)):
         item = ds[i]
         words, scores = item["word_ids"], item["scores"]

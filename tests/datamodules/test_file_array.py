@@ -25,6 +25,8 @@ def test_slices_equal_the_saved_array_and_nothing_is_mapped(tmp_path, dtype):
     for lo, hi in [(0, 1), (5, 4100), (10_000, 10_007), (3, 3), (9_990, 20_000), (-7, None)]:
         np.testing.assert_array_equal(a[lo:hi], values[lo:hi])
     assert a[3:3].dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(np.asarray(a), values)
+    assert np.asarray(a, dtype=np.float64).dtype == np.float64 and np.array_equal(a, values)
     assert not _mapped(path)
 
 
