@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -63,10 +64,11 @@ def command(arm: str, precision: str, args, out_json: str, root: str) -> list[st
 
 def run_once(arm: str, precision: str, args, workdir: str, repeat: int) -> dict:
     out_json = os.path.join(workdir, f"{arm}-{precision}-{repeat}.json")
+    root = os.path.join(workdir, f"{arm}-{precision}-{repeat}")
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), WANDB_MODE="disabled", PYTHONPATH=ROOT, **ARMS[arm][3])
     started = time.perf_counter()
     proc = subprocess.run(
-        command(arm, precision, args, out_json, os.path.join(workdir, f"{arm}-{precision}-{repeat}")),
+        command(arm, precision, args, out_json, root),
         cwd=ROOT, env=env, capture_output=True, text=True,
     )  # fmt: skip
     if proc.returncode != 0 or not os.path.isfile(out_json):
@@ -74,6 +76,7 @@ def run_once(arm: str, precision: str, args, workdir: str, repeat: int) -> dict:
     with open(out_json) as f:
         result = json.load(f)
     result["wall_s"] = time.perf_counter() - started
+    shutil.rmtree(root, ignore_errors=True)  # its checkpoint and export: ~0.4 GB a run, 28 runs
     logged = re.search(r"bertlab: allocator (\S+)", proc.stdout + proc.stderr)
     result["allocator"] = logged.group(1) if logged else "glibc"  # the HF anchors run as a user starts them
     return result
