@@ -1,12 +1,12 @@
 """The memory allocator a ``bertlab`` process runs on: tcmalloc where it is installed, else glibc's malloc.
 
 Training allocates and frees activations of a new shape every step (batches are as wide as their longest
-row). glibc's heap keeps the freed blocks resident and fragments, so the peak resident size climbs for
-hundreds of steps. tcmalloc (gperftools' ``libtcmalloc_minimal``, Debian ``libtcmalloc-minimal4``) keeps
-size-classed spans instead. Measured here on MiniLM, batch 32, 2 threads, 20 steps: peak RSS 2.23 → 1.72 GB
-(classification), 2.58 → 1.98 GB (MLM fp32), 2.24 → 1.89 GB (MLM bf16), at equal or better speed (MLM
-+5 % fp32, +11 % bf16; classification level). jemalloc's defaults saved as much memory but cost 20-30 %
-speed, as did glibc's own tunables (README, "Memory").
+row). glibc's heap keeps the freed blocks resident and fragments, so the resident size climbs step by step
+(0.58 -> 1.96 GB over a 20-step MLM run). tcmalloc (gperftools' ``libtcmalloc_minimal``, Debian
+``libtcmalloc-minimal4``) keeps size-classed spans instead. In ``make bench`` (MiniLM, batch 32, 2 threads)
+it lowered every bertlab peak by 0.40-0.82 GB and ran 3-12 % faster; a 1M-line MLM run peaks at 1.97 GB
+instead of 2.24. jemalloc's defaults saved as much memory but cost 21-30 % speed, and glibc's own tunables
+cost more (README, "Memory").
 
 An allocator must be loaded before the interpreter allocates, so the ``bertlab`` command (``bertlab``,
 ``python -m bertlab``, ``python -m bertlab.cli``) re-executes itself once with the library in
