@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml Makefile
 	@test -f /usr/share/mythes/th_en_US_v2.dat || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  (apt-get update -qq && apt-get install -y -qq mythes-en-us) >/dev/null; } || \
 	  echo "note: English EDA needs the thesaurus: sudo apt-get install mythes-en-us"
-	# tcmalloc: bertlab runs on it where it is installed (a fifth less peak memory; README, "Memory")
+	# tcmalloc: bertlab runs on it where it is installed (0.4-0.8 GB less peak memory; README, "Memory")
 	@$(BIN)/python -c "from bertlab.allocator import find_tcmalloc; raise SystemExit(not find_tcmalloc())" || \
 	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  (apt-get update -qq && apt-get install -y -qq libtcmalloc-minimal4) >/dev/null; } || \

@@ -28,6 +28,7 @@ def test_auto_preloads_tcmalloc_where_it_is_installed(lib_dir, tmp_path_factory)
 def test_nothing_to_do_when_chosen_off_already_preloaded_or_tried(lib_dir):
     assert to_preload({"BERTLAB_ALLOCATOR": "system"}, lib_dir) is None
     assert to_preload({"LD_PRELOAD": "/opt/libtcmalloc.so.4"}, lib_dir) is None
+    assert to_preload({"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"}, lib_dir) is None  # the user's own choice
     assert to_preload({allocator._TRIED: "1"}, lib_dir) is None  # a preload that failed is not retried forever
 
 
