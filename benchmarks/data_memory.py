@@ -32,13 +32,12 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from bertlab.allocator import find_tcmalloc  # noqa: E402
+from bertlab.allocator import preload_environment  # noqa: E402
 
 TARGET_MB = 2048
 
 
 def write_corpus(path: str, lines: int, seed: int = 0) -> None:
-    sys.path.insert(0, ROOT)
     from datamodules.sources import fine_food
 
     sentences = [s.strip() for t in fine_food()["train"]["text"] for s in re.split(r"(?<=[.!?])\s+", t) if s.strip()]
@@ -98,10 +97,11 @@ def main(argv=None) -> int:
         started = time.perf_counter()
         code = TOKENISE.format(root=ROOT, corpus=corpus, cache=cache)
         # on the allocator `bertlab fit` would tokenise with (tcmalloc where installed: bertlab.allocator)
-        tcmalloc = find_tcmalloc()
-        tok_env = env | ({"LD_PRELOAD": tcmalloc} if tcmalloc else {})
-        proc = subprocess.run([sys.executable, "-c", code], env=tok_env, capture_output=True, text=True, cwd=ROOT)
-        out["tokenise_allocator"] = "tcmalloc" if tcmalloc else "glibc"
+        tok_env = preload_environment(env)
+        proc = subprocess.run(
+            [sys.executable, "-c", code], env=tok_env or env, capture_output=True, text=True, cwd=ROOT
+        )
+        out["tokenise_allocator"] = "tcmalloc" if tok_env else "glibc"
         if proc.returncode:
             raise SystemExit(proc.stderr[-3000:])
         out["tokenise"] = json.loads(proc.stdout.strip().splitlines()[-1]) | {"seconds": time.perf_counter() - started}

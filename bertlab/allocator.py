@@ -54,9 +54,14 @@ class AllocatorError(Exception):
     """A ``BERTLAB_ALLOCATOR`` that cannot be honoured (kept free of project imports, like this module)."""
 
 
+def chosen(environ) -> str:
+    """``BERTLAB_ALLOCATOR`` as given (``auto`` when unset), not yet checked."""
+    return environ.get("BERTLAB_ALLOCATOR", "").strip().lower() or "auto"
+
+
 def to_preload(environ: dict, dirs: list[str] | None = None) -> str | None:
     """The library this process should be re-executed with, or None to run as it is."""
-    choice = environ.get("BERTLAB_ALLOCATOR", "auto").strip().lower() or "auto"
+    choice = chosen(environ)
     if choice not in CHOICES:
         raise AllocatorError(f"BERTLAB_ALLOCATOR must be one of {', '.join(CHOICES)}, not {choice!r}")
     preloaded = environ.get("LD_PRELOAD", "")
@@ -68,20 +73,27 @@ def to_preload(environ: dict, dirs: list[str] | None = None) -> str | None:
     return library
 
 
+def preload_environment(environ: dict) -> dict | None:
+    """``environ`` with the allocator preloaded, for a process to start on it; None when none should be."""
+    library = to_preload(environ)
+    if library is None:
+        return None
+    preload = " ".join(filter(None, [library, environ.get("LD_PRELOAD", "")]))
+    env = {**environ, "LD_PRELOAD": preload, _TRIED: "1"}
+    env.setdefault("TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD", str(1 << 62))  # no stderr line per 1 GB block
+    return env
+
+
 def preload_and_reexecute() -> None:
     """Re-execute this command with the allocator preloaded, when one should be and is not yet."""
     try:
-        library = to_preload(os.environ)
+        env = preload_environment(dict(os.environ))
     except AllocatorError as e:
         print(f"bertlab: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    if library is None:
-        return
-    preload = " ".join(filter(None, [library, os.environ.get("LD_PRELOAD", "")]))
-    sys.stdout.flush(), sys.stderr.flush()
-    env = {**os.environ, "LD_PRELOAD": preload, _TRIED: "1"}
-    env.setdefault("TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD", str(1 << 62))  # no stderr line per 1 GB block
-    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+    if env is not None:
+        sys.stdout.flush(), sys.stderr.flush()
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
 
 
 def allocator_in_use() -> str:
@@ -95,7 +107,7 @@ def allocator_in_use() -> str:
         name = os.path.basename(path)
         if name.startswith(tuple(f"lib{a}" for a in ALLOCATORS)):
             return f"{name.split('.so')[0][3:]} ({path})"
-    if os.environ.get("BERTLAB_ALLOCATOR", "").strip().lower() == "system":
+    if chosen(os.environ) == "system":
         return "glibc malloc (BERTLAB_ALLOCATOR=system)"
     if find_tcmalloc() is None:
         return f"glibc malloc (tcmalloc not installed: {INSTALL}; 0.4-0.8 GB less peak memory in make bench)"

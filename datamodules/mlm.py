@@ -251,7 +251,6 @@ class MLMDataModule(pl.LightningDataModule):
             flat = score_corpus(spec, self.tokenizer, arrays, jieba_words=self.hparams.chinese_whole_word)
             with atomic_path(path) as tmp:
                 np.save(tmp, flat)
-            del flat
         flat = FileArray(path)  # one flat array on disk, read per example by the token offsets
         check_scores(spec, flat)
         return flat

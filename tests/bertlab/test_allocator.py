@@ -8,7 +8,7 @@ import os
 import pytest
 
 from bertlab import allocator
-from bertlab.allocator import AllocatorError, find_tcmalloc, to_preload
+from bertlab.allocator import AllocatorError, find_tcmalloc, preload_environment, to_preload
 from tests.bertlab.cli_helpers import QUIET, run_cli, tiny_args
 
 
@@ -30,6 +30,15 @@ def test_nothing_to_do_when_chosen_off_already_preloaded_or_tried(lib_dir):
     assert to_preload({"LD_PRELOAD": "/opt/libtcmalloc.so.4"}, lib_dir) is None
     assert to_preload({"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"}, lib_dir) is None  # the user's own choice
     assert to_preload({allocator._TRIED: "1"}, lib_dir) is None  # a preload that failed is not retried forever
+
+
+def test_the_preloaded_environment_keeps_the_users_preloads_and_settings(lib_dir, monkeypatch):
+    monkeypatch.setattr(allocator, "library_dirs", lambda: lib_dir)
+    user = {"LD_PRELOAD": "/opt/libfoo.so", "TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD": "42", "X": "1"}
+    env = preload_environment(user)
+    assert env["LD_PRELOAD"] == os.path.join(lib_dir[0], "libtcmalloc_minimal.so.4") + " /opt/libfoo.so"
+    assert (env[allocator._TRIED], env["TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD"], env["X"]) == ("1", "42", "1")
+    assert preload_environment({"BERTLAB_ALLOCATOR": "system"}) is None
 
 
 def test_bad_choices_are_refused(tmp_path):
