@@ -10,12 +10,15 @@ std over seeds, the baseline beside every arm, paired statistics, the command th
 ``ROOT/results.csv`` (one row per run) and ``ROOT/results.png``; with ``from_milestone`` arms also
 ``ROOT/curve.json`` and ``ROOT/curve.png`` (``bertlab.curve_report``).
 
-With ``pretrain_seed: S``, a pipeline arm's stages before the last (further pre-training, Model_0,
-scoring) run once, with seed S, under ``ROOT/ARM/pretrain`` (shared by a ``pretrain`` group of arms, and
-read at a ``from_milestone``: ``bertlab.shared_pretraining``), and only the last stage (the fine-tune)
-runs per seed, from that export: the seeds then measure fine-tuning variance around one pre-trained
-model per arm, as Gururangan et al. (2020) report theirs, at a fraction of the compute. The shared
-stages run before any of the arm's seeds start, so parallel runs never race to run them.
+With ``pretrain_seeds: [P, ...]``, a pipeline arm's stages before the last (further pre-training, Model_0,
+scoring) run once per pre-training seed, under ``ROOT/ARM/pretrain_seedP`` (shared by a ``pretrain`` group
+of arms, and read at a ``from_milestone``: ``bertlab.shared_pretraining``), and the fine-tune seeds are
+nested under them, so the table's interval counts pre-training runs as its units. The shared stages run
+before any of the arm's seeds start, so parallel runs never race to run them.
+
+Every run's record carries its provenance (``bertlab.core.provenance``). A table is built from runs of one
+training code: runs whose code differs from the code running now are refused (``--rerun-stale`` runs them
+again, ``--allow-mixed`` builds the table anyway and shows each run's commit).
 
 Runs are grouped in W&B by the ablation's name, with the arm as job type, and tagged by arm and seed.
 Finished runs are skipped on re-run, so an interrupted ablation resumes. Where the runs execute
@@ -32,14 +35,26 @@ from collections.abc import Callable
 
 from bertlab.ablation_report import write_report
 from bertlab.core.errors import BertlabError
-from bertlab.core.files import atomic_path, file_lock
+from bertlab.core.files import atomic_path, exclusive_dir, file_lock
+from bertlab.core.provenance import code_hash
 from bertlab.core.yaml_files import read_yaml
 from bertlab.curve_report import write_curve
 from bertlab.help import ABLATE_EXAMPLES
 from bertlab.launchers import Failure, Job, add_launcher_args, launcher_from_args, run_local
 from bertlab.pipeline import preflight_stages, run_stages
 from bertlab.pipeline_spec import Stage, as_args, check_stages, load_pipeline
-from bertlab.shared_pretraining import check_groups, fine_tune_source, fine_tune_stale, group, shared_pretraining
+from bertlab.shared_pretraining import (
+    check_groups,
+    check_nesting,
+    fine_tune_source,
+    fine_tune_stale,
+    group,
+    pretrain_root,
+    pretrain_seed_of,
+    pretrain_seeds,
+    shared_pretraining,
+)
+from bertlab.stats import MIN_UNITS
 
 ARM_KEYS = {"name", "config", "args", "pipeline", "note", "pretrain", "from_milestone", "baseline"}
 
@@ -48,7 +63,8 @@ def load_ablation(path: str) -> dict:
     spec = read_yaml(path, "ablation file") or {}
     if not isinstance(spec, dict):
         raise BertlabError(f"{path}: an ablation is a mapping with name, base, args, seeds, arms, ...")
-    unknown = set(spec) - {"name", "root", "base", "args", "seeds", "metrics", "baseline", "arms", "pretrain_seed"}
+    keys = {"name", "root", "base", "args", "seeds", "metrics", "baseline", "arms", "pretrain_seed", "pretrain_seeds"}
+    unknown = set(spec) - keys
     if unknown:
         raise BertlabError(f"{path}: unknown key(s) {sorted(unknown)}")
     spec.setdefault("name", os.path.splitext(os.path.basename(path))[0])
@@ -57,6 +73,10 @@ def load_ablation(path: str) -> dict:
     spec.setdefault("metrics", ["test/acc", "test/f1"])
     if spec.setdefault("pretrain_seed", None) is not None and not isinstance(spec["pretrain_seed"], int):
         raise BertlabError(f"{path}: pretrain_seed must be an integer seed, got {spec['pretrain_seed']!r}")
+    spec["seeds"] = parse_seeds(spec["seeds"], f"{path}: seeds")
+    if spec.get("pretrain_seeds") is not None:
+        spec["pretrain_seeds"] = parse_seeds(spec["pretrain_seeds"], f"{path}: pretrain_seeds")
+    check_nesting(spec, path)
     spec["base"] = [spec["base"]] if isinstance(spec.get("base"), str) else list(spec.get("base") or [])
     spec["args"] = as_args(spec.get("args"), path)
     arms = spec.get("arms") or []
@@ -76,6 +96,9 @@ def load_ablation(path: str) -> dict:
             check_stages(load_pipeline(arm["pipeline"])[1])  # now rather than after an hour of other arms
     spec.setdefault("baseline", arms[0]["name"])
     names = [a["name"] for a in arms]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise BertlabError(f"{path}: arm name(s) {twice} used twice; each arm needs its own name (and run directory)")
     for arm in [spec] + arms:
         if arm.get("baseline") is not None and arm["baseline"] not in names:
             raise BertlabError(f"{path}: baseline {arm['baseline']!r} names no arm ({names})")
@@ -108,17 +131,41 @@ def _preflight(spec: dict, arm: dict) -> None:
         preflight_stages([_single_stage(spec, arm)], root, extra)
 
 
-def _run_arm(spec: dict, arm: dict, seed: int, check_only: bool = False) -> dict | None:
+def parse_seeds(value, where: str) -> list[int]:
+    """Seeds as a list of integers, from a list, one integer, ``"0,1,2"`` or a range ``"0-4"`` (both ends in)."""
+    items = value if isinstance(value, list) else str(value).split(",")
+    seeds: list[int] = []
+    for item in items:
+        text = str(item).strip()
+        if isinstance(item, bool) or not text:
+            raise BertlabError(f"{where}: {value!r} is not a list of integer seeds (e.g. 0,1,2 or 0-4)")
+        lo, dash, hi = text.partition("-") if not text.startswith("-") else (text, "", "")
+        try:
+            seeds += list(range(int(lo), int(hi) + 1)) if dash else [int(text)]
+        except ValueError:
+            raise BertlabError(f"{where}: {text!r} is not an integer seed or a range like 0-4") from None
+        if dash and int(hi) < int(lo):
+            raise BertlabError(f"{where}: range {text!r} runs backwards")
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise BertlabError(f"{where}: seeds must be distinct integers, got {value!r}")
+    return seeds
+
+
+def _run_arm(spec: dict, arm: dict, seed: int, check_only: bool = False, force: bool = False) -> dict | None:
     """The run's test metrics; with ``check_only``, None unless every stage of it has finished unchanged."""
     root = os.path.join(spec["root"], arm["name"], f"seed{seed}")
     extra = _seed_args(spec, arm, seed)
-    force = False
+    pre_record: dict = {}
     if arm.get("pipeline"):
         _, stages = load_pipeline(arm["pipeline"])
-        shared = shared_pretraining(spec, arm, stages)
+        pseed = pretrain_seed_of(spec, seed)
+        shared = shared_pretraining(spec, arm, stages, pseed)
         if shared is not None:
-            if run_pretraining(spec, arm, check_only) is None:
-                return None
+            pre_summary = run_pretraining(spec, arm, pseed, check_only=True)
+            if pre_summary is None:
+                if check_only:
+                    return None
+                pre_summary = run_pretraining(spec, arm, pseed)
             pre, last, shared_root, _ = shared
             source = fine_tune_source(arm, pre, shared_root)
             if arm.get("from_milestone") is not None and not os.path.isdir(source):
@@ -132,6 +179,9 @@ def _run_arm(spec: dict, arm: dict, seed: int, check_only: bool = False) -> dict
                     return None
                 print(f"[bertlab ablate] {arm['name']}/seed{seed}: its shared pre-training ran again; re-running")
                 force = True
+            pre_record = {"pretrain_seed": pseed, "pretrain_provenance": _stage_provenance(pre_summary)}
+            fit = ((pre_summary or {}).get("stages") or [{}])[-1].get("metrics", {}).get("fit", {})
+            pre_record["pretrain_metrics"] = {k: v for k, v in fit.items() if k != "provenance"}
         summary = run_stages(
             stages,
             root,
@@ -141,15 +191,29 @@ def _run_arm(spec: dict, arm: dict, seed: int, check_only: bool = False) -> dict
             check_only=check_only,
         )
     else:
-        summary = run_stages([_single_stage(spec, arm)], root, arm["name"], extra_args=extra, check_only=check_only)
-    return None if summary is None else summary["stages"][-1]["metrics"].get("test", {})
+        stage = _single_stage(spec, arm)
+        summary = run_stages([stage], root, arm["name"], force=force, extra_args=extra, check_only=check_only)
+    if summary is None:
+        return None
+    return {**summary["stages"][-1]["metrics"].get("test", {}), **pre_record}
 
 
-def run_pretraining(spec: dict, arm: dict, check_only: bool = False) -> dict | None:
-    """Run an arm's shared stages once (seed ``pretrain_seed``, under ROOT/GROUP/pretrain; skipped when done).
+def _stage_provenance(summary: dict | None) -> list[dict]:
+    """The provenance of each shared pre-training stage's fit (what trained the model the fine-tune starts from)."""
+    return [
+        s["metrics"]["fit"]["provenance"]
+        for s in (summary or {}).get("stages", [])
+        if "provenance" in (s.get("metrics") or {}).get("fit", {})
+    ]
+
+
+def run_pretraining(
+    spec: dict, arm: dict, pretrain_seed: int | None = None, check_only: bool = False, force: bool = False
+) -> dict | None:
+    """Run an arm's shared stages once for ``pretrain_seed`` (under ROOT/GROUP/pretrain_seedP; skipped when done).
     With ``check_only``, run nothing: None unless they have all finished unchanged."""
-    pre, _, shared_root, args = shared_pretraining(spec, arm)
-    return run_stages(pre, shared_root, arm["pipeline"], extra_args=args, check_only=check_only)
+    pre, _, shared_root, args = shared_pretraining(spec, arm, pretrain_seed=pretrain_seed)
+    return run_stages(pre, shared_root, arm["pipeline"], force=force, extra_args=args, check_only=check_only)
 
 
 def _record(store: str, arm: str | None, seed: int | None, test: dict | None, metrics: list[str]) -> dict:
@@ -167,11 +231,35 @@ def _record(store: str, arm: str | None, seed: int | None, test: dict | None, me
     return results
 
 
-def run_one(spec: dict, arm: dict, seed: int) -> dict:
+def run_one(spec: dict, arm: dict, seed: int, force: bool = False) -> dict:
     """One arm × seed, recorded in ``results.json``: what a launcher runs, here or on a cluster node."""
-    test = _run_arm(spec, arm, seed)
+    test = _run_arm(spec, arm, seed, force=force)
     _record(os.path.join(spec["root"], "results.json"), arm["name"], seed, test, spec["metrics"])
     return test
+
+
+def codes(test: dict | None) -> set[str]:
+    """The training-code hashes behind one run: its fine-tune's and its shared pre-training's."""
+    test = test or {}
+    found = {(test.get("provenance") or {}).get("code")}
+    found |= {p.get("code") for p in test.get("pretrain_provenance") or []}
+    return found
+
+
+def seed_warnings(spec: dict, arms: list[dict]) -> list[str]:
+    """Arms whose verdict will read "too few seeds": fewer than ``MIN_UNITS`` units (fine-tune seeds, or
+    pre-training seeds for an arm pre-trained under several)."""
+    out = []
+    for arm in arms:
+        nested = arm.get("pipeline") and len(pretrain_seeds(spec)) > 1
+        units = len(pretrain_seeds(spec)) if nested else len(spec["seeds"])
+        if units < MIN_UNITS:
+            what = "pre-training seeds" if nested else "seeds"
+            out.append(
+                f"arm {arm['name']} has {units} {what}; an interval needs {MIN_UNITS} to give a verdict "
+                "(the table prints the smallest difference it could detect)"
+            )
+    return out
 
 
 def _log(spec: dict, arm: dict, part: str) -> str:
@@ -190,46 +278,81 @@ def run_ablation(
     arms: list[str] | None = None,
     seeds: list[int] | None = None,
     launch: Callable[[list[Job], str], list[Failure]] = lambda jobs, root: run_local(jobs),
+    allow_mixed: bool = False,
+    rerun_stale: bool = False,
 ) -> tuple[str, list[Failure]]:
     """Run every chosen arm × seed through ``launch``; the report covers every run that has finished."""
     spec = load_ablation(path)
     if seeds:
         spec["seeds"] = seeds
+        check_nesting(spec, path)
     chosen = [a for a in spec["arms"] if not arms or a["name"] in arms]
     unknown = set(arms or []) - {a["name"] for a in spec["arms"]}
     if unknown:
         raise BertlabError(f"{path}: no arm(s) {sorted(unknown)}; arms: {[a['name'] for a in spec['arms']]}")
     for arm in chosen:  # every arm's every stage, before the first one trains
         _preflight(spec, arm)
+    for line in seed_warnings(spec, chosen):
+        print(f"[bertlab ablate] warning: {line}", flush=True)
     os.makedirs(spec["root"], exist_ok=True)
-    # pretrain_seed: each group's shared stages run first, once, so that the seeds' runs never race to run them
-    shared, groups = [], {}
+    with exclusive_dir(spec["root"], "ablation root"):
+        failures = _launch_all(spec, chosen, launch, path, allow_mixed, rerun_stale)
+    results = _record(os.path.join(spec["root"], "results.json"), None, None, None, spec["metrics"])
+    order = [a["name"] for a in spec["arms"] if a["name"] in results]
+    mixed = sorted({c or "unrecorded" for a in order for t in results[a].get("_runs", {}).values() for c in codes(t)})
+    if len(mixed) > 1 and not allow_mixed:
+        raise BertlabError(
+            f"{spec['root']}/results.json holds runs of {len(mixed)} different training codes ({', '.join(mixed)}); "
+            "one table is one code: rerun with --rerun-stale, or --allow-mixed to show each run's commit"
+        )
+    if any(a.get("from_milestone") is not None for a in spec["arms"]):
+        write_curve(spec, results)
+    return write_report(spec, {a: results[a] for a in order}, f"bertlab ablate {path}"), failures
+
+
+def _launch_all(spec, chosen, launch, path, allow_mixed, rerun_stale) -> list[Failure]:
+    """The shared pre-training jobs first (each group × pre-training seed once, so that the seeds' runs never
+    race to run them), then every arm × seed that has not finished on this training code."""
+    current = code_hash()
+    shared, groups, stale = [], set(), []
     for arm in chosen:
-        if shared_pretraining(spec, arm) is None or group(arm) in groups:
-            continue
-        groups[group(arm)] = arm
-        if run_pretraining(spec, arm, check_only=True) is None:
-            log = os.path.join(spec["root"], group(arm), "pretrain", "ablate.log")
-            shared.append(Job(f"{group(arm)}/pretrain", run_pretraining, (spec, arm), log, _wandb(arm)))
-    failures = launch(shared, spec["root"]) if shared else []
-    failed = {f.name for f in failures}
-    chosen = [a for a in chosen if f"{group(a)}/pretrain" not in failed]
-    store, jobs = os.path.join(spec["root"], "results.json"), []
+        for pseed in pretrain_seeds(spec) if arm.get("pipeline") else []:
+            if shared_pretraining(spec, arm) is None or (group(arm), pseed) in groups:
+                continue
+            groups.add((group(arm), pseed))
+            done = run_pretraining(spec, arm, pseed, check_only=True)
+            old = done is not None and {p.get("code") for p in _stage_provenance(done)} != {current}
+            if old and not rerun_stale and not allow_mixed:
+                stale.append(f"{group(arm)}/pretrain_seed{pseed}")
+            if done is None or (old and rerun_stale):
+                log = os.path.join(pretrain_root(spec, arm, pseed), "ablate.log")
+                job_args = (spec, arm, pseed, False, old and rerun_stale)
+                shared.append(Job(f"{group(arm)}/pretrain_seed{pseed}", run_pretraining, job_args, log, _wandb(arm)))
+    store, jobs, finished_runs = os.path.join(spec["root"], "results.json"), [], []
     for arm in chosen:
         for seed in spec["seeds"]:
             name = f"{arm['name']}/seed{seed}"
             finished = _run_arm(spec, arm, seed, check_only=True)
-            if finished is not None:  # no job, not even a short one on a cluster
-                print(f"[bertlab ablate] {name}: finished, skipped", flush=True)
-                _record(store, arm["name"], seed, finished, spec["metrics"])
+            old = finished is not None and codes(finished) != {current}
+            if old and not rerun_stale and not allow_mixed:
+                stale.append(name)
+            if finished is not None and not (old and rerun_stale):
+                finished_runs.append((arm, seed, finished))
                 continue
-            jobs.append(Job(name, run_one, (spec, arm, seed), _log(spec, arm, f"seed{seed}"), _wandb(arm)))
-    failures += launch(jobs, spec["root"]) if jobs else []
-    results = _record(store, None, None, None, spec["metrics"])
-    order = [a["name"] for a in spec["arms"] if a["name"] in results]
-    if any(a.get("from_milestone") is not None for a in spec["arms"]):
-        write_curve(spec, results)
-    return write_report(spec, {a: results[a] for a in order}, f"bertlab ablate {path}"), failures
+            jobs.append(Job(name, run_one, (spec, arm, seed, bool(old)), _log(spec, arm, f"seed{seed}"), _wandb(arm)))
+    if stale and (jobs or shared or len({c for *_, t in finished_runs for c in codes(t)}) > 1):
+        raise BertlabError(
+            f"{len(stale)} finished run(s) of this table ran on other training code than this checkout ({current}), "
+            f"e.g. {', '.join(stale[:4])}; one table is one code: --rerun-stale runs them again, --allow-mixed "
+            "keeps them (the table then shows each run's commit)"
+        )
+    for arm, seed, finished in finished_runs:  # no job, not even a short one on a cluster
+        print(f"[bertlab ablate] {arm['name']}/seed{seed}: finished, skipped", flush=True)
+        _record(store, arm["name"], seed, finished, spec["metrics"])
+    failures = launch(shared, spec["root"]) if shared else []
+    failed = {f.name.split("/")[0] for f in failures}
+    jobs = [j for j in jobs if not any(a["name"] == j.name.split("/")[0] and group(a) in failed for a in chosen)]
+    return failures + (launch(jobs, spec["root"]) if jobs else [])
 
 
 def main(argv: list[str]) -> int:
@@ -241,14 +364,18 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("ablation", help="ablation YAML (configs/ablations/NAME.yaml)")
     parser.add_argument("--arms", help="comma-separated subset of arms")
-    parser.add_argument("--seeds", help="comma-separated seeds (default: the file's)")
+    parser.add_argument("--seeds", help="fine-tune seeds: 0,1,2 or a range 0-4 (default: the file's)")
+    parser.add_argument("--allow-mixed", action="store_true", help="build the table from runs of different code")
+    parser.add_argument("--rerun-stale", action="store_true", help="run again the runs made by other training code")
     add_launcher_args(parser)
     ns = parser.parse_args(argv)
     text, failures = run_ablation(
         ns.ablation,
         ns.arms.split(",") if ns.arms else None,
-        [int(s) for s in ns.seeds.split(",")] if ns.seeds else None,
+        parse_seeds(ns.seeds, "--seeds") if ns.seeds else None,
         launcher_from_args(ns),
+        allow_mixed=ns.allow_mixed,
+        rerun_stale=ns.rerun_stale,
     )
     print(text)
     if failures:

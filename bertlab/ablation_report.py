@@ -1,8 +1,11 @@
-"""An ablation's report: ``results.md`` (mean ± std per arm, the baseline beside it, paired statistics from
-``bertlab.stats``, the command that reproduces it), ``results.csv`` (one row per run) and ``results.png``.
+"""An ablation's table, computed from its ``results.json`` alone: ``results.md`` (mean ± std per arm, the
+difference from the baseline with its tested interval, Holm-adjusted p, the verdict word and the smallest
+effect the table could detect), ``results.csv`` (one row per run, with its commit) and ``results.png``.
 
-Built from ``results.json`` (per arm, ``_runs``: seed → test metrics) and, for the McNemar test, each run's
-``test_predictions.npz``, found through the run's ``summary.json``.
+``results.json`` holds, per arm, ``_runs`` (seed → test metrics, provenance, pre-training seed),
+``_mcnemar`` (seed → [b, c] discordant test examples against the arm's baseline, counted at ``bertlab ablate``
+time from the runs' ``test_predictions.npz``) and ``_table`` (what the table needs of the ablation file), so
+that ``bertlab report`` rebuilds every number from committed JSON.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ import os
 import numpy as np
 
 from bertlab.core.files import atomic_path
-from bertlab.stats import ALPHA, paired_cells
+from bertlab.stats import MIN_UNITS, compare_arms, exact_mcnemar, mcnemar, pooled_mcnemar
+
+MASKING_KEYS = ("train/mask_important_fraction", "train/mask_rate")
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -32,84 +37,195 @@ def run_dir(root: str, arm: str, seed: int | str) -> str | None:
     return os.path.dirname(export) if export else None
 
 
-def _predictions(root: str):
+def table_meta(spec: dict, command: str) -> dict:
+    """What the table needs of the ablation file, kept in ``results.json`` beside the runs."""
+    own = {a["name"]: a.get("baseline") for a in spec.get("arms", [])}
+    return {
+        "name": spec["name"],
+        "baseline": spec["baseline"],
+        "bases": {a: b for a, b in own.items() if b},
+        "metrics": spec["metrics"],
+        "args": spec["args"],
+        "seeds": spec["seeds"],
+        "pretrain_seeds": spec.get("pretrain_seeds") or ([spec["pretrain_seed"]] if spec.get("pretrain_seed") else []),
+        "command": command,
+    }
+
+
+def count_mcnemar(root: str, results: dict, meta: dict) -> None:
+    """Each arm's discordant test examples against its baseline, per seed, into ``results[arm]["_mcnemar"]``."""
     from callbacks.test_predictions import load_test_predictions  # here: a run's job need not import Lightning
 
-    def load(arm: str, seed: int):
+    def load(arm, seed):
         where = run_dir(root, arm, seed)
         return load_test_predictions(where) if where else None
 
-    return load
+    for arm, per in results.items():
+        base = meta["bases"].get(arm, meta["baseline"])
+        if arm == base or base not in results:
+            continue
+        counts = {}
+        for seed in sorted(set(per.get("_runs", {})) & set(results[base].get("_runs", {})), key=int):
+            test = mcnemar(load(base, seed), load(arm, seed))
+            if test is not None:
+                counts[seed] = [test.only_base, test.only_arm]
+        per["_mcnemar"] = counts
 
 
-def _bases(spec: dict, arms) -> dict[str, str]:
-    """Each arm's baseline: its own ``baseline`` (e.g. ``pet_500`` against ``finetune_500``) or the file's."""
-    own = {a["name"]: a.get("baseline") for a in spec.get("arms", [])}
-    return {arm: own.get(arm) or spec["baseline"] for arm in arms}
+def _value(run: dict | None, metric: str) -> float:
+    return float(run[metric]) if run and metric in run else float("nan")
+
+
+def differences(arm_runs: dict, base_runs: dict, metric: str) -> np.ndarray | None:
+    """Paired differences, seed by seed: 2-D (rows: pre-training seeds) when either side was pre-trained under
+    several seeds, else 1-D. None when no seed is paired."""
+    seeds = sorted((set(arm_runs) & set(base_runs)), key=int)
+    pairs = {s: _value(arm_runs[s], metric) - _value(base_runs[s], metric) for s in seeds}
+    pairs = {s: d for s, d in pairs.items() if np.isfinite(d)}
+    if not pairs:
+        return None
+    rows_of = {s: (arm_runs[s] or {}).get("pretrain_seed", (base_runs[s] or {}).get("pretrain_seed")) for s in pairs}
+    keys = sorted({r for r in rows_of.values() if r is not None})
+    if len(keys) < 2:
+        return np.array(list(pairs.values()))
+    rows = [[d for s, d in pairs.items() if rows_of[s] == k] for k in keys]
+    width = max(map(len, rows))
+    return np.array([r + [np.nan] * (width - len(r)) for r in rows])
+
+
+def commits(runs: dict) -> set[str]:
+    out = set()
+    for run in runs.values():
+        for prov in [(run or {}).get("provenance") or {}] + list((run or {}).get("pretrain_provenance") or []):
+            out.add((prov.get("commit") or "unrecorded")[:7] + ("+dirty" if prov.get("dirty") else ""))
+    return out
+
+
+def render_table(meta: dict, results: dict) -> list[str]:
+    """The table's markdown lines (header, rows, notes), from ``results.json`` and its ``_table`` alone."""
+    metrics, base0 = meta["metrics"], meta["baseline"]
+    bases = {arm: meta["bases"].get(arm, base0) for arm in results}
+    runs = {arm: per.get("_runs", {}) for arm, per in results.items()}
+    diffs = {}
+    for arm in results:
+        b = bases[arm]
+        if arm != b and b in runs:
+            d = differences(runs[arm], runs[b], metrics[0])
+            if d is not None:
+                diffs[arm] = d
+    comparisons = compare_arms(diffs)  # adjusted together: every comparison of the table is one family
+    mixed = len(set().union(*(commits(r) for r in runs.values()))) > 1 if runs else False
+    pre = [(r or {}).get("pretrain_metrics", {}) for v in runs.values() for r in v.values()]
+    extra = [k for k in MASKING_KEYS if any(k in p for p in pre)]
+    head = ["arm", "n"] + [f"{m} (mean ± std)" for m in metrics]
+    head += [f"Δ {metrics[0]} [95 % CI]", "units", "Holm p", "verdict", "detectable Δ", "McNemar p pooled (per seed)"]
+    head += extra + (["commit"] if mixed else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for arm, per in results.items():
+        cells = [arm, ""]
+        for m in metrics:
+            vals = [float(r[m]) for r in runs[arm].values() if r and m in r] or per.get(m, [])
+            cells.append("—" if not vals else "{:.4f} ± {:.4f}".format(*mean_std(vals)))
+            cells[1] = cells[1] or str(len(vals))
+        cmp = comparisons.get(arm)
+        vs = "" if bases[arm] == base0 else f" (vs {bases[arm]})"
+        if arm == bases[arm]:
+            cells += ["baseline", "—", "—", "—", "—", "—"]
+        elif cmp is None:
+            cells += ["— (no paired seeds)" + vs, "—", "—", "—", "—", "—"]
+        else:
+            counts = sorted(per.get("_mcnemar", {}).items(), key=lambda kv: int(kv[0]))
+            mc = {s: exact_mcnemar(b, c) for s, (b, c) in counts}
+            pooled = pooled_mcnemar(list(mc.values()))
+            per_seed = ", ".join(f"s{s}: {t}" for s, t in mc.items())
+            cells += [
+                f"{cmp.interval}{vs}",
+                str(cmp.interval.units),
+                "—" if cmp.holm_p is None else f"{cmp.holm_p:.3g}",
+                cmp.verdict,
+                "—" if cmp.detectable is None else f"{cmp.detectable:.4f}",
+                "n/a" if pooled is None else f"{pooled} ({per_seed})",
+            ]
+        for k in extra:
+            vals = [r["pretrain_metrics"][k] for r in runs[arm].values() if k in (r or {}).get("pretrain_metrics", {})]
+            cells.append("—" if not vals else f"{np.mean(vals):.3f}")
+        if mixed:
+            cells.append(", ".join(sorted(commits(runs[arm]))) or "—")
+        lines.append("| " + " | ".join(cells) + " |")
+    m = max(1, len(comparisons))
+    lines += [
+        "",
+        f"Δ: an arm's run minus the {base0 if len(set(bases.values())) == 1 else 'baseline'}'s run with the same "
+        "fine-tune seed, with a paired t-interval (coverage tested by simulation); with several pre-training "
+        "seeds the pre-training run is the unit (differences averaged within it; `units` counts them). "
+        f"Holm p: the paired t-test, adjusted over the {m} comparison(s) of the table. Verdict: gain or "
+        "loss only when the Holm p is below 0.05 (the interval at Holm's level for that arm then excludes 0), "
+        f"else no detectable difference ± that interval's half-width; 'too few seeds' below {MIN_UNITS} units. "
+        "Detectable Δ: the smallest true difference this many units "
+        "with the observed spread detect with 80 % power at α = 0.05. McNemar: per-example test on the runs' "
+        "test predictions, pooled over seeds by Cochran–Mantel–Haenszel (optimistic: the seeds share test "
+        "examples), per seed in brackets.",
+    ]
+    return lines
 
 
 def write_report(spec: dict, results: dict, command: str) -> str:
-    metrics = spec["metrics"]
-    runs = {arm: per.get("_runs", {}) for arm, per in results.items()}
-    bases = _bases(spec, results)
-    one = len(set(bases.values())) == 1
-    base = spec["baseline"] if one else "baseline"
-    paired = {}
-    for b in set(bases.values()):
-        group = {arm: r for arm, r in runs.items() if arm == b or bases[arm] == b}
-        cells = paired_cells(group, b, metrics[0], _predictions(spec["root"]))
-        paired |= {arm: cell for arm, cell in cells.items() if bases[arm] == b and arm != b}
+    """``results.md``, ``results.csv`` and ``results.png`` under the ablation's root; returns the markdown."""
+    meta = table_meta(spec, command)
+    count_mcnemar(spec["root"], results, meta)
+    store = os.path.join(spec["root"], "results.json")
+    if os.path.isfile(store):  # keep what the table needs beside the runs (bertlab report reads only this)
+        with open(store) as f:
+            saved = json.load(f)
+        for arm, per in results.items():
+            saved.setdefault(arm, {})["_mcnemar"] = per.get("_mcnemar", {})
+        saved["_table"] = meta
+        with atomic_path(store) as tmp, open(tmp, "w") as f:
+            json.dump(saved, f, indent=1)
+    seeds = f"Seeds: {meta['seeds']}"
+    if len(meta["pretrain_seeds"]) > 1:
+        seeds += f", nested under pre-training seeds {meta['pretrain_seeds']}"
     lines = [
         f"# Ablation `{spec['name']}`",
         "",
-        f"Seeds: {spec['seeds']}. Same budget for every arm: `{' '.join(spec['args']) or '(the base configs)'}`.",
+        f"{seeds}. Same budget for every arm: `{' '.join(spec['args']) or '(the base configs)'}`.",
         f"Reproduce: `{command}`",
         "",
-        "| arm | n | "
-        + " | ".join(f"{m} (mean ± std)" for m in metrics)
-        + f" | Δ {metrics[0]} vs {base} | paired Δ [95 % CI] | McNemar p vs {base} |",
-        "|---|---|" + "---|" * (len(metrics) + 3),
-    ]
-    for arm, per_metric in results.items():
-        cells = []
-        for m in metrics:
-            vals = per_metric.get(m, [])
-            cells.append("—" if not vals else "{:.4f} ± {:.4f}".format(*mean_std(vals)))
-        first, b = per_metric.get(metrics[0], []), bases[arm]
-        base_vals = results.get(b, {}).get(metrics[0])
-        delta = "—" if not first or not base_vals or arm == b else f"{mean_std(first)[0] - mean_std(base_vals)[0]:+.4f}"
-        if not one and arm != b:
-            delta = f"{delta} (vs {b})"
-        ci, mc = paired.get(arm, ("—", "—") if arm == b else ("—", "n/a"))
-        lines.append(f"| {arm} | {len(first)} | " + " | ".join(cells) + f" | {delta} | {ci} | {mc} |")
-    lines += [
-        "",
-        f"Paired Δ: seed s of an arm minus seed s of {base}, mean and 95 % bootstrap CI over seeds (coarse: with "
-        "3 seeds it excludes 0 only when every seed moves the same way). McNemar: exact test on the test examples "
-        "one run got right and the other wrong, per seed; n/a where a run saved no test predictions. "
-        f"* marks p < {ALPHA} or a CI that excludes 0.",
+        *render_table(meta, results),
     ]
     text = "\n".join(lines) + "\n"
-    with open(os.path.join(spec["root"], "results.md"), "w") as f:
+    with atomic_path(os.path.join(spec["root"], "results.md")) as tmp, open(tmp, "w") as f:
         f.write(text)
-    _write_csv(spec, runs)
+    write_csv(spec["name"], {arm: per.get("_runs", {}) for arm, per in results.items()}, spec["root"])
     _plot(spec, results)
     return text
 
 
-def _write_csv(spec: dict, runs: dict) -> None:
-    """``results.csv``: one row per finished run (ablation, arm, seed, then every test metric it logged)."""
+def write_csv(name: str, runs: dict, root: str) -> None:
+    """``results.csv``: one row per finished run (ablation, arm, seed, pre-training seed, commit, code, then every
+    test metric it logged)."""
     import pandas as pd
 
-    rows = [
-        {"ablation": spec["name"], "arm": arm, "seed": int(seed), **(metrics or {})}
-        for arm, per_seed in runs.items()
-        for seed, metrics in sorted(per_seed.items(), key=lambda kv: int(kv[0]))
-    ]
-    frame = pd.DataFrame(
-        rows, columns=["ablation", "arm", "seed"] + sorted({k for r in rows for k in r} - {"ablation", "arm", "seed"})
-    )
-    with atomic_path(os.path.join(spec["root"], "results.csv")) as tmp:
+    rows = []
+    for arm, per_seed in runs.items():
+        for seed, metrics in sorted(per_seed.items(), key=lambda kv: int(kv[0])):
+            metrics = dict(metrics or {})
+            prov = metrics.pop("provenance", None) or {}
+            metrics.pop("pretrain_provenance", None), metrics.pop("pretrain_metrics", None)
+            rows.append(
+                {
+                    "ablation": name,
+                    "arm": arm,
+                    "seed": int(seed),
+                    "commit": prov.get("commit"),
+                    "dirty": prov.get("dirty"),
+                    "code": prov.get("code"),
+                    **metrics,
+                }
+            )
+    fixed = ["ablation", "arm", "seed", "pretrain_seed", "commit", "dirty", "code"]
+    frame = pd.DataFrame(rows, columns=fixed + sorted({k for r in rows for k in r} - set(fixed)))
+    with atomic_path(os.path.join(root, "results.csv")) as tmp:
         frame.to_csv(tmp, index=False)
 
 

@@ -31,6 +31,7 @@ import lightning_modules.classifier  # noqa: E402,F401
 from bertlab.allocator import allocator_in_use  # noqa: E402
 from bertlab.core.errors import BertlabError  # noqa: E402
 from bertlab.core.files import atomic_path  # noqa: E402
+from bertlab.core.provenance import provenance
 from bertlab.core.yaml_files import read_yaml  # noqa: E402
 from bertlab.precision import AUTO, allow_auto, resolve_precision  # noqa: E402
 from bertlab.preflight import SPECIAL_CKPTS, check_checkpoint, check_run, is_pending, sweep_outputs  # noqa: E402
@@ -176,6 +177,7 @@ class BertlabCLI(LightningCLI):
     def _dump_metrics(self, name: str) -> None:
         if self.trainer.is_global_zero:
             metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items()}
+            metrics["provenance"] = provenance(str(self.trainer.precision))
             write_json(os.path.join(self.trainer.default_root_dir, f"{name}_metrics.json"), metrics)
 
     def after_fit(self) -> None:

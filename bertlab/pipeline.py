@@ -27,8 +27,9 @@ import sys
 import time
 
 from bertlab.core.errors import BertlabError
-from bertlab.core.files import atomic_path
+from bertlab.core.files import atomic_path, exclusive_dir
 from bertlab.core.fingerprint import fingerprint
+from bertlab.core.provenance import provenance
 from bertlab.pipeline_spec import (
     STAGE_FILE,
     Stage,
@@ -169,8 +170,14 @@ def run_stages(
     summary of the finished stages.
     """
     check_stages(stages)
-    if not check_only:
-        preflight_stages(stages, root, extra_args)
+    if check_only:
+        return _run_stages(stages, root, label, force, extra_args, check_only)
+    preflight_stages(stages, root, extra_args)
+    with exclusive_dir(root):
+        return _run_stages(stages, root, label, force, extra_args, check_only)
+
+
+def _run_stages(stages, root, label, force, extra_args, check_only) -> dict | None:
     names = [s.name for s in stages]
     summary = {"pipeline": label, "root": root, "stages": []}
     upstream, prev = "", None
@@ -225,6 +232,7 @@ def _fmt(metrics: dict, keys=("val/acc", "val/f1", "val/loss", "val/perplexity",
 
 def write_summary(root: str, summary: dict) -> None:
     os.makedirs(root, exist_ok=True)
+    summary["provenance"] = provenance()
     with open(os.path.join(root, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     lines = [

@@ -110,3 +110,30 @@ def file_lock(path: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def exclusive_dir(directory: str, what: str = "run directory") -> Iterator[None]:
+    """Hold ``directory``'s own lock for as long as something writes into it; a second writer (another
+    ``bertlab ablate`` on the same root, two arms that would share a directory) is refused at once, not queued.
+    ``flock``: the lock goes with its holder, even at ``kill -9``."""
+    import fcntl
+
+    from bertlab.core.errors import BertlabError
+
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, ".bertlab.lock"), "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise BertlabError(
+                f"{what} {directory} is in use by {holder}; wait for it to finish, or give this run another root"
+            ) from None
+        f.seek(0), f.truncate(), f.write(f"pid {os.getpid()} on {socket.gethostname()}"), f.flush()
+        try:
+            yield
+        finally:
+            f.truncate(0)
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -364,13 +364,57 @@ def test_pretrain_seed_runs_the_stages_before_the_last_once_and_each_seed_fine_t
     pre = [c for c in calls if c[1] == shared_root]
     per_seed = [c for c in calls if c[1] != shared_root]
     assert calls[0][1] == shared_root  # the shared stages first, before any seed's run: parallel runs never race
-    assert len(pre) == 4 and all(c[0] == ["mlm"] for c in pre)  # then each seed's run finds them done (skipped)
+    assert len(pre) == 1 and pre[0][0] == ["mlm"]  # then each seed's run finds them done and does not run them
     assert all(c[2][c[2].index("--seed_everything") + 1] == "7" for c in pre)
     assert [c[1] for c in per_seed] == [os.path.join(str(tmp_path / "out"), "tapt", f"seed{s}") for s in (0, 1, 2)]
     for seed, (names, _, extra, args) in zip((0, 1, 2), per_seed):
         assert names == ["finetune"]
         assert extra[:4] == ["--trainer.max_epochs", "1", "--seed_everything", str(seed)]
         assert args[0][-2:] == ["--model.init_args.model_name_or_path", os.path.join(shared_root, "mlm", "export")]
+
+
+def test_pretrain_seeds_nest_the_fine_tune_seeds_under_each_pre_training_run(tmp_path, monkeypatch):
+    import bertlab.ablation as ablation
+
+    calls, done = [], set()
+
+    def fake_run_stages(stages, root, label, force=False, extra_args=None, check_only=False):
+        key = (root, tuple(s.name for s in stages))
+        if check_only and key not in done:
+            return None
+        if not check_only:
+            calls.append((root, list(extra_args), [list(s.args) for s in stages]))
+            done.add(key)
+        prov = {"provenance": {"code": "x"}}
+        return {"stages": [{"metrics": {"test": {"test/acc": 0.5, **prov}, "fit": prov}}]}
+
+    monkeypatch.setattr(ablation, "run_stages", fake_run_stages)
+    path = _ablation_with_pipeline(
+        tmp_path,
+        [
+            {"name": "mlm", "config": [TINY_CONFIG], "init_from": "none"},
+            {"name": "finetune", "config": [TINY_CONFIG], "test": True},
+        ],
+        pretrain_seed=None,
+    )
+    spec = yaml.safe_load(open(path)) | {"pretrain_seeds": [3, 4], "seeds": "0-3"}
+    spec.pop("pretrain_seed")
+    path = _write(tmp_path / "nested.yaml", spec)
+    monkeypatch.setattr(ablation, "code_hash", lambda: "x")
+    ablation.run_ablation(path)
+    out = str(tmp_path / "out")
+    pre = {root: extra[extra.index("--seed_everything") + 1] for root, extra, _ in calls if os.path.basename(root).startswith("pretrain")}
+    assert pre == {os.path.join(out, "tapt", "pretrain_seed3"): "3", os.path.join(out, "tapt", "pretrain_seed4"): "4"}
+    sources = {root: args[0][-1] for root, _, args in calls if not os.path.basename(root).startswith("pretrain")}
+    assert sources == {
+        os.path.join(out, "tapt", f"seed{s}"): os.path.join(out, "tapt", f"pretrain_seed{p}", "mlm", "export")
+        for s, p in ((0, 3), (1, 3), (2, 4), (3, 4))
+    }
+    runs = json.load(open(os.path.join(out, "results.json")))["tapt"]["_runs"]
+    assert {s: r["pretrain_seed"] for s, r in runs.items()} == {"0": 3, "1": 3, "2": 4, "3": 4}
+    bad = _write(tmp_path / "uneven.yaml", spec | {"seeds": [0, 1, 2]})
+    with pytest.raises(BertlabError, match="3 seeds do not split evenly over 2 pretrain_seeds"):
+        ablation.load_ablation(bad)
 
 
 def test_pretrain_seed_refuses_a_last_stage_that_names_earlier_files(tmp_path):
