@@ -7,6 +7,7 @@ import os
 import pandas as pd
 import pytest
 
+from bertlab.core.provenance import code_hash
 from tests.bertlab.cli_helpers import run_cli, tiny_args
 
 
@@ -31,6 +32,11 @@ def test_fit_writes_resolved_config_checkpoint_export_and_metrics(fitted):
     ]
     metrics = json.load(open(os.path.join(root, "fit_metrics.json")))
     assert metrics["val/acc"] > 0.8, metrics  # the tiny data has one decisive word per text
+    prov = metrics["provenance"]
+    assert len(prov["commit"]) == 40 and isinstance(prov["dirty"], bool) and len(prov["code"]) == 16
+    assert prov["code"] == code_hash() and prov["precision"] in ("32-true", "bf16-mixed")
+    assert set(prov["versions"]) == {"bertlab", "torch", "transformers", "pytorch-lightning"}
+    assert prov["threads"] >= 1 and prov["hardware"] and prov["command"][1:3] == ["fit", "--config"]
 
 
 def test_validate_and_test_report_the_best_checkpoint(fitted):

@@ -145,6 +145,7 @@ def test_summary_lists_every_stage(first_run):
     ]
     fit = summary["stages"][1]["metrics"]["fit"]
     assert fit == _json(os.path.join(root, "finetune", "fit_metrics.json")) and 0.0 <= fit["val/acc"] <= 1.0
+    assert summary["provenance"]["code"] == fit["provenance"]["code"]  # the stage and its pipeline: one code
     md = first_run["summary_md"].splitlines()
     assert md[2:4] == ["| stage | status | final validation | test | export |", "|---|---|---|---|---|"]
     assert md[4] == f"| init | ran |  |  | {root}/init/export |"
@@ -304,13 +305,11 @@ def test_write_report_rows_and_plot(tmp_path):
     assert lines[0] == "# Ablation `toy`"
     assert lines[2] == "Seeds: [0, 1, 2]. Same budget for every arm: `--trainer.max_epochs 1`."
     assert lines[3] == "Reproduce: `bertlab ablate toy.yaml`"
-    assert lines[5:10] == [
-        "| arm | n | test/acc (mean ± std) | test/f1 (mean ± std) | Δ test/acc vs base | paired Δ [95 % CI] | "
-        "McNemar p vs base |",
-        "|---|---|---|---|---|---|---|",
-        "| base | 3 | 0.9000 ± 0.1000 | 0.8000 ± 0.1000 | — | — | — |",
-        "| better | 3 | 0.9500 ± 0.0500 | 0.8000 ± 0.0500 | +0.0500 | — | n/a |",  # no `_runs`: nothing to pair
-        "| pending | 0 | — | — | — | — | n/a |",
+    assert lines[5].startswith("| arm | n | test/acc (mean ± std) | test/f1 (mean ± std) | Δ test/acc [95 % CI] |")
+    assert lines[7:10] == [
+        "| base | 3 | 0.9000 ± 0.1000 | 0.8000 ± 0.1000 | baseline | — | — | — | — | — |",
+        "| better | 3 | 0.9500 ± 0.0500 | 0.8000 ± 0.0500 | — (no paired seeds) | — | — | — | — | — |",  # no `_runs`
+        "| pending | 0 | — | — | — (no paired seeds) | — | — | — | — | — |",
     ]
     png = (tmp_path / "results.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
@@ -403,7 +402,11 @@ def test_pretrain_seeds_nest_the_fine_tune_seeds_under_each_pre_training_run(tmp
     monkeypatch.setattr(ablation, "code_hash", lambda: "x")
     ablation.run_ablation(path)
     out = str(tmp_path / "out")
-    pre = {root: extra[extra.index("--seed_everything") + 1] for root, extra, _ in calls if os.path.basename(root).startswith("pretrain")}
+    pre = {
+        root: extra[extra.index("--seed_everything") + 1]
+        for root, extra, _ in calls
+        if os.path.basename(root).startswith("pretrain")
+    }
     assert pre == {os.path.join(out, "tapt", "pretrain_seed3"): "3", os.path.join(out, "tapt", "pretrain_seed4"): "4"}
     sources = {root: args[0][-1] for root, _, args in calls if not os.path.basename(root).startswith("pretrain")}
     assert sources == {
@@ -565,11 +568,10 @@ def test_an_arm_with_its_own_baseline_is_compared_with_it(tmp_path):
     spec = {"name": "toy", "root": str(tmp_path), "seeds": [0, 1, 2], "args": [], "metrics": ["test/acc"]}
     text = write_report({**spec, "baseline": "ft_100", "arms": arms}, results, "bertlab ablate toy.yaml")
     rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in text.splitlines() if line.startswith("| ")}
-    assert rows["arm"][3] == "Δ test/acc vs baseline"
-    assert rows["ft_100"][3] == "—"
-    assert rows["pet_100"][3] == "+0.0200 (vs ft_100)" and rows["pet_100"][4].startswith("+0.0200 [+0.0200, +0.0200]")
-    assert rows["pet_500"][3] == "-0.0100 (vs ft_500)" and rows["pet_500"][4].startswith("-0.0100 [-0.0100, -0.0100]")
-    assert rows["ft_500"][3] == "+0.1000 (vs ft_100)"
+    assert rows["arm"][3] == "Δ test/acc [95 % CI]"
+    assert rows["ft_100"][3] == "baseline" and rows["ft_500"][3] == "+0.1000 [+0.1000, +0.1000]"
+    assert rows["pet_100"][3] == "+0.0200 [+0.0200, +0.0200]"
+    assert rows["pet_500"][3] == "-0.0100 [-0.0100, -0.0100] (vs ft_500)"
 
 
 def test_a_baseline_must_name_an_arm(tmp_path):
@@ -615,3 +617,74 @@ def test_a_fine_tune_older_than_its_shared_pre_training_runs_again(tmp_path, mon
     ablation.run_ablation(path)
     # the shared stages are visited (they skip what is done), then only the stale seed runs, forced
     assert calls == [(str(out / "tapt" / "pretrain"), False), (str(out / "tapt" / "seed0"), True)]
+
+
+# ------------------------------------------------------------ one table, one code, one writer per directory
+
+
+def test_ablate_refuses_twin_arm_names_and_bad_seeds_in_one_line(tmp_path, capsys):
+    from bertlab.cli import main as bertlab_main
+
+    spec = {"name": "abl", "root": str(tmp_path / "out"), "base": [TINY_CONFIG], "arms": [{"name": "a"}, {"name": "a"}]}
+    twins = _write(tmp_path / "twins.yaml", spec)
+    ok = _write(tmp_path / "ok.yaml", spec | {"arms": [{"name": "a"}]})
+    cases = [
+        ([twins], "arm name(s) ['a'] used twice"),
+        ([ok, "--seeds", "0,x"], "--seeds: 'x' is not an integer seed or a range like 0-4"),
+        ([ok, "--seeds", "4-1"], "--seeds: range '4-1' runs backwards"),
+        ([ok, "--seeds", "1,1"], "--seeds: seeds must be distinct integers"),
+        ([ok, "--jobs", "0"], "--jobs and --threads must be at least 1"),
+    ]
+    for args, message in cases:
+        code, err = bertlab_main(["ablate", *args]), capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and err.startswith("bertlab: error: ") and message in err, err
+    assert not os.path.exists(tmp_path / "out")
+    from bertlab.ablation import parse_seeds
+
+    assert parse_seeds("0-4", "s") == [0, 1, 2, 3, 4] and parse_seeds([3, 1], "s") == [3, 1]
+    assert parse_seeds("2,5-6", "s") == [2, 5, 6] and parse_seeds(7, "s") == [7]
+
+
+def test_ablate_builds_no_table_from_two_training_codes(tmp_path, monkeypatch):
+    import bertlab.ablation as ablation
+
+    code = {"now": "new"}
+
+    def fake_run_stages(stages, root, label, force=False, extra_args=None, check_only=False):
+        done = os.path.join(root, "done")
+        if check_only and not os.path.exists(done):
+            return None
+        if not check_only and (force or not os.path.exists(done)):
+            os.makedirs(root, exist_ok=True)
+            open(done, "w").write(code["now"])
+        seed = int(extra_args[extra_args.index("--seed_everything") + 1])
+        test = {"test/acc": 0.5 + 0.01 * seed, "provenance": {"code": open(done).read(), "commit": "c" * 40}}
+        return {"stages": [{"metrics": {"test": test}}]}
+
+    monkeypatch.setattr(ablation, "run_stages", fake_run_stages)
+    monkeypatch.setattr(ablation, "code_hash", lambda: code["now"])
+    monkeypatch.setattr(ablation, "_preflight", lambda spec, arm: None)
+    spec = {"name": "abl", "root": str(tmp_path / "out"), "base": [TINY_CONFIG], "seeds": [0, 1]}
+    path = _write(tmp_path / "abl.yaml", spec | {"arms": [{"name": "base"}, {"name": "arm"}]})
+    ablation.run_ablation(path, arms=["base"])
+    code["now"] = "newer"  # the code changed between the baseline's runs and the arm's
+    with pytest.raises(BertlabError, match=r"2 finished run\(s\) of this table ran on other training code"):
+        ablation.run_ablation(path)
+    assert not os.path.exists(tmp_path / "out" / "arm")  # refused before anything ran
+    text, _ = ablation.run_ablation(path, allow_mixed=True)
+    runs = json.load(open(tmp_path / "out" / "results.json"))
+    assert {r["provenance"]["code"] for r in runs["base"]["_runs"].values()} == {"new"}
+    ablation.run_ablation(path, rerun_stale=True)
+    runs = json.load(open(tmp_path / "out" / "results.json"))
+    assert {r["provenance"]["code"] for a in ("base", "arm") for r in runs[a]["_runs"].values()} == {"newer"}
+
+
+def test_one_writer_per_run_directory(tmp_path):
+    from bertlab.core.files import exclusive_dir
+
+    with exclusive_dir(str(tmp_path / "run")):
+        with pytest.raises(BertlabError, match=r"run directory .*/run is in use by pid \d+"):
+            with exclusive_dir(str(tmp_path / "run")):
+                pass
+    with exclusive_dir(str(tmp_path / "run")):  # released: the next writer gets it
+        pass
