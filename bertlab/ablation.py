@@ -195,7 +195,9 @@ def _run_arm(spec: dict, arm: dict, seed: int, check_only: bool = False, force: 
         summary = run_stages([stage], root, arm["name"], force=force, extra_args=extra, check_only=check_only)
     if summary is None:
         return None
-    return {**summary["stages"][-1]["metrics"].get("test", {}), **pre_record}
+    last = summary["stages"][-1]["metrics"]
+    val = {k: v for k, v in last.get("fit", {}).items() if k.startswith("val/")}  # for choices made on validation
+    return {**last.get("test", {}), "fit": val, **pre_record}
 
 
 def _stage_provenance(summary: dict | None) -> list[dict]:

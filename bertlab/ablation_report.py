@@ -49,6 +49,8 @@ def table_meta(spec: dict, command: str) -> dict:
         "seeds": spec["seeds"],
         "pretrain_seeds": spec.get("pretrain_seeds") or ([spec["pretrain_seed"]] if spec.get("pretrain_seed") else []),
         "command": command,
+        "order": [a["name"] for a in spec.get("arms", [])],
+        "interval_method": "paired t-intervals (bertlab.stats.paired_interval)",
     }
 
 
@@ -101,19 +103,27 @@ def commits(runs: dict) -> set[str]:
     return out
 
 
-def render_table(meta: dict, results: dict) -> list[str]:
-    """The table's markdown lines (header, rows, notes), from ``results.json`` and its ``_table`` alone."""
-    metrics, base0 = meta["metrics"], meta["baseline"]
-    bases = {arm: meta["bases"].get(arm, base0) for arm in results}
+def compare_table(meta: dict, results: dict) -> dict:
+    """Every arm's comparison with its baseline (``bertlab.stats.Comparison``), adjusted together: the arms
+    of one table are one family."""
+    bases = {arm: meta["bases"].get(arm, meta["baseline"]) for arm in results}
     runs = {arm: per.get("_runs", {}) for arm, per in results.items()}
     diffs = {}
     for arm in results:
         b = bases[arm]
         if arm != b and b in runs:
-            d = differences(runs[arm], runs[b], metrics[0])
+            d = differences(runs[arm], runs[b], meta["metrics"][0])
             if d is not None:
                 diffs[arm] = d
-    comparisons = compare_arms(diffs)  # adjusted together: every comparison of the table is one family
+    return compare_arms(diffs)
+
+
+def render_table(meta: dict, results: dict) -> list[str]:
+    """The table's markdown lines (header, rows, notes), from ``results.json`` and its ``_table`` alone."""
+    metrics, base0 = meta["metrics"], meta["baseline"]
+    bases = {arm: meta["bases"].get(arm, base0) for arm in results}
+    runs = {arm: per.get("_runs", {}) for arm, per in results.items()}
+    comparisons = compare_table(meta, results)
     mixed = len(set().union(*(commits(r) for r in runs.values()))) > 1 if runs else False
     pre = [(r or {}).get("pretrain_metrics", {}) for v in runs.values() for r in v.values()]
     extra = [k for k in MASKING_KEYS if any(k in p for p in pre)]
@@ -211,7 +221,8 @@ def write_csv(name: str, runs: dict, root: str) -> None:
         for seed, metrics in sorted(per_seed.items(), key=lambda kv: int(kv[0])):
             metrics = dict(metrics or {})
             prov = metrics.pop("provenance", None) or {}
-            metrics.pop("pretrain_provenance", None), metrics.pop("pretrain_metrics", None)
+            for key in ("pretrain_provenance", "pretrain_metrics", "fit"):
+                metrics.pop(key, None)
             rows.append(
                 {
                     "ablation": name,

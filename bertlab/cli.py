@@ -254,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
 
             if predict_export.wants_export(args[1:]):
                 return predict_export.main(args[1:])
+        if args and args[0] == "report":
+            from bertlab.report import main as report_main
+
+            return report_main(args[1:])
         if args and args[0] == "demo":
             from bertlab.demo import main as demo_main
 
