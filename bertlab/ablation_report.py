@@ -118,8 +118,9 @@ def compare_table(meta: dict, results: dict) -> dict:
     return compare_arms(diffs)
 
 
-def render_table(meta: dict, results: dict) -> list[str]:
-    """The table's markdown lines (header, rows, notes), from ``results.json`` and its ``_table`` alone."""
+def render_table(meta: dict, results: dict, notes: bool = True) -> list[str]:
+    """The table's markdown lines (header, rows and, with ``notes``, how to read them), from ``results.json``
+    and its ``_table`` alone."""
     metrics, base0 = meta["metrics"], meta["baseline"]
     bases = {arm: meta["bases"].get(arm, base0) for arm in results}
     runs = {arm: per.get("_runs", {}) for arm, per in results.items()}
@@ -162,6 +163,8 @@ def render_table(meta: dict, results: dict) -> list[str]:
         if mixed:
             cells.append(", ".join(sorted(commits(runs[arm]))) or "—")
         lines.append("| " + " | ".join(cells) + " |")
+    if not notes:
+        return lines
     m = max(1, len(comparisons))
     lines += [
         "",

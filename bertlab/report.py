@@ -72,7 +72,7 @@ def table(results: str, name: str) -> str:
         status(data),
         f"Reproduce: `{meta['command']}` ({seeds}).",
         "",
-        *render_table(meta, {a: runs[a] for a in order}),
+        *render_table(meta, {a: runs[a] for a in order}, notes=False),
     ]
     return "\n".join(lines)
 
