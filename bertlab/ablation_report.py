@@ -109,9 +109,10 @@ def compare_table(meta: dict, results: dict) -> dict:
     bases = {arm: meta["bases"].get(arm, meta["baseline"]) for arm in results}
     runs = {arm: per.get("_runs", {}) for arm, per in results.items()}
     diffs = {}
+    references = set(bases.values())  # an arm that is some arm's baseline is a reference, not a recipe
     for arm in results:
         b = bases[arm]
-        if arm != b and b in runs:
+        if arm not in references and b in runs:
             d = differences(runs[arm], runs[b], meta["metrics"][0])
             if d is not None:
                 diffs[arm] = d
@@ -140,7 +141,7 @@ def render_table(meta: dict, results: dict, notes: bool = True) -> list[str]:
             cells[1] = cells[1] or str(len(vals))
         cmp = comparisons.get(arm)
         vs = "" if bases[arm] == base0 else f" (vs {bases[arm]})"
-        if arm == bases[arm]:
+        if arm in set(bases.values()):
             cells += ["baseline", "—", "—", "—", "—", "—"]
         elif cmp is None:
             cells += ["— (no paired seeds)" + vs, "—", "—", "—", "—", "—"]
