@@ -8,7 +8,7 @@ export OMP_NUM_THREADS ?= 2
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: venv demo lint test test-fast bench clean
+.PHONY: venv demo lint docs docs-check test test-fast bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -39,10 +39,19 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 
-test: lint
+# the docs site (docs/, mkdocs.yml) into site/: Material theme, API pages from the docstrings
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# a broken link, nav entry or API reference fails `make test`; the site goes to a throwaway directory.
+# Not --quiet: it drops the warnings before --strict counts them, and the build then passes anyway.
+docs-check: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir runs/docs-check
+
+test: lint docs-check
 	WANDB_MODE=disabled OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -ra
 
-test-fast: lint
+test-fast: lint docs-check
 	WANDB_MODE=disabled OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not slow"
 
 bench: $(STAMP)
@@ -53,4 +62,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/data_memory.py --lines 1000000 --out runs/bench/data_memory.json
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs site .pytest_cache

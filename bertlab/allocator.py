@@ -6,7 +6,7 @@ row). glibc's heap keeps the freed blocks resident and fragments, so the residen
 ``libtcmalloc-minimal4``) keeps size-classed spans instead. In ``make bench`` (MiniLM, batch 32, 2 threads)
 it lowered every bertlab peak by 0.40-0.82 GB and ran 3-12 % faster; a 1M-line MLM run peaks at 1.97 GB
 instead of 2.24. jemalloc's defaults saved as much memory but cost 21-30 % speed, and glibc's own tunables
-cost more (README, "Memory").
+cost more (docs/performance.md, "Memory").
 
 An allocator must be loaded before the interpreter allocates, so the ``bertlab`` command (``bertlab``,
 ``python -m bertlab``, ``python -m bertlab.cli``) re-executes itself once with the library in

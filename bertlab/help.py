@@ -30,7 +30,7 @@ examples:
   bertlab ablate configs/ablations/fine_food_recipes.yaml --seeds 0,1,2 --jobs 2
   torchrun --nproc_per_node 2 -m bertlab fit --config ... --trainer.strategy ddp --trainer.devices 2
 
-Errors in your input are one line, `bertlab: error: ...`, and exit code 2. README.md has the rest.
+Errors in your input are one line, `bertlab: error: ...`, and exit code 2. README.md and docs/ have the rest.
 """
 
 PIPELINE_EXAMPLES = """examples:

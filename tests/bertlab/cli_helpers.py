@@ -43,7 +43,7 @@ def run_cli(
 def tiny_args(model_dir: str, csvs: dict, root: str, cache: str) -> list[str]:
     return [
         "--config",
-        os.path.join(ROOT, "configs/classify/tiny_test.yaml"),
+        os.path.join(ROOT, "tests/configs/tiny_test.yaml"),
         "--model.model_name_or_path",
         model_dir,
         "--data.splits.train_file",

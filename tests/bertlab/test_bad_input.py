@@ -13,7 +13,7 @@ from tests.bertlab.cli_helpers import QUIET, ROOT, run_cli, tiny_args
 from tests.conftest import make_texts
 
 MLM_CONFIG = os.path.join(ROOT, "configs/mlm/fine_food_tapt.yaml")
-TINY_CONFIG = os.path.join(ROOT, "configs/classify/tiny_test.yaml")
+TINY_CONFIG = os.path.join(ROOT, "tests/configs/tiny_test.yaml")
 
 
 def assert_error(proc, root, *needles) -> str:

@@ -18,7 +18,7 @@ def _ablation(tmp_path, tiny_bert_dir, tiny_csvs, root: str, arms=None) -> str:
     spec = {
         "name": "tiny",
         "root": root,
-        "base": os.path.join(ROOT, "configs/classify/tiny_test.yaml"),
+        "base": os.path.join(ROOT, "tests/configs/tiny_test.yaml"),
         "args": {
             "model.init_args.model_name_or_path": tiny_bert_dir,
             "data.init_args.splits.train_file": tiny_csvs["train"],

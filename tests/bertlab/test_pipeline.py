@@ -15,7 +15,7 @@ from bertlab.pipeline_spec import load_pipeline
 from tests.bertlab.cli_helpers import ROOT, run_cli
 from tests.conftest import make_texts
 
-TINY_CONFIG = os.path.join(ROOT, "configs/classify/tiny_test.yaml")
+TINY_CONFIG = os.path.join(ROOT, "tests/configs/tiny_test.yaml")
 
 
 def _json(path) -> dict:

@@ -44,7 +44,7 @@ def _env() -> dict:
 def _data_args(tiny_bert_dir, train, val, cache) -> list[str]:
     return [
         "--config",
-        str(ROOT / "configs/classify/tiny_test.yaml"),
+        str(ROOT / "tests/configs/tiny_test.yaml"),
         "--model.init_args.model_name_or_path",
         tiny_bert_dir,
         "--data.init_args.splits.train_file",
