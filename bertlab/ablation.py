@@ -35,7 +35,7 @@ from collections.abc import Callable
 
 from bertlab.ablation_report import write_report
 from bertlab.core.errors import BertlabError
-from bertlab.core.files import atomic_path, exclusive_dir, file_lock
+from bertlab.core.files import atomic_path, file_lock
 from bertlab.core.provenance import code_hash
 from bertlab.core.yaml_files import read_yaml
 from bertlab.curve_report import write_curve
@@ -297,8 +297,9 @@ def run_ablation(
     for line in seed_warnings(spec, chosen):
         print(f"[bertlab ablate] warning: {line}", flush=True)
     os.makedirs(spec["root"], exist_ok=True)
-    with exclusive_dir(spec["root"], "ablation root"):
-        failures = _launch_all(spec, chosen, launch, path, allow_mixed, rerun_stale)
+    # each run directory is locked by the run writing it (run_stages): two `bertlab ablate --arms` processes may
+    # share a root, and one that reaches a directory the other is writing stops there with a clear error
+    failures = _launch_all(spec, chosen, launch, path, allow_mixed, rerun_stale)
     results = _record(os.path.join(spec["root"], "results.json"), None, None, None, spec["metrics"])
     order = [a["name"] for a in spec["arms"] if a["name"] in results]
     mixed = sorted({c or "unrecorded" for a in order for t in results[a].get("_runs", {}).values() for c in codes(t)})
