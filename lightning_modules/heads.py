@@ -43,9 +43,13 @@ class Head(nn.Module):
 
     def __new__(cls, *args, **kwargs):
         head = super().__new__(cls)
-        given = inspect.signature(cls.__init__).bind_partial(head, *args, **kwargs).arguments
-        named = list(given.items())[3:]  # after self, hidden_size, num_layers
-        options = {k: v for k, v in named if k != "kwargs"} | dict(given.get("kwargs", {}))
+        signature = inspect.signature(cls.__init__)
+        bound = signature.bind_partial(head, *args, **kwargs).arguments
+        options = {}
+        for name in list(signature.parameters)[3:]:  # after self, hidden_size, num_layers
+            kind = signature.parameters[name].kind
+            if name in bound and kind is not inspect.Parameter.VAR_POSITIONAL:
+                options.update(bound[name] if kind is inspect.Parameter.VAR_KEYWORD else {name: bound[name]})
         object.__setattr__(head, "options", {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()})
         return head
 

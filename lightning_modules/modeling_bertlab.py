@@ -65,6 +65,11 @@ class BertlabForSequenceClassification(PreTrainedModel):
         self.base_model_prefix = encoder.base_model_prefix or "encoder"
         setattr(self, self.base_model_prefix, encoder)
         head = spec["head"]
+        if not isinstance(head, dict):
+            raise ValueError(
+                f"this export names its head {head!r}, as bertlab did before heads were chosen by class_path; load "
+                "it with trust_remote_code=True (it runs the export's own copy of this file) or export it again"
+            )
         self.head = head_class(head["class_path"])(config.hidden_size, config.num_hidden_layers, **head["init_args"])
         self.dropout = nn.Dropout(spec.get("classifier_dropout") or 0.0)
         fusion, dim = spec.get("knowledge_fusion"), int(spec.get("knowledge_dim") or 0)
