@@ -122,13 +122,12 @@ def build(module, info: dict) -> dict:
 
 
 def _dataset(stage: dict) -> str:
+    """The data a stage trained on, in a few words: its corpus entries and its labelled source or file."""
     data = stage.get("data") or {}
     splits = data.get("splits") or data.get("task") or {}
-    if splits.get("source"):
-        return splits["source"]
-    if splits.get("train_file"):
-        return os.path.basename(splits["train_file"])
-    return ", ".join(map(str, data.get("corpus") or [])) or "unrecorded"
+    given = [v for v in (splits.get("source"), splits.get("train_file")) if v not in (None, "None", "null")]
+    names = [os.path.basename(str(e)) for e in data.get("corpus") or []] + [os.path.basename(str(v)) for v in given[:1]]
+    return ", ".join(names) or "unrecorded"
 
 
 def model_index(card: dict) -> list[dict]:
