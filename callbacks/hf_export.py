@@ -1,9 +1,11 @@
 """``HFExport``: after fit, write the best checkpoint as a ``save_pretrained`` directory.
 
 The directory holds the model (with ``id2label``/``label2id`` in its config for classifiers),
-the tokenizer and ``bertlab_export.json`` (which checkpoint, which step, which metric). The
-write is atomic: a temporary sibling directory is filled and then renamed into place, so a
-crash never leaves a half-written export for the next stage to load.
+the tokenizer, ``bertlab_export.json`` (which checkpoint, which step, which metric) and the model
+card ``README.md`` (``callbacks.model_card``: every stage that made the model, the recipe, the data,
+the metrics). The write is atomic: a temporary sibling directory is filled and then renamed into
+place, so a crash never leaves a half-written export for the next stage to load. Testing the
+exported checkpoint adds its test metrics to the card (the file replaced atomically).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 
 from bertlab.core.files import atomic_path
 from bertlab.core.hf_loading import quiet_transformers
+from callbacks import model_card
 
 EXPORT_INFO = "bertlab_export.json"
 
@@ -33,6 +36,25 @@ def atomic_export(module: pl.LightningModule, tokenizer, directory: str, info: d
                 tokenizer.save_pretrained(tmp)
         with open(os.path.join(tmp, EXPORT_INFO), "w") as f:
             json.dump({**info, "hf_native": bool(native)}, f, indent=1, default=str)
+        with open(os.path.join(tmp, model_card.CARD), "w", encoding="utf-8") as f:
+            f.write(model_card.render(model_card.build(module, info)))
+
+
+def add_test_metrics(directory: str, checkpoint: str | None, metrics: dict) -> bool:
+    """Put ``metrics`` into the card of the export in ``directory`` when that export holds ``checkpoint``'s
+    weights (the one tested); True when the card was rewritten."""
+    card = model_card.read_card(directory)
+    path = os.path.join(directory, EXPORT_INFO)
+    if card is None or not os.path.isfile(path):
+        return False
+    with open(path, encoding="utf-8") as f:
+        exported = json.load(f).get("checkpoint")
+    if os.path.abspath(exported or "") != os.path.abspath(checkpoint or "") or not metrics:
+        return False
+    card["stages"][-1]["test_metrics"] = metrics
+    with atomic_path(os.path.join(directory, model_card.CARD)) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(model_card.render(card))
+    return True
 
 
 def tokenization(dm) -> dict:
@@ -69,6 +91,15 @@ class HFExport(pl.Callback):
             atomic_export(pl_module, tokenizer, directory, info, getattr(dm, "knowledge", None))
         trainer.strategy.barrier("hf_export")
         return directory
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Testing the exported weights (the pipeline's ``test: true``, or ``trainer.test`` after fit) puts the
+        test metrics into the export's card."""
+        directory = self.exported_to or self.target(trainer)
+        if trainer.is_global_zero and os.path.isdir(directory):
+            metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+            add_test_metrics(directory, trainer.ckpt_path, metrics)
+        trainer.strategy.barrier("hf_export_card")
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # A downstream probe, when present, chooses the checkpoint (the best-probe step, not the last).

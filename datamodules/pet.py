@@ -32,20 +32,12 @@ import numpy as np
 import torch
 
 from bertlab.core.errors import BertlabError
+from bertlab.core.truncation import TRUNCATIONS, budgets, cut
 from datamodules import sources
 from datamodules.batching import PadCollator
 from datamodules.classification import ClassificationDataModule
 from datamodules.maskers import DynamicMasker
-from datamodules.token_cache import (
-    TRUNCATIONS,
-    SpecialTemplate,
-    TokenArrays,
-    _budgets,
-    _cut,
-    cache_key,
-    cached_arrays,
-    tokenizer_fingerprint,
-)
+from datamodules.token_cache import TokenArrays, cache_key, cached_arrays, special_template, tokenizer_fingerprint
 
 MASK_SLOT = "[MASK]"
 DEFAULT_PATTERN = "{text} It was [MASK]."
@@ -94,7 +86,7 @@ def render_pattern(
         raise BertlabError(
             f"pattern {pattern!r} uses {{text_pair}} but the data has no text_pair column; set `text_pair_column`"
         )
-    template = SpecialTemplate.from_tokenizer(tokenizer)
+    template = special_template(tokenizer)
     encode = lambda xs: tokenizer(xs, add_special_tokens=False)["input_ids"]  # noqa: E731
     literals = [encode(v) if k == "literal" else None for k, v in pieces]
     fixed = len(template.prefix) + len(template.suffix) + sum(len(x) for x in literals if x) + 1
@@ -117,11 +109,11 @@ def render_pattern(
     for n in range(len(texts)):
         a = slots["text"][n]
         b = slots["text_pair"][n] if "text_pair" in slots else []
-        ka, kb = _budgets(len(a), len(b), budget) if "text_pair" in slots else (budget, 0)
-        cut = {"text": _cut(a, ka, truncation, head_tokens), "text_pair": _cut(b, kb, truncation, head_tokens)}
+        ka, kb = budgets(len(a), len(b), budget) if "text_pair" in slots else (budget, 0)
+        kept = {"text": cut(a, ka, truncation, head_tokens), "text_pair": cut(b, kb, truncation, head_tokens)}
         ids = list(template.prefix)
         for (kind, _), lit in zip(pieces, literals):
-            ids += lit if kind == "literal" else [mask_id] if kind == "mask" else cut[kind]
+            ids += lit if kind == "literal" else [mask_id] if kind == "mask" else kept[kind]
         out.append(ids + list(template.suffix))
     return out, None
 

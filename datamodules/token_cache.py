@@ -5,8 +5,8 @@ second run with the same inputs reads the arrays back instead of re-tokenising. 
 flat ``int32`` token streams plus offsets; an example's tokens are read from the file when it is
 asked for (``FileArray``), so only the offsets are held in memory.
 
-Truncation (Sun et al. 2019, §5.3.1): ``head`` keeps the first tokens, ``tail`` the last,
-``head_tail`` the first ``head_tokens`` and the rest from the end (128 + 382 was best on IMDb).
+How a text is cut (``head`` / ``tail`` / ``head_tail``, pairs longest-first) is ``bertlab.core.truncation``,
+the same file that ships in exports.
 """
 
 from __future__ import annotations
@@ -14,16 +14,15 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 import numpy as np
 
 from bertlab.core.errors import BertlabError
 from bertlab.core.files import atomic_path, file_lock
 from bertlab.core.fingerprint import fingerprint
+from bertlab.core.truncation import TRUNCATIONS, SpecialTemplate
 from datamodules.file_array import FileArray
 
-TRUNCATIONS = ("head", "tail", "head_tail")
 CACHE_VERSION = "1"
 
 
@@ -36,65 +35,12 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return fingerprint(backend)
 
 
-@dataclass(frozen=True)
-class SpecialTemplate:
-    """Where a tokenizer puts its special tokens: ``prefix A suffix`` and ``prefix A middle B pair_suffix``."""
-
-    prefix: tuple[int, ...]
-    suffix: tuple[int, ...]
-    middle: tuple[int, ...]
-    pair_suffix: tuple[int, ...]
-    pair_types: tuple[int, ...]  # token type of each pair position: prefix, A, middle, B, pair_suffix
-
-    @classmethod
-    def from_tokenizer(cls, tokenizer) -> SpecialTemplate:
-        a = tokenizer("a", add_special_tokens=False)["input_ids"]
-        b = tokenizer("b", add_special_tokens=False)["input_ids"]
-        single = tokenizer("a")["input_ids"]
-        pair = tokenizer("a", "b", return_token_type_ids=True)
-        ids, types = pair["input_ids"], pair.get("token_type_ids") or [0] * len(pair["input_ids"])
-        k = _find(single, a, 0)
-        i = _find(ids, a, 0)
-        j = _find(ids, b, i + len(a))
-        mid, end = i + len(a), j + len(b)
-        return cls(
-            prefix=tuple(single[:k]),
-            suffix=tuple(single[k + len(a) :]),
-            middle=tuple(ids[mid:j]),
-            pair_suffix=tuple(ids[end:]),
-            pair_types=(types[0], types[i], types[mid] if j > mid else types[i], types[j], types[-1]),
-        )
-
-    def n_special(self, pair: bool) -> int:
-        return len(self.prefix) + (len(self.middle) + len(self.pair_suffix) if pair else len(self.suffix))
-
-
-def _find(seq: list[int], sub: list[int], start: int) -> int:
-    for i in range(start, len(seq) - len(sub) + 1):
-        if seq[i : i + len(sub)] == sub:
-            return i
-    raise BertlabError("cannot read the special-token template of this tokenizer")
-
-
-def _cut(ids: list[int], keep: int, truncation: str, head_tokens: int) -> list[int]:
-    if len(ids) <= keep:
-        return ids
-    if truncation == "head":
-        return ids[:keep]
-    if truncation == "tail":
-        return ids[len(ids) - keep :] if keep else []
-    head = min(head_tokens, keep)
-    return ids[:head] + (ids[len(ids) - (keep - head) :] if keep > head else [])
-
-
-def _budgets(la: int, lb: int, budget: int) -> tuple[int, int]:
-    """Longest-first split of a pair's token budget."""
-    if la + lb <= budget:
-        return la, lb
-    short = min(la, lb)
-    if short <= budget // 2:
-        return (budget - lb, lb) if la > lb else (la, budget - la)
-    return budget - budget // 2, budget // 2
+def special_template(tokenizer) -> SpecialTemplate:
+    """The tokenizer's ``SpecialTemplate``; a tokenizer whose specials cannot be read is a ``BertlabError``."""
+    try:
+        return SpecialTemplate.from_tokenizer(tokenizer)
+    except ValueError as e:
+        raise BertlabError(f"{e}; bertlab needs a tokenizer that puts its special tokens around the text") from None
 
 
 def tokenize(
@@ -108,7 +54,7 @@ def tokenize(
     """Token ids (and token types) of each text with special tokens, cut to ``max_length``."""
     if truncation not in TRUNCATIONS:
         raise BertlabError(f"truncation must be one of {', '.join(TRUNCATIONS)}, got {truncation!r}")
-    template = SpecialTemplate.from_tokenizer(tokenizer)
+    template = special_template(tokenizer)
     budget = max_length - template.n_special(pairs is not None)
     if budget < 1:
         raise BertlabError(f"max_length {max_length} leaves no room for text after the special tokens")
@@ -116,18 +62,11 @@ def tokenize(
     enc_a = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
     enc_b = tokenizer(pairs, add_special_tokens=False, verbose=False)["input_ids"] if pairs is not None else None
     ids_out, types_out = [], []
-    p, m = list(template.prefix), list(template.middle)
-    tp, ta, tm, tb, ts = template.pair_types
     for n, a in enumerate(enc_a):
-        if enc_b is None:
-            ids_out.append(p + _cut(a, budget, truncation, head_tokens) + list(template.suffix))
-            continue
-        s = list(template.pair_suffix)
-        b = enc_b[n]
-        ka, kb = _budgets(len(a), len(b), budget)
-        a, b = _cut(a, ka, truncation, head_tokens), _cut(b, kb, truncation, head_tokens)
-        ids_out.append(p + a + m + b + s)
-        types_out.append([tp] * len(p) + [ta] * len(a) + [tm] * len(m) + [tb] * len(b) + [ts] * len(s))
+        ids, types = template.join(a, enc_b[n] if enc_b is not None else None, budget, truncation, head_tokens)
+        ids_out.append(ids)
+        if types is not None:
+            types_out.append(types)
     return ids_out, (types_out if enc_b is not None else None)
 
 

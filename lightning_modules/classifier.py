@@ -1,4 +1,4 @@
-"""``TextClassifier``: any HF encoder + a pooling head chosen by name + a linear classifier.
+"""``TextClassifier``: any HF encoder + a pooling head chosen by ``class_path`` + a linear classifier.
 
 Fine-tuning follows Sun et al. 2019 ("How to Fine-Tune BERT for Text Classification?"):
 AdamW without decay on bias/LayerNorm, linear warmup then decay, lr 2e-5 by default, and
@@ -21,7 +21,10 @@ Recipes, each a config switch that is off by default:
 from __future__ import annotations
 
 import copy
+import functools
+import importlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -41,7 +44,7 @@ from lightning_modules.fresh_start import (
     reinit_top_layers,
     scale_fresh_lr,
 )
-from lightning_modules.heads import ClsHead, HeadOptions, build_head
+from lightning_modules.heads import ClsHead, Head
 from lightning_modules.knowledge import build_fusion
 from lightning_modules.last_layer import encode_first_token, sparse_last_layer
 from lightning_modules.losses import kd_loss, label_description_contrastive
@@ -55,8 +58,7 @@ class TextClassifier(SharedStepModule):
         model_name_or_path: str = "minilm",
         num_labels: int = 2,
         id2label: dict[int, str] | None = None,
-        head: str = "cls",
-        head_kwargs: HeadOptions | None = None,
+        head: Callable[[int, int], Head] | None = None,
         classifier_dropout: float | None = None,
         lr: float = 2e-5,
         weight_decay: float = 0.01,
@@ -73,10 +75,11 @@ class TextClassifier(SharedStepModule):
         Args:
             model_name_or_path: a local HF directory (or built-in name ``minilm``); any ``AutoModel`` encoder.
             num_labels, id2label: set from the data by the CLI; they travel into the exported config.
-            head: pooling head by name (see ``lightning_modules.heads.HEADS``).
+            head: the pooling head by ``class_path`` (``lightning_modules.heads``, or a ``Head`` subclass of your
+                own), its options in ``init_args``; a class name alone (``MeanHead``) will do. Default: ``ClsHead``,
+                BERT's pooler.
             layer_decay: ξ of layer-wise LR decay (1 = off; Sun et al. found 0.95 best).
             compile: ``torch.compile`` the encoder (not the LightningModule) in ``configure_model``.
-            head_kwargs: the head's options (``HeadOptions``), e.g. ``{k: 4}``.
             label_descriptions: multi-task training with a description per label (``LabelDescriptions``).
             distill: T and α of ``kd_loss``, used when a training batch carries ``soft_labels``
                 (set ``data.soft_labels_file``); default ``Distillation()``.
@@ -90,7 +93,6 @@ class TextClassifier(SharedStepModule):
         if not 0.0 < float(layer_decay) <= 1.0:
             raise BertlabError(f"layer_decay must be in (0, 1] (1 = off; Sun et al. use 0.95), got {layer_decay}")
         # typed arguments are kept as given: under LightningCLI, ``hparams`` holds their config (plain dicts)
-        self.head_options = head_kwargs or HeadOptions()
         self.descriptions, self.distill = label_descriptions, distill or Distillation()
         from transformers import AutoModel
 
@@ -102,7 +104,7 @@ class TextClassifier(SharedStepModule):
             self.encoder.pooler = None
         self.fresh = FreshStart(**fresh) if isinstance(fresh, dict) else fresh or FreshStart()
         reinit_top_layers(self.encoder, int(self.fresh.reinit_layers))
-        self.head = build_head(head, config.hidden_size, config.num_hidden_layers, **self.head_options.given())
+        self.head = build_head(head, config.hidden_size, config.num_hidden_layers)
         head_loaded = isinstance(self.head, ClsHead) and pooler is not None and not self.fresh.reinit_layers
         if head_loaded and not any(k.startswith("pooler.") for k in missing):
             self.head.init_from_pooler(pooler)  # Zhang et al. re-initialise the pooler with the top layers
@@ -340,8 +342,6 @@ class TextClassifier(SharedStepModule):
             return True
         h = self.hparams
         spec = {
-            "head": h.head,
-            "head_kwargs": self.head_options.given(),
             "knowledge_fusion": h.knowledge_fusion,
             "knowledge_dim": h.knowledge_dim,
         }
@@ -349,6 +349,32 @@ class TextClassifier(SharedStepModule):
             config, self.encoder, self.head, self.classifier, self.fusion, spec, directory, knowledge, self.dropout.p
         )
         return False
+
+
+def build_head(head, hidden_size: int, num_layers: int) -> Head:
+    """The head for an encoder of this width and depth. ``head`` is what the config gives (a class, or the
+    callable jsonargparse makes of ``class_path`` + ``init_args``), a checkpoint's ``{class_path, init_args}``,
+    or None (``ClsHead``); a bad option is a ``BertlabError`` naming the head."""
+    if head is None:
+        head = ClsHead
+    elif isinstance(head, str):
+        raise BertlabError(
+            f"model head {head!r}: heads are chosen by class_path, e.g. `head: MeanHead` or `head: {{class_path: "
+            "lightning_modules.heads.LastKHead, init_args: {k: 4}}`; see docs/extending.md for the old names"
+        )
+    elif isinstance(head, dict):
+        module, _, name = head["class_path"].rpartition(".")
+        head = functools.partial(getattr(importlib.import_module(module), name), **(head.get("init_args") or {}))
+    cls = next(
+        (a for a in (head, getattr(head, "func", None), *getattr(head, "args", ())) if isinstance(a, type)), head
+    )
+    try:
+        built = head(hidden_size, num_layers)
+    except (ValueError, TypeError) as e:
+        raise BertlabError(f"model head {getattr(cls, '__name__', cls)}: {e}") from None
+    if not isinstance(built, Head):
+        raise BertlabError(f"model head {getattr(cls, '__name__', cls)} is not a lightning_modules.heads.Head")
+    return built
 
 
 @dataclass

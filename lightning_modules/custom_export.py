@@ -1,8 +1,9 @@
 """Exports that HF has no class for: a ``TextClassifier`` with a non-``cls`` head or knowledge fusion.
 
-The directory is a ``save_pretrained`` of ``modeling_bertlab.BertlabForSequenceClassification``, with
-``modeling_bertlab.py`` and ``pipeline_bertlab.py`` copied beside it and ``auto_map`` and
-``custom_pipelines`` in ``config.json``, so that transformers loads it with ``trust_remote_code=True``.
+The directory is a ``save_pretrained`` of ``modeling_bertlab.BertlabForSequenceClassification``, with the
+code it runs copied beside it (``SHIPPED``: the model, its heads and fusions, the text-classification
+pipeline and the truncation training cut texts with; the very files training imports) and ``auto_map``
+and ``custom_pipelines`` in ``config.json``, so that transformers loads it with ``trust_remote_code=True``.
 The encoder's weights keep their usual prefix (``bert.``, ``roberta.``, ...), so
 ``AutoModel.from_pretrained(DIR)`` still reads the encoder for the next stage. Knowledge computed
 from the text travels: ``vader`` by name (the lexicon is the vaderSentiment package), ``encoder`` as
@@ -12,15 +13,29 @@ travel: it belongs to each input, not to the model.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 
 from bertlab.core.models import resolve_model_dir
-from lightning_modules import modeling_bertlab, pipeline_bertlab
+from lightning_modules import modeling_bertlab
 
 AUTO_CLASS = "AutoModelForSequenceClassification"
 MODEL_REF = "modeling_bertlab.BertlabForSequenceClassification"
 PIPELINE_REF = "pipeline_bertlab.BertlabTextClassificationPipeline"
+SHIPPED = (
+    "lightning_modules.modeling_bertlab",
+    "lightning_modules.heads",
+    "lightning_modules.fusions",
+    "bertlab.core.pipeline_bertlab",
+    "bertlab.core.truncation",
+)
+
+
+def head_spec(head) -> dict:
+    """How the export builds ``head`` again: its class path and the options it was built with."""
+    cls = type(head)
+    return {"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": dict(head.options)}
 
 
 def knowledge_spec(knowledge) -> dict | None:
@@ -48,6 +63,7 @@ def export_custom(
         **spec,
         "classifier_dropout": float(dropout),
         "features": classifier.in_features,
+        "head": head_spec(head),
         "knowledge": knowledge_spec(knowledge),
     }
     config.auto_map = {AUTO_CLASS: MODEL_REF}
@@ -60,8 +76,9 @@ def export_custom(
             state.update({f"{name}.{k}": v for k, v in part.state_dict().items()})
     model.load_state_dict({k: v.detach().cpu() for k, v in state.items()}, strict=True)
     model.save_pretrained(directory)
-    for code in (modeling_bertlab, pipeline_bertlab):
-        shutil.copy(code.__file__, os.path.join(directory, os.path.basename(code.__file__)))
+    for name in SHIPPED:
+        code = importlib.util.find_spec(name).origin
+        shutil.copy(code, os.path.join(directory, os.path.basename(code)))
     if knowledge is not None and knowledge.provider == "encoder":
         source = resolve_model_dir(knowledge.model_dir, "knowledge encoder model_dir")
         shutil.copytree(source, os.path.join(directory, modeling_bertlab.KNOWLEDGE_ENCODER_DIR))

@@ -2,8 +2,13 @@
 
 Every head takes ``hidden_states`` — the tuple HF returns with ``output_hidden_states=True``:
 the embedding output followed by each of the L layers, each ``[batch, seq, hidden]`` — and
-the ``attention_mask``, and returns ``[batch, out_dim]``. The classifier picks one by name
-and never looks inside it.
+the ``attention_mask``, and returns ``[batch, out_dim]``. A config picks one by ``class_path``
+(``model.init_args.head``), as it picks a masker, and the classifier never looks inside it.
+
+This file ships inside every export whose head HF has no class for (``modeling_bertlab.py`` imports
+it), so it is the one implementation, for training and for transformers alike: it imports torch only,
+never bertlab, and bad options are a ``ValueError`` (the classifier reports it as a ``BertlabError``
+naming the head).
 
 The multi-layer heads follow Sun et al. 2019, "How to Fine-Tune BERT for Text
 Classification?" (Table 3: first token of the last four layers concatenated / mean- /
@@ -19,23 +24,34 @@ no information about the text.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import inspect
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
 from torch import nn
 
-from bertlab.core.errors import BertlabError
-
 
 class Head(nn.Module):
-    """Built as ``Head(hidden_size, num_layers, **options)``; ``out_dim`` is the width of what it returns."""
+    """Built as ``Head(hidden_size, num_layers, **options)``; ``out_dim`` is the width of what it returns.
+
+    ``options`` holds the options it was built with (recorded here, so a subclass need not): the export
+    writes them with the class path into ``config.json``, and builds the same head again from them.
+    """
 
     out_dim: int
+
+    def __new__(cls, *args, **kwargs):
+        head = super().__new__(cls)
+        signature = inspect.signature(cls.__init__)
+        bound = signature.bind_partial(head, *args, **kwargs).arguments
+        options = {}
+        for name in list(signature.parameters)[3:]:  # after self, hidden_size, num_layers
+            kind = signature.parameters[name].kind
+            if name in bound and kind is not inspect.Parameter.VAR_POSITIONAL:
+                options.update(bound[name] if kind is inspect.Parameter.VAR_KEYWORD else {name: bound[name]})
+        object.__setattr__(head, "options", {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()})
+        return head
 
 
 class ClsHead(Head):
@@ -69,8 +85,8 @@ class MeanHead(Head):
 
 def _check_k(k: int, num_layers: int) -> int:
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= num_layers:
-        raise BertlabError(
-            f"head k={k} must be between 1 and the encoder's number of layers L={num_layers}; lower k or use concat_all"
+        raise ValueError(
+            f"k={k} must be between 1 and the encoder's number of layers L={num_layers}; lower k or use ConcatAllHead"
         )
     return int(k)
 
@@ -89,14 +105,16 @@ def _token_means(hidden_states, k: int, attention_mask) -> torch.Tensor:
 class LastKHead(Head):
     """The first token of the last k layers (Sun et al. 2019, Table 3), reduced across the layers:
     ``concat`` (lowest layer first; out_dim k·H), element-wise ``mean`` or ``max`` (out_dim H).
-    Config names: ``concat_last_k``, ``mean_last_k``, ``max_last_k``; ``concat_all`` is k = L."""
+    ``ConcatAllHead`` is k = L."""
 
     REDUCE = ("concat", "mean", "max")
 
-    def __init__(self, hidden_size: int, num_layers: int, k: int = 4, reduce: str = "concat"):
+    def __init__(
+        self, hidden_size: int, num_layers: int, k: int = 4, reduce: Literal["concat", "mean", "max"] = "concat"
+    ):
         super().__init__()
         if reduce not in self.REDUCE:
-            raise BertlabError(f"last-k head: reduce must be one of {', '.join(self.REDUCE)}, got {reduce!r}")
+            raise ValueError(f"reduce must be one of {', '.join(self.REDUCE)}, got {reduce!r}")
         self.k, self.reduce = _check_k(k, num_layers), reduce
         self.out_dim = self.k * hidden_size if reduce == "concat" else hidden_size
 
@@ -136,25 +154,25 @@ class LayerCnnHead(Head):
         kernel_sizes: Sequence[int] = (2, 3, 4),
         num_filters: int = 32,
         dropout: float = 0.1,
-        token: str = "first",
+        token: Literal["first", "mean"] = "first",
     ):
         super().__init__()
         if token not in ("first", "mean"):
-            raise BertlabError(f"layer_cnn token must be first ([CLS]) or mean, got {token!r}")
+            raise ValueError(f"token must be first ([CLS]) or mean, got {token!r}")
         kernel_sizes = tuple(int(k) for k in kernel_sizes)
         if not kernel_sizes or num_filters < 1:
-            raise BertlabError(
-                f"layer_cnn needs at least one kernel size and num_filters >= 1, got kernel_sizes={kernel_sizes}, "
+            raise ValueError(
+                f"it needs at least one kernel size and num_filters >= 1, got kernel_sizes={kernel_sizes}, "
                 f"num_filters={num_filters}"
             )
         bad = [k for k in kernel_sizes if not 1 <= k <= num_layers]
         if bad:
-            raise BertlabError(
-                f"layer_cnn kernel sizes {bad} do not fit the encoder's L={num_layers} layers; use kernel sizes "
+            raise ValueError(
+                f"kernel sizes {bad} do not fit the encoder's L={num_layers} layers; use kernel sizes "
                 f"between 1 and {num_layers}"
             )
         if not 0.0 <= dropout < 1.0:
-            raise BertlabError(f"layer_cnn dropout must be in [0, 1), got {dropout}")
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.num_layers, self.token = num_layers, token
         self.kernel_sizes = kernel_sizes
         self.convs = nn.ModuleList(nn.Conv2d(1, num_filters, (k, hidden_size)) for k in kernel_sizes)
@@ -168,49 +186,3 @@ class LayerCnnHead(Head):
             x = _first_tokens(hidden_states, self.num_layers).unsqueeze(1)
         pooled = [torch.relu(conv(x)).squeeze(-1).amax(-1) for conv in self.convs]  # each [B, F]
         return self.dropout(torch.cat(pooled, dim=-1))
-
-
-HEADS: dict[str, Callable[..., Head]] = {
-    "cls": ClsHead,
-    "mean": MeanHead,
-    "concat_last_k": functools.partial(LastKHead, reduce="concat"),
-    "mean_last_k": functools.partial(LastKHead, reduce="mean"),
-    "max_last_k": functools.partial(LastKHead, reduce="max"),
-    "concat_all": ConcatAllHead,
-    "layer_cnn": LayerCnnHead,
-}
-
-
-@dataclass
-class HeadOptions:
-    """Options of the chosen head; unset ones keep the head's defaults.
-
-    Args:
-        k: layers of ``concat_last_k`` / ``mean_last_k`` / ``max_last_k`` (default 4).
-        kernel_sizes, num_filters, dropout: ``layer_cnn``'s kernel heights, filters per height, dropout.
-        token: ``layer_cnn``'s per-layer vector: ``first`` ([CLS], the paper's) or ``mean`` (masked token mean).
-    """
-
-    k: int | None = None
-    kernel_sizes: list[int] | None = None
-    num_filters: int | None = None
-    dropout: float | None = None
-    token: Literal["first", "mean"] | None = None
-
-    def given(self) -> dict:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
-
-
-def build_head(name: str, hidden_size: int, num_layers: int, **kwargs) -> Head:
-    """The head called ``name`` in config; a wrong name or option is a ``BertlabError``."""
-    if name not in HEADS:
-        raise BertlabError(f"unknown head {name!r}; known heads: {', '.join(sorted(HEADS))}")
-    params = inspect.signature(HEADS[name]).parameters
-    preset = getattr(HEADS[name], "keywords", {})  # what the name fixes, e.g. reduce for mean_last_k
-    options = [p for p in params if p not in ("hidden_size", "num_layers", *preset)]
-    unknown = sorted(set(kwargs) - set(options))
-    if unknown and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        raise BertlabError(
-            f"head {name!r} takes no option(s) {', '.join(unknown)}; its options: {', '.join(options) or 'none'}"
-        )
-    return HEADS[name](hidden_size, num_layers, **kwargs)

@@ -11,55 +11,18 @@ Two places to put it, chosen by name in config (``knowledge_fusion``):
   can attend to it. Works with any encoder that accepts ``inputs_embeds``.
 
 The vectors come from the data (``datamodules/knowledge_vectors.py``) as the batch key ``knowledge``.
+The fusion modules themselves are ``lightning_modules/fusions.py``, the file exports ship; this module
+checks the config and builds one.
 """
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from bertlab.core.errors import BertlabError
+from lightning_modules.fusions import FUSIONS, AfterEncoderFusion, EmbeddingFusion
 
-
-class AfterEncoderFusion(nn.Module):
-    """[pooled ; knowledge]: widens the classifier's input by ``knowledge_dim``."""
-
-    site = "after_encoder"
-
-    def __init__(self, knowledge_dim: int, hidden_size: int, initializer_range: float = 0.02):
-        super().__init__()
-        self.knowledge_dim = knowledge_dim
-
-    def out_dim(self, in_dim: int) -> int:
-        return in_dim + self.knowledge_dim
-
-    def forward(self, features: torch.Tensor, knowledge: torch.Tensor) -> torch.Tensor:
-        return torch.cat([features, knowledge.to(features.dtype)], dim=-1)
-
-
-class EmbeddingFusion(nn.Module):
-    """Adds ``W k + b`` (hidden size) to the first token's input embedding."""
-
-    site = "embedding"
-
-    def __init__(self, knowledge_dim: int, hidden_size: int, initializer_range: float = 0.02):
-        super().__init__()
-        self.knowledge_dim = knowledge_dim
-        self.proj = nn.Linear(knowledge_dim, hidden_size)
-        # Small but not zero: the text path dominates at the start, yet the knowledge already moves the logits.
-        nn.init.normal_(self.proj.weight, std=initializer_range)
-        nn.init.zeros_(self.proj.bias)
-
-    def out_dim(self, in_dim: int) -> int:
-        return in_dim
-
-    def forward(self, inputs_embeds: torch.Tensor, knowledge: torch.Tensor) -> torch.Tensor:
-        added = self.proj(knowledge.to(self.proj.weight.dtype)).to(inputs_embeds.dtype)
-        first = inputs_embeds[:, :1] + added.unsqueeze(1)
-        return torch.cat([first, inputs_embeds[:, 1:]], dim=1)
-
-
-FUSIONS: dict[str, type[nn.Module]] = {"after_encoder": AfterEncoderFusion, "embedding": EmbeddingFusion}
+__all__ = ["FUSIONS", "AfterEncoderFusion", "EmbeddingFusion", "build_fusion"]
 
 
 def build_fusion(

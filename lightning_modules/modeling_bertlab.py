@@ -1,15 +1,15 @@
 """``BertlabForSequenceClassification``: a bertlab classifier as transformers custom code.
 
-This file is copied into every export whose head or knowledge fusion HF has no class for, and
-``config.json`` points ``auto_map`` at it, so that
+This file is copied into every export whose head or knowledge fusion HF has no class for, with
+``heads.py`` and ``fusions.py`` beside it, and ``config.json`` points ``auto_map`` at it, so that
 ``AutoModelForSequenceClassification.from_pretrained(DIR, trust_remote_code=True)`` and
 ``pipeline("text-classification", model=DIR, trust_remote_code=True)`` load the export offline.
-transformers runs it from the export directory: it imports torch and transformers only, never
-bertlab. Its heads and fusions compute exactly what ``lightning_modules/heads.py`` and
-``lightning_modules/knowledge.py`` compute (tested number for number).
+transformers runs it from the export directory: it imports torch, transformers and its two siblings
+only, never bertlab. Training builds its heads and fusions from those same two files, so there is
+nothing to keep in step.
 
-``config.bertlab`` holds ``head``, ``head_kwargs``, ``knowledge_fusion``, ``knowledge_dim``,
-``classifier_dropout`` and ``knowledge`` (where the vectors come from). ``vader`` vectors are
+``config.bertlab`` holds ``head`` (``class_path`` and ``init_args``), ``knowledge_fusion``,
+``knowledge_dim``, ``classifier_dropout`` and ``knowledge`` (where the vectors come from). ``vader`` vectors are
 computed from the text (the PyPI package vaderSentiment holds the lexicon); ``encoder`` vectors by
 the second encoder saved in ``knowledge_encoder/`` beside this file. Vectors from a data column,
 files or a table are the caller's: pass ``knowledge=`` to the model; the pipeline
@@ -18,6 +18,7 @@ files or a table are the caller's: pass ``knowledge=`` to the model; the pipelin
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import torch
@@ -25,103 +26,28 @@ from torch import nn
 from transformers import AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from .fusions import FUSIONS
+from .heads import Head
+
+SHIPPED_HEADS = "lightning_modules.heads"  # where bertlab's own heads live in training; heads.py beside this file
+
 KNOWLEDGE_ENCODER_DIR = "knowledge_encoder"
 TEXT_SOURCES = ("vader", "encoder")  # knowledge the export can compute from the text alone
 
 
-def _first_tokens(hidden_states, k: int) -> torch.Tensor:
-    return torch.stack([h[:, 0] for h in hidden_states[-k:]], dim=1)
-
-
-def _token_means(hidden_states, k: int, attention_mask) -> torch.Tensor:
-    mask = attention_mask.unsqueeze(-1).to(hidden_states[-1].dtype)
-    return torch.stack([(h * mask).sum(1) / mask.sum(1).clamp_min(1.0) for h in hidden_states[-k:]], dim=1)
-
-
-class ClsHead(nn.Module):
-    def __init__(self, hidden_size: int, num_layers: int):
-        super().__init__()
-        self.dense = nn.Linear(hidden_size, hidden_size)
-        self.activation = nn.Tanh()
-
-    def forward(self, hidden_states, attention_mask):
-        return self.activation(self.dense(hidden_states[-1][:, 0]))
-
-
-class MeanHead(nn.Module):
-    def __init__(self, hidden_size: int, num_layers: int):
-        super().__init__()
-
-    def forward(self, hidden_states, attention_mask):
-        mask = attention_mask.unsqueeze(-1).to(hidden_states[-1].dtype)
-        return (hidden_states[-1] * mask).sum(1) / mask.sum(1).clamp_min(1.0)
-
-
-class LastKHead(nn.Module):
-    def __init__(self, hidden_size: int, num_layers: int, k: int = 4, reduce: str = "concat"):
-        super().__init__()
-        self.k, self.reduce = int(k), reduce
-
-    def forward(self, hidden_states, attention_mask):
-        first = _first_tokens(hidden_states, self.k)
-        if self.reduce == "concat":
-            return first.flatten(1)
-        return first.mean(1) if self.reduce == "mean" else first.amax(1)
-
-
-class LayerCnnHead(nn.Module):
-    def __init__(
-        self, hidden_size: int, num_layers: int, kernel_sizes=(2, 3, 4), num_filters=32, dropout=0.1, token="first"
-    ):
-        super().__init__()
-        self.num_layers, self.token = num_layers, token
-        self.convs = nn.ModuleList(nn.Conv2d(1, num_filters, (int(k), hidden_size)) for k in kernel_sizes)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, hidden_states, attention_mask):
-        if self.token == "mean":
-            x = _token_means(hidden_states, self.num_layers, attention_mask).unsqueeze(1)
-        else:
-            x = _first_tokens(hidden_states, self.num_layers).unsqueeze(1)
-        pooled = [torch.relu(conv(x)).squeeze(-1).amax(-1) for conv in self.convs]
-        return self.dropout(torch.cat(pooled, dim=-1))
-
-
-def build_head(name: str, hidden_size: int, num_layers: int, kwargs: dict) -> nn.Module:
-    if name in ("concat_last_k", "mean_last_k", "max_last_k"):
-        return LastKHead(hidden_size, num_layers, reduce=name.split("_")[0], **kwargs)
-    if name == "concat_all":
-        return LastKHead(hidden_size, num_layers, k=num_layers, reduce="concat")
-    heads = {"cls": ClsHead, "mean": MeanHead, "layer_cnn": LayerCnnHead}
-    if name not in heads:
-        raise ValueError(f"this bertlab export names an unknown head {name!r}")
-    return heads[name](hidden_size, num_layers, **kwargs)
-
-
-class AfterEncoderFusion(nn.Module):
-    site = "after_encoder"
-
-    def __init__(self, knowledge_dim: int, hidden_size: int):
-        super().__init__()
-
-    def forward(self, features, knowledge):
-        return torch.cat([features, knowledge.to(features.dtype)], dim=-1)
-
-
-class EmbeddingFusion(nn.Module):
-    site = "embedding"
-
-    def __init__(self, knowledge_dim: int, hidden_size: int):
-        super().__init__()
-        self.proj = nn.Linear(knowledge_dim, hidden_size)
-
-    def forward(self, inputs_embeds, knowledge):
-        added = self.proj(knowledge.to(self.proj.weight.dtype)).to(inputs_embeds.dtype)
-        first = inputs_embeds[:, :1] + added.unsqueeze(1)
-        return torch.cat([first, inputs_embeds[:, 1:]], dim=1)
-
-
-FUSIONS = {"after_encoder": AfterEncoderFusion, "embedding": EmbeddingFusion}
+def head_class(class_path: str) -> type[nn.Module]:
+    """The head class a ``class_path`` names: bertlab's own from ``heads.py`` beside this file, any other from
+    its module, which must then be importable wherever the export is loaded."""
+    module, _, name = class_path.rpartition(".")
+    if module == SHIPPED_HEADS:
+        module = Head.__module__
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        raise ImportError(
+            f"this bertlab export's head is {class_path}, which is not one of bertlab's heads; make its module "
+            "importable (on PYTHONPATH) where you load the export"
+        ) from None
 
 
 class BertlabForSequenceClassification(PreTrainedModel):
@@ -138,7 +64,13 @@ class BertlabForSequenceClassification(PreTrainedModel):
             encoder.pooler = None  # bertlab's heads read hidden states; the export has no pooler weights
         self.base_model_prefix = encoder.base_model_prefix or "encoder"
         setattr(self, self.base_model_prefix, encoder)
-        self.head = build_head(spec["head"], config.hidden_size, config.num_hidden_layers, spec.get("head_kwargs", {}))
+        head = spec["head"]
+        if not isinstance(head, dict):
+            raise ValueError(
+                f"this export names its head {head!r}, as bertlab did before heads were chosen by class_path; load "
+                "it with trust_remote_code=True (it runs the export's own copy of this file) or export it again"
+            )
+        self.head = head_class(head["class_path"])(config.hidden_size, config.num_hidden_layers, **head["init_args"])
         self.dropout = nn.Dropout(spec.get("classifier_dropout") or 0.0)
         fusion, dim = spec.get("knowledge_fusion"), int(spec.get("knowledge_dim") or 0)
         self.fusion = FUSIONS[fusion](dim, config.hidden_size) if fusion else None

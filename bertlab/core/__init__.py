@@ -4,7 +4,9 @@
 * ``models`` — built-in model names and local model/tokenizer directories (nothing is downloaded);
 * ``hf_loading`` — ``from_pretrained`` on a local directory, quietly and with clear errors;
 * ``files`` — ``atomic_path``: the one way a file or directory is written atomically;
-* ``fingerprint`` — ``fingerprint`` and ``stable_hash``: stable across processes and machines.
+* ``fingerprint`` — ``fingerprint`` and ``stable_hash``: stable across processes and machines;
+* ``truncation`` — how a text (or pair) is cut to ``max_length``: the data modules cut with it, and exports
+  ship it beside ``pipeline_bertlab`` (the exports' ``text-classification`` pipeline), so both cut alike.
 
 ``datamodules/``, ``lightning_modules/`` and ``callbacks/`` stand on this package and on
 third-party code; ``tests/test_layers.py`` checks that nothing here leans back on them.

@@ -10,40 +10,24 @@ Selected tokens follow BERT's 80/10/10 rule (Devlin et al. 2019, §3.1): ``repla
 [MASK], ``random_prob`` a random non-special token, ``keep_prob`` stay. Specials and padding are
 never selected. All randomness comes from the masker's own ``torch.Generator``, so the global
 torch seed does not change the masks. Every masker works on the padded batch with tensor ops.
+
+A config picks one by ``class_path`` (``data.init_args.masker``), so a masker of your own is a
+``DynamicMasker`` subclass in any importable file; there is no registry (docs/extending.md).
 """
 
 from __future__ import annotations
 
-from bertlab.core.errors import BertlabError
 from datamodules.maskers.dynamic import DynamicMasker, StaticMasker
 from datamodules.maskers.selective import EntropyMasker, SelectiveMasker
 from datamodules.maskers.words import SpanMasker, WholeWordMasker, jieba_word_ids, wordpiece_word_ids
 
 __all__ = [
-    "MASKERS",
     "DynamicMasker",
     "EntropyMasker",
     "SelectiveMasker",
     "SpanMasker",
     "StaticMasker",
     "WholeWordMasker",
-    "build_masker",
     "jieba_word_ids",
     "wordpiece_word_ids",
 ]
-
-
-MASKERS: dict[str, type[DynamicMasker]] = {
-    "dynamic": DynamicMasker,
-    "static": StaticMasker,
-    "whole_word": WholeWordMasker,
-    "span": SpanMasker,
-    "selective": SelectiveMasker,
-    "entropy": SelectiveMasker,
-}
-
-
-def build_masker(name: str, tokenizer, **kwargs) -> DynamicMasker:
-    if name not in MASKERS:
-        raise BertlabError(f"unknown masker {name!r}; known maskers: {', '.join(sorted(MASKERS))}")
-    return MASKERS[name](tokenizer, **kwargs)

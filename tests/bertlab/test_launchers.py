@@ -28,7 +28,7 @@ def _ablation(tmp_path, tiny_bert_dir, tiny_csvs, root: str, arms=None) -> str:
             "trainer.max_epochs": 2,
         },
         "seeds": [0],
-        "arms": arms or [{"name": "base"}, {"name": "mean", "args": {"model.init_args.head": "mean"}}],
+        "arms": arms or [{"name": "base"}, {"name": "mean", "args": {"model.init_args.head": "MeanHead"}}],
     }
     path = tmp_path / f"{os.path.basename(root)}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))

@@ -20,7 +20,6 @@ from callbacks.hf_export import HFExport
 from datamodules.classification import ClassificationDataModule
 from datamodules.knowledge_vectors import Knowledge
 from lightning_modules.classifier import TextClassifier
-from lightning_modules.heads import HeadOptions
 from tests.bertlab.cli_helpers import run_cli
 from tests.conftest import quiet_trainer
 from tests.dm_args import grouped
@@ -30,15 +29,15 @@ LR, STEPS = 3e-3, 100  # learns on every arm in every process (1e-2 sometimes co
 MAX_LENGTH = 12  # shorter than many of the texts: the export must cut them as training did
 # name -> (head, head options, knowledge fusion, knowledge source, truncation)
 ARMS = {
-    "cls": ("cls", {}, None, None, "head"),
-    "mean": ("mean", {}, None, None, "tail"),
-    "concat_last_k": ("concat_last_k", {"k": 2}, None, None, "head_tail"),
-    "mean_last_k": ("mean_last_k", {"k": 2}, None, None, "head"),
-    "max_last_k": ("max_last_k", {"k": 2}, None, None, "tail"),
-    "concat_all": ("concat_all", {}, None, None, "head_tail"),
-    "layer_cnn": ("layer_cnn", {"kernel_sizes": [1, 2], "num_filters": 8}, None, None, "tail"),
-    "vader_after_encoder": ("mean", {}, "after_encoder", "vader", "head_tail"),
-    "encoder_embedding": ("cls", {}, "embedding", "encoder", "tail"),
+    "cls": ("ClsHead", {}, None, None, "head"),
+    "mean": ("MeanHead", {}, None, None, "tail"),
+    "concat_last_k": ("LastKHead", {"k": 2}, None, None, "head_tail"),
+    "mean_last_k": ("LastKHead", {"k": 2, "reduce": "mean"}, None, None, "head"),
+    "max_last_k": ("LastKHead", {"k": 2, "reduce": "max"}, None, None, "tail"),
+    "concat_all": ("ConcatAllHead", {}, None, None, "head_tail"),
+    "layer_cnn": ("LayerCnnHead", {"kernel_sizes": [1, 2], "num_filters": 8}, None, None, "tail"),
+    "vader_after_encoder": ("MeanHead", {}, "after_encoder", "vader", "head_tail"),
+    "encoder_embedding": ("ClsHead", {}, "embedding", "encoder", "tail"),
 }
 
 
@@ -68,8 +67,7 @@ def fit_and_export(name, tiny_bert_dir, tiny_csvs, root) -> dict:
         tiny_bert_dir,
         num_labels=dm.num_labels,
         id2label=dm.id2label,
-        head=head,
-        head_kwargs=HeadOptions(**options),
+        head={"class_path": f"lightning_modules.heads.{head}", "init_args": options},
         lr=LR,
         knowledge_dim=dm.knowledge_dim,
         knowledge_fusion=fusion,

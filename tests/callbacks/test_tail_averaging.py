@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 from bertlab.core.errors import BertlabError
 from callbacks.tail_averaging import TailAveraging
 from lightning_modules.classifier import TextClassifier
+from lightning_modules.heads import MeanHead
 from tests.conftest import quiet_trainer
 from tests.lightning_modules.test_fresh_start import classifier_batches
 
@@ -32,7 +33,7 @@ def train(module, callbacks, steps=6):
 @pytest.mark.parametrize("start, every, averaged_steps", [(0.5, 1, [3, 4, 5]), (0.0, 2, [0, 2, 4])])
 def test_final_weights_are_the_mean_over_the_tail(tiny_bert_dir, start, every, averaged_steps):
     pl.seed_everything(0)
-    module = TextClassifier(tiny_bert_dir, head="mean", lr=1e-2, warmup_ratio=0.0)
+    module = TextClassifier(tiny_bert_dir, head=MeanHead, lr=1e-2, warmup_ratio=0.0)
     record, avg = Record(), TailAveraging(start_fraction=start, every_n_steps=every)
     train(module, [record, avg])  # Record runs first: it sees each step's own weights
     assert avg.start_step == int(start * 6) and avg.averaged == len(averaged_steps)
@@ -45,7 +46,7 @@ def test_final_weights_are_the_mean_over_the_tail(tiny_bert_dir, start, every, a
 
 def test_a_late_start_averages_the_last_step_only(tiny_bert_dir):
     pl.seed_everything(0)
-    module = TextClassifier(tiny_bert_dir, head="mean", lr=1e-2, warmup_ratio=0.0)
+    module = TextClassifier(tiny_bert_dir, head=MeanHead, lr=1e-2, warmup_ratio=0.0)
     record, avg = Record(), TailAveraging(start_fraction=0.99)
     train(module, [record, avg], steps=3)  # start step int(0.99 * 3) = 2: the last step only
     assert avg.averaged == 1
@@ -53,7 +54,7 @@ def test_a_late_start_averages_the_last_step_only(tiny_bert_dir):
 
 
 def test_before_any_update_checkpoints_and_validation_keep_the_current_weights(tiny_bert_dir):
-    module = TextClassifier(tiny_bert_dir, head="mean")
+    module = TextClassifier(tiny_bert_dir, head=MeanHead)
     avg = TailAveraging(start_fraction=0.5)
     avg.setup(None, module, "fit")  # the average model: a copy of the initial weights, n_averaged 0
     with torch.no_grad():

@@ -14,21 +14,20 @@ from transformers import AutoTokenizer
 from bertlab.core.errors import BertlabError
 from datamodules import maskers
 from datamodules.maskers import (
-    MASKERS,
     DynamicMasker,
     EntropyMasker,
     SelectiveMasker,
     SpanMasker,
     StaticMasker,
     WholeWordMasker,
-    build_masker,
     jieba_word_ids,
     wordpiece_word_ids,
 )
 from tests.conftest import build_tiny_bert, make_texts
 
 N = 10_000
-RATE_MASKERS = ["dynamic", "static", "whole_word", "span"]
+RATE_MASKERS = [DynamicMasker, StaticMasker, WholeWordMasker, SpanMasker]
+MASKERS = [*RATE_MASKERS, SelectiveMasker]
 
 
 @pytest.fixture(scope="module")
@@ -86,26 +85,26 @@ def rates(masker, feats, tok):
     return counts[0] / counts[1], counts[2] / counts[0], counts[3] / counts[0], counts[4] / counts[0]
 
 
-@pytest.mark.parametrize("name", RATE_MASKERS)
-def test_default_rate_and_split(name, tok):
-    rate, mask, rand, keep = rates(build_masker(name, tok), random_features(tok), tok)
+@pytest.mark.parametrize("masker_class", RATE_MASKERS, ids=lambda c: c.__name__)
+def test_default_rate_and_split(masker_class, tok):
+    rate, mask, rand, keep = rates(masker_class(tok), random_features(tok), tok)
     assert abs(rate - 0.15) < 0.01
     # a random replacement equal to the original counts as kept (1 in 195 here)
     assert abs(mask - 0.8) < 0.02 and abs(rand - 0.1) < 0.02 and abs(keep - 0.1) < 0.02
 
 
-@pytest.mark.parametrize("name", RATE_MASKERS)
-def test_configured_rate_and_split(name, tok):
-    masker = build_masker(name, tok, mlm_probability=0.3, replace_prob=0.5, random_prob=0.25, keep_prob=0.25, seed=3)
+@pytest.mark.parametrize("masker_class", RATE_MASKERS, ids=lambda c: c.__name__)
+def test_configured_rate_and_split(masker_class, tok):
+    masker = masker_class(tok, mlm_probability=0.3, replace_prob=0.5, random_prob=0.25, keep_prob=0.25, seed=3)
     rate, mask, rand, keep = rates(masker, random_features(tok, seed=1), tok)
     assert abs(rate - 0.3) < 0.01
     assert abs(mask - 0.5) < 0.02 and abs(rand - 0.25) < 0.02 and abs(keep - 0.25) < 0.02
 
 
-@pytest.mark.parametrize("name", list(MASKERS))
-def test_specials_and_padding_never_masked(name, tok):
+@pytest.mark.parametrize("masker_class", MASKERS, ids=lambda c: c.__name__)
+def test_specials_and_padding_never_masked(masker_class, tok):
     feats = random_features(tok, n=2000, pairs=True, scores=True)
-    masker = build_masker(name, tok, mlm_probability=0.5, pad_to_multiple_of=8)
+    masker = masker_class(tok, mlm_probability=0.5, pad_to_multiple_of=8)
     specials = torch.tensor(tok.all_special_ids)
     for orig, out in run(masker, feats):
         assert set(out) == {"input_ids", "attention_mask", "labels", "token_type_ids"}
@@ -240,16 +239,16 @@ def test_dynamic_masks_change_every_call(tok):
     assert not torch.equal(masker(feats)["labels"], masker(feats)["labels"])
 
 
-@pytest.mark.parametrize("name", list(MASKERS))
-def test_seeding_is_private(name, tok):
+@pytest.mark.parametrize("masker_class", MASKERS, ids=lambda c: c.__name__)
+def test_seeding_is_private(masker_class, tok):
     feats = random_features(tok, n=300, scores=True)
-    masker_kwargs = {"temperature": 1.0} if name in ("selective", "entropy") else {}
+    masker_kwargs = {"temperature": 1.0} if masker_class is SelectiveMasker else {}
     torch.manual_seed(1)
-    a = build_masker(name, tok, seed=11, **masker_kwargs)(feats)
+    a = masker_class(tok, seed=11, **masker_kwargs)(feats)
     torch.manual_seed(2)
     torch.rand(10)
-    b = build_masker(name, tok, seed=11, **masker_kwargs)(feats)
-    c = build_masker(name, tok, seed=12, **masker_kwargs)(feats)
+    b = masker_class(tok, seed=11, **masker_kwargs)(feats)
+    c = masker_class(tok, seed=12, **masker_kwargs)(feats)
     assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["labels"], b["labels"])
     assert not torch.equal(a["input_ids"], c["input_ids"])
 
@@ -298,7 +297,7 @@ def test_selective_temperature_samples_by_softmax(tok):
     assert (out["labels"] != -100).sum(1).eq(1).all()  # budget round(0.05 * 20) = 1
     freq = (out["labels"][:, 1:21] != -100).double().mean(0)
     assert torch.allclose(freq, torch.softmax(torch.tensor(scores) / 1.5, 0), atol=0.02)
-    assert EntropyMasker is SelectiveMasker and MASKERS["entropy"] is MASKERS["selective"] is SelectiveMasker
+    assert EntropyMasker is SelectiveMasker
 
 
 def sparse_scores(feats, share, seed=0):
@@ -377,8 +376,6 @@ def test_bad_split_and_names(tok):
         DynamicMasker(tok, replace_prob=0.7, random_prob=0.1, keep_prob=0.1)
     with pytest.raises(BertlabError, match="keep_prob"):
         DynamicMasker(tok, replace_prob=0.9, random_prob=0.2, keep_prob=-0.1)
-    with pytest.raises(BertlabError, match="known maskers: dynamic, entropy, selective, span, static, whole_word"):
-        build_masker("random", tok)
     with pytest.raises(BertlabError, match="dupe_factor"):
         StaticMasker(tok, dupe_factor=0)
 

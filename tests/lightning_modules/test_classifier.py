@@ -3,6 +3,7 @@ multi-task label descriptions, self-distillation's loss, config errors, and the 
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,9 +13,10 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+import lightning_modules.heads as heads
 from bertlab.core.errors import BertlabError
 from lightning_modules.classifier import Distillation, LabelDescriptions, TextClassifier
-from lightning_modules.heads import HeadOptions
+from lightning_modules.heads import ClsHead, ConcatAllHead, LastKHead, LayerCnnHead, MeanHead
 from lightning_modules.losses import kd_loss, label_description_contrastive
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,19 +36,22 @@ def classifier(tiny_bert_dir, dm, **kwargs) -> TextClassifier:
 
 
 HEADS = [
-    ("cls", {}),
-    ("mean", {}),
-    ("concat_last_k", {"k": 2}),
-    ("mean_last_k", {"k": 2}),
-    ("max_last_k", {"k": 1}),
-    ("concat_all", {}),
-    ("layer_cnn", {"kernel_sizes": [1, 2], "num_filters": 4}),
+    (ClsHead, {}),
+    (MeanHead, {}),
+    (LastKHead, {"k": 2}),
+    (LastKHead, {"k": 2, "reduce": "mean"}),
+    (LastKHead, {"k": 1, "reduce": "max"}),
+    (ConcatAllHead, {}),
+    (LayerCnnHead, {"kernel_sizes": [1, 2], "num_filters": 4}),
 ]
 
 
 @pytest.mark.parametrize("head,kwargs", HEADS)
 def test_every_head_gives_logits_and_gradients_to_the_encoder(tiny_bert_dir, dm, batch, head, kwargs):
-    model = classifier(tiny_bert_dir, dm, head=head, head_kwargs=HeadOptions(**kwargs))
+    model = classifier(
+        tiny_bert_dir, dm, head={"class_path": f"{head.__module__}.{head.__name__}", "init_args": kwargs}
+    )
+    assert type(model.head) is head and model.head.options == kwargs
     logits = model(batch)
     assert logits.shape == (batch["input_ids"].shape[0], 2) and torch.isfinite(logits).all()
     model._shared_step(batch, "val").backward()
@@ -59,10 +64,9 @@ def test_every_head_gives_logits_and_gradients_to_the_encoder(tiny_bert_dir, dm,
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
 
 
-def test_every_head_of_the_registry_is_exercised():
-    from lightning_modules.heads import HEADS as REGISTRY
-
-    assert {h for h, _ in HEADS} == set(REGISTRY)
+def test_every_head_is_exercised():
+    defined = {c for c in vars(heads).values() if isinstance(c, type) and issubclass(c, heads.Head)}
+    assert {h for h, _ in HEADS} == defined - {heads.Head}
 
 
 # ---------------------------------------------------------------- layer-wise LR decay
@@ -120,10 +124,18 @@ def test_layer_decay_out_of_range_is_an_error(tiny_bert_dir, dm, xi):
 
 
 def test_head_errors_reach_the_user_through_the_classifier(tiny_bert_dir, dm):
-    with pytest.raises(BertlabError, match="unknown head 'attention'"):
-        classifier(tiny_bert_dir, dm, head="attention")
-    with pytest.raises(BertlabError, match="k=4 .*L=2"):
-        classifier(tiny_bert_dir, dm, head="concat_last_k", head_kwargs=HeadOptions(k=4))
+    with pytest.raises(BertlabError, match="model head 'mean': heads are chosen by class_path, e.g. `head: MeanHead`"):
+        classifier(tiny_bert_dir, dm, head="mean")
+    with pytest.raises(BertlabError, match="model head LastKHead: k=4 .*L=2"):
+        classifier(tiny_bert_dir, dm, head=functools.partial(LastKHead, k=4))
+    with pytest.raises(BertlabError, match="model head LayerCnnHead: .*unexpected keyword argument 'kernel_size'"):
+        classifier(
+            tiny_bert_dir,
+            dm,
+            head={"class_path": "lightning_modules.heads.LayerCnnHead", "init_args": {"kernel_size": 1}},
+        )
+    with pytest.raises(BertlabError, match="model head Linear is not a lightning_modules.heads.Head"):
+        classifier(tiny_bert_dir, dm, head=torch.nn.Linear)
 
 
 # ---------------------------------------------------------------- multi-task: label descriptions
@@ -223,7 +235,11 @@ def test_every_recipe_parses_over_the_fine_food_base(recipe, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([sub, "--config", str(ROOT / "configs/classify/fine_food.yaml"), "--config", recipe, "--print_config"])
     assert exit_info.value.code in (0, None)
-    assert "class_path: lightning_modules.classifier.TextClassifier" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "class_path: lightning_modules.classifier.TextClassifier" in out
+    head = {"head_mean": "MeanHead", "head_concat_all": "ConcatAllHead", "head_concat_last4": "LastKHead"}
+    head |= {name: "LayerCnnHead" for name in ("head_layer_cnn", "head_layer_cnn_mean", "head_layer_cnn_warmup")}
+    assert f"class_path: lightning_modules.heads.{head.get(Path(recipe).stem, 'ClsHead')}" in out
 
 
 def test_the_recipe_set_is_complete():

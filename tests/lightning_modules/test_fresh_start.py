@@ -14,6 +14,7 @@ from bertlab.core.errors import BertlabError
 from lightning_modules import masked_lm
 from lightning_modules.classifier import TextClassifier
 from lightning_modules.fresh_start import FreshStart
+from lightning_modules.heads import ClsHead, MeanHead
 from lightning_modules.masked_lm import MaskedLM
 from tests.conftest import quiet_trainer
 from tests.lightning_modules.test_masked_lm import masked_batch, tiny_mlm_dir
@@ -83,7 +84,7 @@ def classifier_batches(module, n: int) -> list[dict]:
     ]
 
 
-@pytest.mark.parametrize("head", ["cls", "mean"])
+@pytest.mark.parametrize("head", [ClsHead, MeanHead])
 def test_classifier_warmup_leaves_the_encoder_untouched(tiny_bert_dir, head):
     pl.seed_everything(0)
     module = TextClassifier(tiny_bert_dir, head=head, lr=1e-2, warmup_ratio=0.0, fresh={"warmup_steps": 2})
@@ -108,7 +109,7 @@ def test_reinit_changes_exactly_the_top_layers(tiny_bert_dir):
 
 
 def test_lr_multiplier_reaches_only_new_parameters(tiny_bert_dir):
-    module = TextClassifier(tiny_bert_dir, head="mean", lr=1e-3, fresh=FreshStart(lr_multiplier=10.0))
+    module = TextClassifier(tiny_bert_dir, head=MeanHead, lr=1e-3, fresh=FreshStart(lr_multiplier=10.0))
     module.trainer = type("T", (), {"estimated_stepping_batches": 10})()
     optimizer = module.configure_optimizers()["optimizer"]
     lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}

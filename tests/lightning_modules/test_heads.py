@@ -1,12 +1,11 @@
-"""Heads: shapes, exact values against hand computations, where gradients reach, config errors."""
+"""Heads: shapes, exact values against hand computations, where gradients reach, the options they record, errors."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from bertlab.core.errors import BertlabError
-from lightning_modules.heads import HEADS, LayerCnnHead, build_head
+from lightning_modules.heads import ClsHead, ConcatAllHead, Head, LastKHead, LayerCnnHead, MeanHead
 
 B, T, H, L = 3, 5, 8, 4
 
@@ -22,59 +21,62 @@ def mask():
     return torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]])
 
 
-OUT_DIMS = {
-    ("cls", ()): H,
-    ("mean", ()): H,
-    ("concat_last_k", ()): 4 * H,
-    ("concat_last_k", (("k", 2),)): 2 * H,
-    ("mean_last_k", (("k", 3),)): H,
-    ("max_last_k", (("k", 1),)): H,
-    ("concat_all", ()): L * H,
-    ("layer_cnn", ()): 3 * 32,
-    ("layer_cnn", (("kernel_sizes", (1, 4)), ("num_filters", 5))): 2 * 5,
-}
+OUT_DIMS = [
+    (ClsHead, {}, H),
+    (MeanHead, {}, H),
+    (LastKHead, {}, 4 * H),
+    (LastKHead, {"k": 2}, 2 * H),
+    (LastKHead, {"k": 3, "reduce": "mean"}, H),
+    (LastKHead, {"k": 1, "reduce": "max"}, H),
+    (ConcatAllHead, {}, L * H),
+    (LayerCnnHead, {}, 3 * 32),
+    (LayerCnnHead, {"kernel_sizes": (1, 4), "num_filters": 5}, 2 * 5),
+]
 
 
 def test_every_head_is_covered():
-    assert {name for name, _ in OUT_DIMS} == set(HEADS)
+    import lightning_modules.heads as module
+
+    defined = {c for c in vars(module).values() if isinstance(c, type) and issubclass(c, Head) and c is not Head}
+    assert {cls for cls, _, _ in OUT_DIMS} == defined
 
 
-@pytest.mark.parametrize("name,kwargs", list(OUT_DIMS))
-def test_shape_out_dim_and_finite_gradient(name, kwargs):
+@pytest.mark.parametrize("cls,kwargs,width", OUT_DIMS)
+def test_shape_out_dim_and_finite_gradient(cls, kwargs, width):
     torch.manual_seed(0)
-    head = build_head(name, H, L, **dict(kwargs)).double()
+    head = cls(H, L, **kwargs).double()
     stack, hs = hidden()
     out = head(hs, mask())
-    assert out.shape == (B, head.out_dim) and head.out_dim == OUT_DIMS[(name, kwargs)]
+    assert out.shape == (B, head.out_dim) and head.out_dim == width
     out.square().sum().backward()
     assert torch.isfinite(stack.grad).all() and stack.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize(
-    "name,kwargs,reached",
+    "cls,kwargs,reached",
     [
-        ("cls", {}, {L}),
-        ("mean", {}, {L}),
-        ("concat_last_k", {"k": 2}, {L - 1, L}),
-        ("mean_last_k", {"k": 3}, {L - 2, L - 1, L}),
-        ("concat_all", {}, set(range(1, L + 1))),
-        ("layer_cnn", {"dropout": 0.0}, set(range(1, L + 1))),
+        (ClsHead, {}, {L}),
+        (MeanHead, {}, {L}),
+        (LastKHead, {"k": 2}, {L - 1, L}),
+        (LastKHead, {"k": 3, "reduce": "mean"}, {L - 2, L - 1, L}),
+        (ConcatAllHead, {}, set(range(1, L + 1))),
+        (LayerCnnHead, {"dropout": 0.0}, set(range(1, L + 1))),
     ],
 )
-def test_gradient_reaches_exactly_the_pooled_layers_and_first_token(name, kwargs, reached):
+def test_gradient_reaches_exactly_the_pooled_layers_and_first_token(cls, kwargs, reached):
     torch.manual_seed(0)
-    head = build_head(name, H, L, **kwargs).double()
+    head = cls(H, L, **kwargs).double()
     stack, hs = hidden()
     head(hs, mask()).sum().backward()
     per_layer = stack.grad.abs().sum(dim=(1, 2, 3))
     for layer in range(L + 1):  # index 0 is the embedding output
         assert (per_layer[layer] > 0) == (layer in reached), (layer, per_layer)
-    if name != "mean":
+    if cls is not MeanHead:
         assert stack.grad[:, :, 1:].abs().sum() == 0  # only the first token is read
 
 
 def test_max_last_k_gradient_goes_to_the_argmax_layer_only():
-    head = build_head("max_last_k", H, L, k=2)
+    head = LastKHead(H, L, k=2, reduce="max")
     stack, hs = hidden()
     head(hs, mask()).sum().backward()
     first = stack.detach()[:, :, 0]  # [L+1, B, H]
@@ -88,10 +90,10 @@ def test_values_equal_hand_computation():
     _, hs = hidden()
     first = [h[:, 0].detach() for h in hs]  # per layer, [B, H]
     with torch.no_grad():
-        concat = build_head("concat_last_k", H, L, k=3)(hs, mask())
-        mean = build_head("mean_last_k", H, L, k=3)(hs, mask())
-        maxed = build_head("max_last_k", H, L, k=3)(hs, mask())
-        everything = build_head("concat_all", H, L)(hs, mask())
+        concat = LastKHead(H, L, k=3)(hs, mask())
+        mean = LastKHead(H, L, k=3, reduce="mean")(hs, mask())
+        maxed = LastKHead(H, L, k=3, reduce="max")(hs, mask())
+        everything = ConcatAllHead(H, L)(hs, mask())
     for b in range(B):
         for i in range(H):
             vals = [first[layer][b, i].item() for layer in (L - 2, L - 1, L)]
@@ -107,10 +109,10 @@ def test_masked_mean_ignores_padding_exactly():
     _, hs = hidden()
     m = mask()
     with torch.no_grad():
-        out = build_head("mean", H, L)(hs, m)
+        out = MeanHead(H, L)(hs, m)
         poisoned = [h.clone() for h in hs]
         poisoned[-1][m == 0] = 1e6  # whatever sits under padding must not matter
-        out_poisoned = build_head("mean", H, L)(tuple(poisoned), m)
+        out_poisoned = MeanHead(H, L)(tuple(poisoned), m)
     top = hs[-1].detach()
     for b, n in enumerate([5, 3, 1]):
         for i in range(H):
@@ -155,13 +157,13 @@ def test_layer_cnn_over_token_means_reads_every_real_token_of_every_layer_and_no
     assert grad[1:].abs().sum() > 0
     for b, n in enumerate(m.sum(1).tolist()):  # a mean: every real token of a layer gets the same gradient
         torch.testing.assert_close(grad[1:, b, :n], grad[1:, b, :1].expand(-1, n, -1), rtol=0, atol=1e-12)
-    with pytest.raises(BertlabError, match="layer_cnn token must be first \\(\\[CLS\\]\\) or mean, got 'max'"):
-        build_head("layer_cnn", H, L, token="max")
+    with pytest.raises(ValueError, match="token must be first \\(\\[CLS\\]\\) or mean, got 'max'"):
+        LayerCnnHead(H, L, token="max")
 
 
 def test_layer_cnn_dropout_only_in_training():
     torch.manual_seed(0)
-    head = build_head("layer_cnn", H, L, dropout=0.5).double()
+    head = LayerCnnHead(H, L, dropout=0.5).double()
     _, hs = hidden()
     with torch.no_grad():
         evaluated = head.eval()(hs, mask())
@@ -172,45 +174,39 @@ def test_layer_cnn_dropout_only_in_training():
 
 
 def test_k_out_of_range_is_an_error_naming_k_and_l():
-    for name in ("concat_last_k", "mean_last_k", "max_last_k"):
-        with pytest.raises(BertlabError, match=r"k=5.*L=4"):
-            build_head(name, H, L, k=5)
-        with pytest.raises(BertlabError, match=r"k=0.*L=4"):
-            build_head(name, H, L, k=0)
-
-
-def test_k_must_be_a_whole_number():
-    with pytest.raises(BertlabError, match=r"k=2.5"):
-        build_head("concat_last_k", H, L, k=2.5)
-
-
-def test_default_k_of_four_needs_four_layers():
-    assert build_head("concat_last_k", H, 4).out_dim == 4 * H
-    with pytest.raises(BertlabError, match=r"k=4.*L=2"):
-        build_head("mean_last_k", H, 2)
-
-
-def test_unknown_head_lists_known_heads():
-    with pytest.raises(BertlabError, match="unknown head 'attention'.*concat_all.*layer_cnn.*max_last_k"):
-        build_head("attention", H, L)
-
-
-def test_unknown_option_is_an_error_listing_the_options():
-    with pytest.raises(BertlabError, match="'concat_all' takes no option.*k; its options: none"):
-        build_head("concat_all", H, L, k=2)
-    with pytest.raises(BertlabError, match="kernel_size; its options: kernel_sizes, num_filters, dropout"):
-        build_head("layer_cnn", H, L, kernel_size=3)
+    for reduce in LastKHead.REDUCE:
+        with pytest.raises(ValueError, match=r"k=5.*L=4"):
+            LastKHead(H, L, k=5, reduce=reduce)
+        with pytest.raises(ValueError, match=r"k=0.*L=4"):
+            LastKHead(H, L, k=0, reduce=reduce)
+    with pytest.raises(ValueError, match=r"k=2.5"):
+        LastKHead(H, L, k=2.5)
+    assert LastKHead(H, 4).out_dim == 4 * H
+    with pytest.raises(ValueError, match=r"k=4.*L=2"):  # the default k=4 needs four layers
+        LastKHead(H, 2, reduce="mean")
+    with pytest.raises(ValueError, match="reduce must be one of concat, mean, max"):
+        LastKHead(8, 4, reduce="sum")
 
 
 def test_cnn_kernel_taller_than_the_stack_is_an_error():
-    with pytest.raises(BertlabError, match=r"kernel sizes \[5\].*L=4"):
-        build_head("layer_cnn", H, L, kernel_sizes=(2, 5))
-    with pytest.raises(BertlabError, match=r"kernel sizes \[3, 4\].*L=2"):
-        build_head("layer_cnn", H, 2)  # the default (2, 3, 4) on a 2-layer model
-    with pytest.raises(BertlabError, match="at least one kernel size"):
-        build_head("layer_cnn", H, L, kernel_sizes=())
-    with pytest.raises(BertlabError, match="dropout"):
-        build_head("layer_cnn", H, L, dropout=1.0)
+    with pytest.raises(ValueError, match=r"kernel sizes \[5\].*L=4"):
+        LayerCnnHead(H, L, kernel_sizes=(2, 5))
+    with pytest.raises(ValueError, match=r"kernel sizes \[3, 4\].*L=2"):
+        LayerCnnHead(H, 2)  # the default (2, 3, 4) on a 2-layer model
+    with pytest.raises(ValueError, match="at least one kernel size"):
+        LayerCnnHead(H, L, kernel_sizes=())
+    with pytest.raises(ValueError, match="dropout"):
+        LayerCnnHead(H, L, dropout=1.0)
+
+
+def test_a_head_records_the_options_it_was_built_with():
+    """What the export writes into config.json to build the same head again, tuples as JSON lists."""
+    assert LayerCnnHead(H, L, kernel_sizes=(1, 2), num_filters=3).options == {"kernel_sizes": [1, 2], "num_filters": 3}
+    assert LastKHead(H, L, 2, reduce="max").options == {"k": 2, "reduce": "max"}
+    assert ClsHead(H, L).options == {} and ConcatAllHead(hidden_size=H, num_layers=L).options == {}
+    import copy
+
+    assert copy.deepcopy(LastKHead(H, L, k=3)).options == {"k": 3}
 
 
 def test_heads_on_a_real_tiny_bert(tiny_bert_dir):
@@ -222,27 +218,8 @@ def test_heads_on_a_real_tiny_bert(tiny_bert_dir):
         out = encoder(input_ids=ids, attention_mask=(ids != 0).long(), output_hidden_states=True)
     layers, width = encoder.config.num_hidden_layers, encoder.config.hidden_size
     assert len(out.hidden_states) == layers + 1
-    for name, kwargs in [("concat_all", {}), ("concat_last_k", {"k": 2}), ("layer_cnn", {"kernel_sizes": [1, 2]})]:
-        assert build_head(name, width, layers, **kwargs)(out.hidden_states, ids != 0).shape == (
+    for cls, kwargs in [(ConcatAllHead, {}), (LastKHead, {"k": 2}), (LayerCnnHead, {"kernel_sizes": [1, 2]})]:
+        assert cls(width, layers, **kwargs)(out.hidden_states, ids != 0).shape == (
             2,
-            layers * width if name != "layer_cnn" else 64,
+            layers * width if cls is not LayerCnnHead else 64,
         )
-
-
-def test_last_k_names_fix_the_reduction():
-    from lightning_modules.heads import LastKHead
-
-    hidden = tuple(torch.randn(2, 3, 8) for _ in range(5))  # embeddings + 4 layers
-    mask = torch.ones(2, 3)
-    first = torch.stack([h[:, 0] for h in hidden[-2:]], dim=1)
-    for name, expected in (
-        ("concat_last_k", first.flatten(1)),
-        ("mean_last_k", first.mean(1)),
-        ("max_last_k", first.amax(1)),
-    ):
-        head = build_head(name, 8, 4, k=2)
-        assert isinstance(head, LastKHead) and torch.equal(head(hidden, mask), expected)
-    with pytest.raises(BertlabError, match="head 'mean_last_k' takes no option"):
-        build_head("mean_last_k", 8, 4, reduce="max")
-    with pytest.raises(BertlabError, match="reduce must be one of concat, mean, max"):
-        LastKHead(8, 4, reduce="sum")

@@ -54,11 +54,12 @@ def test_gradients_equal_the_full_encoder(tiny_bert_dir):
 
 def test_classifier_uses_it_for_the_cls_head_only(tiny_bert_dir):
     from lightning_modules.classifier import TextClassifier
+    from lightning_modules.heads import MeanHead
 
     ids, mask = _inputs()
     batch = {"input_ids": ids, "attention_mask": mask}
     cls = TextClassifier(tiny_bert_dir, num_labels=2).eval()
-    mean = TextClassifier(tiny_bert_dir, num_labels=2, head="mean").eval()
+    mean = TextClassifier(tiny_bert_dir, num_labels=2, head=MeanHead).eval()
     assert cls.first_token_only and not mean.first_token_only
     full = cls.head(cls.encoder(**batch, output_hidden_states=True).hidden_states, mask)
     torch.testing.assert_close(cls.encode(batch), full, atol=1e-6, rtol=1e-5)
