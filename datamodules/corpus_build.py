@@ -167,6 +167,7 @@ def build(
     """Build ``final`` (``train/`` and ``val/`` ``TokenArrays`` and ``meta.json``), resuming ``final.build``.
 
     The caller holds the cache entry's lock."""
+    started = time.perf_counter()
     work = final + ".build"
     os.makedirs(work, exist_ok=True)
     texts = {i: s.texts() for i, s in enumerate(sources) if s.path is None}
@@ -196,7 +197,8 @@ def build(
             pool.close()
             pool.join()
     documents = {k: int((assign == v).sum()) for k, v in SPLITS.items()}
-    stats = _assemble(final, paths, layout.words, {**meta, "documents": documents})
+    timing = {"workers": workers, "shards": len(shards), "resumed_shards": len(shards) - len(todo)}
+    stats = _assemble(final, paths, layout.words, {**meta, "documents": documents, "build": timing}, started)
     shutil.rmtree(work, ignore_errors=True)
     return stats
 
@@ -221,7 +223,7 @@ def _progress(done, n_shards: int, finished: int, workers: int) -> None:
             bar.set_postfix_str(f"{tokens / max(time.perf_counter() - start, 1e-9):,.0f} tokens/s, {workers} workers")
 
 
-def _assemble(final: str, paths: list[str], words: bool, meta: dict) -> dict:
+def _assemble(final: str, paths: list[str], words: bool, meta: dict, started: float) -> dict:
     """Append the shards into one flat token stream per split, renamed into ``final`` at once."""
     stats = dict(meta)
     with atomic_path(final, directory=True, replace=False) as tmp:
@@ -241,6 +243,7 @@ def _assemble(final: str, paths: list[str], words: bool, meta: dict) -> dict:
                 dtype = np.int8 if int(lengths.max(initial=0)) <= 128 else np.int32
                 _concat(paths, f"{split}_types", os.path.join(directory, "token_type_ids.npy"), dtype, int(offsets[-1]))
             stats[split] = {"sequences": len(lengths), "tokens": int(offsets[-1]), "text_tokens": tokens, "unk": unk}
+        stats["build"]["seconds"] = time.perf_counter() - started  # the plan, the tokenizing and the assembly
         with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
             json.dump(stats, f, indent=1, default=str)
     return stats
