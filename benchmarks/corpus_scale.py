@@ -5,8 +5,8 @@ a repeat redrawn) and, as separate processes started the way a user starts them:
 
 1. ``cold``: ``bertlab fit --config configs/mlm/fine_food_tapt.yaml`` on the file alone with an empty cache,
    ``--steps`` steps. Peak RSS of the whole process tree (the fit and its tokenizing workers: the sum of their
-   resident sizes, sampled every 0.1 s) and of its largest process, up to the first steps; the tokenizing
-   throughput (the cache's tokens over its build time: plan, tokenize, assemble; ``meta.json``); the cache's
+   proportional resident sizes, Pss, sampled every 0.1 s) and of its largest process, up to the first steps; the
+   tokenizing throughput (the cache's tokens over its build time: plan, tokenize, assemble; ``meta.json``); the cache's
    size on disk.
 2. ``warm``: the same command again: seconds from its start to the end of its first training step, and its
    peak RSS.
@@ -108,9 +108,14 @@ def _descendants(root: int) -> list[int]:
 
 
 def _status(pid: int) -> dict | None:
+    """VmHWM (the process's own peak) and, as VmRSS, its proportional share (Pss): forked tokenizing workers
+    share their parent's pages, which plain RSS would count once per process."""
     try:
         with open(f"/proc/{pid}/status") as f:
-            return {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in f) if k in ("VmRSS", "VmHWM")}
+            out = {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in f) if k in ("VmRSS", "VmHWM")}
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            pss = [int(line.split()[1]) for line in f if line.startswith("Pss:")]
+        return out | ({"VmRSS": pss[0]} if pss else {})
     except (OSError, ValueError):
         return None
 
@@ -270,6 +275,7 @@ def main(argv=None) -> int:
     out = {"targets": TARGETS, "cores": args.cores, "model": args.model, "steps": args.steps}
     out["machine"] = {"platform": platform.platform(), "python": platform.python_version()}
     out["commit"] = _commit()
+    out["machine"]["load_average_at_start"] = os.getloadavg()  # other jobs on the cores skew every timing
     with tempfile.TemporaryDirectory(prefix="bertlab-corpus-scale-") as tmp:
         out["sizes"] = []
         for n in sizes:  # written after each part: a long run that is cut short keeps what it measured
@@ -293,6 +299,7 @@ def main(argv=None) -> int:
             "tokenize_vs_hf": s["tokenize_vs_hf"] >= TARGETS["tokenize_vs_hf"],
             "warm_first_step_s": s["warm_first_step_s"] <= TARGETS["warm_first_step_s"],
         }
+    out["machine"]["load_average_at_end"] = os.getloadavg()
     if "ddp" in out:
         out.setdefault("summary", {"met": {}})["met"]["ddp"] = out["ddp"]["met"]
     _write(out, args.out)
