@@ -22,7 +22,7 @@ Targets (issue 23): peak RSS at the largest size <= 1.1x that at the smallest an
 HF ``datasets`` with the same cores; a warm cache to the first step <= 15 s; each DDP rank within 10 % of 1 rank.
 
     python benchmarks/corpus_scale.py --lines 1000000,3000000 --out results/corpus_scale.json
-    python benchmarks/corpus_scale.py --lines 300,600 --steps 1 --ddp-lines 300 --model DIR --out x.json  # smoke
+    python benchmarks/corpus_scale.py --lines 150 --steps 1 --ddp-lines 0 --model DIR --max-length 32  # smoke
 """
 
 from __future__ import annotations
@@ -159,6 +159,7 @@ def fit(corpus: str, cache: str, work: str, args, extra: tuple[str, ...] = ()) -
         sys.executable, "-m", "bertlab.cli", "fit", "--config", os.path.join(ROOT, "configs/mlm/fine_food_tapt.yaml"),
         "--model.init_args.model_name_or_path", args.model, "--data.init_args.task", "null",
         "--data.init_args.corpus", json.dumps([corpus]), "--data.init_args.cache_dir", cache,
+        "--data.init_args.max_length", str(args.max_length),
         "--trainer.max_steps", str(args.steps), "--trainer.limit_val_batches", "0",
         "--trainer.default_root_dir", os.path.join(work, "run"),
         "--trainer.callbacks+=corpus_scale_first_step.FirstSteps", "--trainer.callbacks.output_path", first, *extra,
@@ -193,7 +194,7 @@ from bertlab.core.models import load_tokenizer
 tok = load_tokenizer({model!r})
 started = time.perf_counter()
 ds = load_dataset("text", data_files={corpus!r}, cache_dir={cache!r}, split="train")
-ds = ds.map(lambda b: tok(b["text"], truncation=True, max_length=128), batched=True, num_proc={cores},
+ds = ds.map(lambda b: tok(b["text"], truncation=True, max_length={max_length}), batched=True, num_proc={cores},
             remove_columns=["text"])
 print(json.dumps({{"seconds": time.perf_counter() - started, "rows": len(ds)}}))
 """
@@ -201,7 +202,9 @@ print(json.dumps({{"seconds": time.perf_counter() - started, "rows": len(ds)}}))
 
 def hf_datasets(corpus: str, work: str, args) -> dict:
     cache = os.path.join(work, "hf-cache")
-    code = HF_DATASETS.format(root=ROOT, model=args.model, corpus=corpus, cache=cache, cores=args.cores)
+    code = HF_DATASETS.format(
+        root=ROOT, model=args.model, corpus=corpus, cache=cache, cores=args.cores, max_length=args.max_length
+    )
     env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     memory = TreeMemory(proc.pid)
@@ -268,6 +271,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--ddp-lines", type=int, default=300_000, help="corpus size of the DDP check (0: skip)")
     p.add_argument("--model", default="minilm", help="model directory or built-in name (a tiny one for smoke runs)")
+    p.add_argument("--max-length", type=int, default=128, help="sequence length of both (the config's 128)")
     p.add_argument("--cores", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--out", default="runs/bench/corpus_scale.json")
     args = p.parse_args(argv)
