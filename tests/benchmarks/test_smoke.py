@@ -19,7 +19,7 @@ NOT_YET = {"selective_scoring.py", "bench.py", "data_memory.py", "hf_anchors.py"
 def _run(cmd: list[str], tmp_path, **env) -> subprocess.CompletedProcess:
     full_env = dict(os.environ, PYTHONPATH=ROOT, WANDB_MODE="disabled", OMP_NUM_THREADS="1", **env)
     full_env["BERTLAB_CACHE"] = str(tmp_path / "cache")
-    proc = subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     return proc
 
