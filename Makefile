@@ -60,6 +60,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py --repeats 2 --steps 30 --out runs/bench
 	# peak RSS of the MLM data path on a generated 1,000,000-line corpus (~10 min)
 	$(BIN)/python benchmarks/data_memory.py --lines 1000000 --out runs/bench/data_memory.json
+	# bertlab fit on 1M / 3M / 10M generated lines against HF datasets, and the 2-rank DDP check (~1.5 h on 2 cores)
+	$(BIN)/python benchmarks/corpus_scale.py --lines 1000000,3000000,10000000 --ddp-lines 3000000 \
+	  --out runs/bench/corpus_scale.json
 
 clean:
 	rm -rf $(VENV) runs site .pytest_cache

@@ -9,7 +9,7 @@ the vocabulary lacks, most frequent first.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from bertlab.core.errors import BertlabError
 
@@ -45,8 +45,17 @@ def check_coverage(tokenizer, texts: Sequence[str], where: str, max_unk_fraction
     step = max(1, len(texts) // SAMPLE)
     sample = list(texts[::step])
     share, total = unk_share(tokenizer, sample)
-    if share <= max_unk_fraction:
+    refuse_uncovered(tokenizer, share, total, lambda: sample, where, max_unk_fraction)
+
+
+def refuse_uncovered(
+    tokenizer, share: float, total: int, sample: Callable[[], Sequence[str]], where: str, max_unk_fraction: float
+) -> None:
+    """Raise when an ``[UNK]`` ``share`` of ``total`` tokens exceeds ``max_unk_fraction``, naming the characters
+    missing from ``sample()`` (texts read only to write the message)."""
+    if max_unk_fraction >= 1.0 or share <= max_unk_fraction:
         return
+    sample = sample()
     chars = missing_characters(tokenizer, sample)
     shown = " ".join(repr(c) for c in chars) if chars else "(none alone: whole words fall out of the vocabulary)"
     raise BertlabError(

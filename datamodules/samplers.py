@@ -3,6 +3,10 @@
 ``LengthGroupedSampler`` batches examples of similar length (less padding); the two ``Epoch``
 samplers also tell an MLM masker the epoch, because a static masker picks its masked copy by it
 and a dynamic one reseeds per epoch. Lightning's DDP wrapper passes ``set_epoch`` on to them.
+
+``RankSampler`` gives one DDP rank its part of such an order, as ``DistributedSampler`` does (padded to a
+multiple of the ranks with the pass's first examples, then every ``num_replicas``-th from ``rank``), without
+materialising the order, and skips what an interrupted pass drew (``resume_at``) exactly.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import RandomSampler, Sampler
+from torch.utils.data import DistributedSampler, RandomSampler, Sampler
 
 
 class LengthGroupedSampler(Sampler[int]):
@@ -73,3 +77,44 @@ class LengthGroupedEpochSampler(LengthGroupedSampler):
     def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch)
         self.masker.set_epoch(epoch)
+
+
+class RankSampler(DistributedSampler):
+    """Rank ``rank``'s part of ``inner``'s order (a ``DistributedSampler``, so Lightning does not wrap it in its
+    ``DistributedSamplerWrapper``, which holds a list of the whole order per rank).
+
+    Rank r draws positions r, r + W, r + 2W, … of the pass, the pass padded with its own first examples to a
+    multiple of W = ``num_replicas``. ``resume_at``: this rank's examples of the next pass to skip.
+    """
+
+    def __init__(self, inner: Sampler[int], num_replicas: int, rank: int):
+        self.inner, self.num_replicas, self.rank = inner, num_replicas, rank
+        self.num_samples = -(-len(inner) // num_replicas)
+        self.total_size = self.num_samples * num_replicas
+        self.resume_at = 0
+
+    @property
+    def generator(self):
+        return getattr(self.inner, "generator", None)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def set_epoch(self, epoch: int) -> None:
+        self.inner.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        skip, self.resume_at = self.resume_at, 0
+        return itertools.islice(self._part(iter(self.inner)), skip, None)
+
+    def _part(self, order: Iterator[int]) -> Iterator[int]:
+        head: list[int] = []  # the pass's first examples: the padding
+        pad = self.total_size - len(self.inner)
+        for n, i in enumerate(order):
+            if len(head) < pad:
+                head.append(i)
+            if n % self.num_replicas == self.rank:
+                yield i
+        for n in range(len(self.inner), self.total_size):
+            if n % self.num_replicas == self.rank:
+                yield head[(n - len(self.inner)) % max(len(head), 1)]

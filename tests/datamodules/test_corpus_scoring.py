@@ -50,7 +50,7 @@ def test_entropy_units_are_jieba_words_and_the_masker_keeps_them_whole(zh_bert, 
     )
     dm.setup("fit")
     ds = dm.datasets["train"]
-    assert isinstance(ds.scores, FileArray) and len(ds.scores) == len(ds.inner.arrays.ids)  # flat, not per item
+    assert isinstance(ds.scores, FileArray) and len(ds.scores) == len(ds.arrays.ids)  # flat, not per item
     for i in range(len(ds)):
         item = ds[i]
         words, scores = item["word_ids"], item["scores"]

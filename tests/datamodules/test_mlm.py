@@ -301,26 +301,6 @@ def test_ddp_sampler_wrapper_passes_the_epoch_to_the_masker(tiny_bert_dir, tmp_p
     assert len(list(iter(wrapped))) == (n + 1) // 2  # rank 1 gets its half
 
 
-@pytest.mark.parametrize("mode", ["line_by_line", "packed"])
-def test_chunked_tokenisation_writes_the_same_cache_as_one_chunk(tiny_bert_dir, tiny_texts, tmp_path, mode):
-    """The cache is written chunk by chunk (memory stays flat on large corpora); the chunking changes nothing."""
-    from datamodules.token_cache import write_array_chunks, write_arrays
-
-    corpus = _corpus(tmp_path / "c.txt", tiny_texts[0][:57])
-    dm = _mlm(tiny_bert_dir, tmp_path, corpus=[corpus], mode=mode, max_length=16, val_fraction=0)
-    docs = dm.documents["train"]
-    whole = [t for ids, _ in dm._tokenize(docs, chunk=len(docs)) for t in ids]
-    chunks = list(dm._tokenize(docs, chunk=5))
-    assert len(chunks) >= 12 and [t for ids, _ in chunks for t in ids] == whole
-    write_arrays(str(tmp_path), whole, None)
-    one = TokenArrays(str(tmp_path))
-    (tmp_path / "chunked").mkdir()
-    write_array_chunks(str(tmp_path / "chunked"), chunks)
-    many = TokenArrays(str(tmp_path / "chunked"))
-    assert np.array_equal(one.offsets, many.offsets) and np.array_equal(one.ids, many.ids)
-    assert not any(p.name.endswith(".raw") for p in (tmp_path / "chunked").iterdir())
-
-
 def test_chunked_word_ids_keep_their_types(tmp_path):
     from datamodules.token_cache import write_array_chunks
 

@@ -1,0 +1,282 @@
+"""The MLM token cache built from a streamed corpus: once, with every core, resumably.
+
+1. **Shards.** Each text file is cut into byte ranges of ``SHARD_BYTES`` at line starts; texts held in memory
+   (tables, built-ins, the task's train texts) into runs of ``TEXTS_PER_SHARD``.
+2. **Plan** (one worker, one pass): a 64-bit content hash per document (``corpus.doc_hash``, 8 bytes each).
+   A document is kept at its first occurrence unless its hash is among the task's held-out texts; the
+   validation documents are the kept ones with the smallest hashes (``round(n · val_fraction)`` of them, so
+   the cut depends on the seed and the content, not on any order), and ``max_documents`` keeps the smallest
+   by a second mix of the hash. No text is held; no global permutation.
+3. **Tokenize**: a pool of ``workers`` processes, one shard per task, each writes ``shard-NNNNN.npz`` (its
+   train and val sequences) atomically as it finishes. A build killed mid-way keeps its plan and finished
+   shards in ``tokens/KEY.build``; the next build tokenizes only the missing shards.
+4. **Assemble**: shards are appended into one flat ``TokenArrays`` per split (``tokens/KEY/train``,
+   ``tokens/KEY/val``), renamed into place at once, and the build directory is removed.
+
+The plan and the tokenizing run in child processes, so the training process never holds the hashes or the
+tokenizer's buffers. A progress bar reports tokens/s.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from bertlab.core.errors import BertlabError
+from bertlab.core.files import atomic_path
+from datamodules.corpus import Source, byte_ranges, doc_hash, read_range
+from datamodules.mlm_sequences import Layout, Sequencer
+
+SHARD_BYTES = 8 << 20  # ~2M tokens of review text: a few seconds of one core, ~10 MB of tokens
+TEXTS_PER_SHARD = 50_000
+DROP, TRAIN, VAL = 0, 1, 2
+SPLITS = {"train": TRAIN, "val": VAL}
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A unit of work: bytes ``[lo, hi)`` of the text file ``path``, or in-memory texts ``[lo, hi)`` of
+    source ``source`` (``path`` None)."""
+
+    source: int
+    path: str | None
+    lo: int
+    hi: int
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Which documents train, which validate: chosen by content hash."""
+
+    seed: int
+    val_fraction: float
+    max_documents: int | None
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def shards_of(sources: list[Source], texts: dict[int, list[str]]) -> list[Shard]:
+    out = []
+    for i, source in enumerate(sources):
+        if source.path is not None:
+            out += [Shard(i, source.path, lo, hi) for lo, hi in byte_ranges(source.path, SHARD_BYTES)]
+        else:
+            n = len(texts[i])
+            out += [Shard(i, None, lo, min(lo + TEXTS_PER_SHARD, n)) for lo in range(0, n, TEXTS_PER_SHARD)]
+    return out
+
+
+def shard_docs(shard: Shard, texts: list[str] | None) -> Iterator[str]:
+    """The shard's documents; ``texts``: an in-memory shard's own texts (None for a file shard)."""
+    return read_range(shard.path, shard.lo, shard.hi) if texts is None else iter(texts)
+
+
+def plan(doc_hashes: list[np.ndarray], held_out: np.ndarray, cut: Cut) -> np.ndarray:
+    """DROP / TRAIN / VAL per document (int8), from the documents' hashes in stream order."""
+    hashes = np.concatenate(doc_hashes) if doc_hashes else np.zeros(0, np.uint64)
+    keep = np.zeros(len(hashes), dtype=bool)
+    keep[np.unique(hashes, return_index=True)[1]] = True  # first occurrences
+    keep &= ~np.isin(hashes, held_out)
+    kept = np.flatnonzero(keep)
+    del keep
+    if cut.max_documents and len(kept) > cut.max_documents:
+        kept = np.sort(kept[np.argpartition(_mix(hashes[kept]), cut.max_documents)[: cut.max_documents]])
+    assign = np.zeros(len(hashes), dtype=np.int8)
+    if not len(kept):
+        return assign
+    n_val = int(round(len(kept) * cut.val_fraction)) if cut.val_fraction > 0 else 0
+    assign[kept] = TRAIN
+    if n_val and n_val < len(kept):
+        assign[kept[np.argpartition(hashes[kept], n_val)[:n_val]]] = VAL
+    elif n_val:
+        assign[kept] = VAL
+    return assign
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: a second, independent ordering of the hashes (for ``max_documents``)."""
+    with np.errstate(over="ignore"):
+        h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return h ^ (h >> np.uint64(31))
+
+
+# ------------------------------------------------------------ worker side
+
+_sequencer: Sequencer | None = None
+
+
+def _init_worker(tokenizer_json: str, layout: Layout) -> None:
+    global _sequencer
+    _sequencer = Sequencer(tokenizer_json, layout)
+
+
+def _plan_task(shards: list[Shard], texts: list[list[str] | None], held_out, cut, path) -> None:
+    hashes = [
+        np.fromiter((doc_hash(d, cut.seed) for d in shard_docs(s, t)), dtype=np.uint64) for s, t in zip(shards, texts)
+    ]
+    counts = np.array([len(h) for h in hashes], dtype=np.int64)
+    assign = plan(hashes, held_out, cut)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, assign=assign, counts=counts)
+
+
+def tokenize_shard(shard: Shard, texts: list[str] | None, assign: np.ndarray, path: str) -> int:
+    """Tokenize one shard's kept documents into ``path`` (atomically); returns its number of tokens."""
+    docs = list(shard_docs(shard, texts))
+    out = {}
+    for split, tag in SPLITS.items():
+        seq = _sequencer(d for d, a in zip(docs, assign) if a == tag)
+        out |= {f"{split}_ids": seq.ids, f"{split}_lengths": seq.lengths, f"{split}_unk": seq.unk}
+        out[f"{split}_tokens"] = seq.tokens
+        if seq.types is not None:
+            out[f"{split}_types"] = seq.types
+    with atomic_path(path) as tmp:
+        np.savez(tmp, **out)
+    return int(out["train_lengths"].sum() + out["val_lengths"].sum())
+
+
+def _tokenize_task(args) -> int:
+    return tokenize_shard(*args)
+
+
+# ------------------------------------------------------------ orchestration
+
+
+def build(
+    final: str,
+    sources: list[Source],
+    held_out: np.ndarray,
+    tokenizer_json: str,
+    layout: Layout,
+    cut: Cut,
+    workers: int,
+    meta: dict,
+) -> dict:
+    """Build ``final`` (``train/`` and ``val/`` ``TokenArrays`` and ``meta.json``), resuming ``final.build``.
+
+    The caller holds the cache entry's lock."""
+    started = time.perf_counter()
+    work = final + ".build"
+    os.makedirs(work, exist_ok=True)
+    texts = {i: s.texts() for i, s in enumerate(sources) if s.path is None}
+    shards = shards_of(sources, texts)
+    shard_texts = [texts[s.source][s.lo : s.hi] if s.source in texts else None for s in shards]
+    workers = max(1, min(workers, len(shards)))
+    ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    pool = ctx.Pool(workers, _init_worker, (tokenizer_json, layout)) if workers > 1 else None
+    try:
+        plan_path = os.path.join(work, "plan.npz")
+        if not os.path.isfile(plan_path):
+            args = (shards, shard_texts, held_out, cut, plan_path)
+            pool.apply(_plan_task, args) if pool else _plan_task(*args)
+        with np.load(plan_path) as z:
+            assign, counts = z["assign"], z["counts"]
+        _check_plan(assign, sources, cut)
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        paths = [os.path.join(work, f"shard-{i:05d}.npz") for i in range(len(shards))]
+        todo = [i for i, p in enumerate(paths) if not os.path.isfile(p)]
+        tasks = [(shards[i], shard_texts[i], assign[starts[i] : starts[i + 1]], paths[i]) for i in todo]
+        if pool is None:
+            _init_worker(tokenizer_json, layout)
+        done = pool.imap_unordered(_tokenize_task, tasks) if pool else map(_tokenize_task, tasks)
+        _progress(done, len(shards), len(shards) - len(todo), workers)
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    documents = {k: int((assign == v).sum()) for k, v in SPLITS.items()}
+    timing = {"workers": workers, "shards": len(shards), "resumed_shards": len(shards) - len(todo)}
+    stats = _assemble(final, paths, layout.words, {**meta, "documents": documents, "build": timing}, started)
+    shutil.rmtree(work, ignore_errors=True)
+    return stats
+
+
+def _check_plan(assign: np.ndarray, sources: list[Source], cut: Cut) -> None:
+    names = ", ".join(s.name for s in sources)
+    kept = int((assign != DROP).sum())
+    if not kept:
+        raise BertlabError(f"the MLM corpus is empty after reading {names}")
+    if not (assign == TRAIN).any():
+        raise BertlabError(f"the MLM corpus has {kept} document(s): too few for val_fraction {cut.val_fraction}")
+
+
+def _progress(done, n_shards: int, finished: int, workers: int) -> None:
+    from tqdm import tqdm
+
+    start, tokens = time.perf_counter(), 0
+    with tqdm(total=n_shards, initial=finished, unit="shard", desc="tokenizing", file=sys.stderr, mininterval=1) as bar:
+        for n in done:
+            tokens += n
+            bar.update(1)
+            bar.set_postfix_str(f"{tokens / max(time.perf_counter() - start, 1e-9):,.0f} tokens/s, {workers} workers")
+
+
+def _assemble(final: str, paths: list[str], words: bool, meta: dict, started: float) -> dict:
+    """Append the shards into one flat token stream per split, renamed into ``final`` at once."""
+    stats = dict(meta)
+    with atomic_path(final, directory=True, replace=False) as tmp:
+        for split in SPLITS:
+            directory = os.path.join(tmp, split)
+            os.makedirs(directory)
+            lengths, unk, tokens = [], 0, 0
+            for p in paths:
+                with np.load(p) as z:
+                    lengths.append(z[f"{split}_lengths"])
+                    unk, tokens = unk + int(z[f"{split}_unk"]), tokens + int(z[f"{split}_tokens"])
+            lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
+            offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+            np.save(os.path.join(directory, "offsets.npy"), offsets)
+            _concat(paths, f"{split}_ids", os.path.join(directory, "input_ids.npy"), np.int32, int(offsets[-1]))
+            if words:  # word ids index a sequence's words: they fit int8 at max_length <= 128
+                dtype = np.int8 if int(lengths.max(initial=0)) <= 128 else np.int32
+                _concat(paths, f"{split}_types", os.path.join(directory, "token_type_ids.npy"), dtype, int(offsets[-1]))
+            stats[split] = {"sequences": len(lengths), "tokens": int(offsets[-1]), "text_tokens": tokens, "unk": unk}
+        stats["build"]["seconds"] = time.perf_counter() - started  # the plan, the tokenizing and the assembly
+        with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
+            json.dump(stats, f, indent=1, default=str)
+    return stats
+
+
+def _concat(paths: list[str], name: str, out: str, dtype, n: int) -> None:
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": (n,)}
+    with open(out, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        for p in paths:
+            with np.load(p) as z:
+                f.write(z[name].astype(dtype, copy=False).tobytes())
+
+
+# ------------------------------------------------------------ reading the documents back (inspection, messages)
+
+
+def documents(sources: list[Source], held_out: np.ndarray, cut: Cut) -> dict[str, list[str]]:
+    """The train and val documents in memory, in stream order (for inspection and tests, not for training)."""
+    texts = {i: s.texts() for i, s in enumerate(sources) if s.path is None}
+    shards = shards_of(sources, texts)
+    docs = [d for s in shards for d in shard_docs(s, texts[s.source][s.lo : s.hi] if s.path is None else None)]
+    assign = plan([np.fromiter((doc_hash(d, cut.seed) for d in docs), dtype=np.uint64)], held_out, cut)
+    _check_plan(assign, sources, cut)
+    return {split: [d for d, a in zip(docs, assign) if a == tag] for split, tag in SPLITS.items()}
+
+
+def first_documents(sources: list[Source], n: int) -> list[str]:
+    """The first ``n`` documents of the stream (a sample for an error message)."""
+    out: list[str] = []
+    for source in sources:
+        docs = read_range(source.path, 0, os.path.getsize(source.path)) if source.path else iter(source.texts())
+        out += itertools.islice(docs, n - len(out))
+        if len(out) >= n:
+            break
+    return out
