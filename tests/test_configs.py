@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bertlab.ablation import load_ablation
+from bertlab.ablation_spec import load_ablation
 from bertlab.pipeline_spec import load_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,10 +60,10 @@ def test_every_pipeline_stage_resolves(path, capsys, monkeypatch):
 def test_every_ablation_arm_resolves(path, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     spec = load_ablation(path)
-    for arm in spec["arms"]:
-        if arm.get("pipeline"):
+    for arm in spec.arms:
+        if arm.pipeline:
             continue  # a pipeline file: test_every_pipeline_stage_resolves covers it
-        print_config(capsys, "fit", spec["base"] + arm["config"], spec["args"] + arm["args"])
+        print_config(capsys, "fit", spec.base + arm.config, spec.args + arm.args)
 
 
 def test_recipe_deltas_hold_no_output_paths():
