@@ -47,7 +47,7 @@ def table_meta(spec: Ablation, command: str) -> dict:
         "metrics": spec.metrics,
         "args": spec.args,
         "seeds": spec.seeds,
-        "pretrain_seeds": spec.pretrain_seeds or ([spec.pretrain_seed] if spec.pretrain_seed else []),
+        "pretrain_seeds": spec.pretraining_seeds,
         "command": command,
         "order": [a.name for a in spec.arms],
         "interval_method": "paired t-intervals (bertlab.stats.paired_interval)",

@@ -7,6 +7,7 @@ import pickle
 import pytest
 import yaml
 
+from bertlab.ablation_report import table_meta
 from bertlab.ablation_spec import Ablation, Arm, load_ablation
 from bertlab.core.errors import BertlabError
 from tests.bertlab.cli_helpers import ROOT
@@ -40,6 +41,14 @@ def test_a_file_loads_into_typed_records_with_its_defaults(tmp_path):
 def test_seeds_as_a_range_nest_under_pretrain_seeds(tmp_path):
     spec = load_ablation(_write(tmp_path, {"seeds": "0-3", "pretrain_seeds": "7,9", "arms": [{"name": "a"}]}))
     assert spec.seeds == [0, 1, 2, 3] and spec.pretrain_seeds == [7, 9] and spec.pretraining_seeds == [7, 9]
+
+
+@pytest.mark.parametrize(
+    "seeds, recorded", [({"pretrain_seed": 0}, [0]), ({"pretrain_seeds": [4, 5]}, [4, 5]), ({}, [])]
+)
+def test_the_table_records_the_pre_training_seeds(seeds, recorded):
+    meta = table_meta(Ablation("toy", "out", seeds=[0, 1], arms=[Arm("a"), Arm("b", baseline="a")], **seeds), "cmd")
+    assert meta["pretrain_seeds"] == recorded and meta["bases"] == {"b": "a"} and meta["order"] == ["a", "b"]
 
 
 @pytest.mark.parametrize(
