@@ -34,130 +34,53 @@ import os
 from collections.abc import Callable
 
 from bertlab.ablation_report import write_report
+from bertlab.ablation_spec import Ablation, Arm, check_nesting, load_ablation, parse_seeds
 from bertlab.core.errors import BertlabError
 from bertlab.core.files import atomic_path, file_lock
 from bertlab.core.provenance import code_hash
-from bertlab.core.yaml_files import read_yaml
 from bertlab.curve_report import write_curve
 from bertlab.help import ABLATE_EXAMPLES
 from bertlab.launchers import Failure, Job, add_launcher_args, launcher_from_args, run_local
 from bertlab.pipeline import preflight_stages, run_stages
-from bertlab.pipeline_spec import Stage, as_args, check_stages, load_pipeline
+from bertlab.pipeline_spec import Stage, load_pipeline
 from bertlab.shared_pretraining import (
-    check_groups,
-    check_nesting,
     fine_tune_source,
     fine_tune_stale,
-    group,
     pretrain_root,
     pretrain_seed_of,
-    pretrain_seeds,
     shared_pretraining,
 )
 from bertlab.stats import MIN_UNITS
 
-ARM_KEYS = {"name", "config", "args", "pipeline", "note", "pretrain", "from_milestone", "baseline"}
 
-
-def load_ablation(path: str) -> dict:
-    spec = read_yaml(path, "ablation file") or {}
-    if not isinstance(spec, dict):
-        raise BertlabError(f"{path}: an ablation is a mapping with name, base, args, seeds, arms, ...")
-    keys = {"name", "root", "base", "args", "seeds", "metrics", "baseline", "arms", "pretrain_seed", "pretrain_seeds"}
-    unknown = set(spec) - keys
-    if unknown:
-        raise BertlabError(f"{path}: unknown key(s) {sorted(unknown)}")
-    spec.setdefault("name", os.path.splitext(os.path.basename(path))[0])
-    spec.setdefault("root", os.path.join("runs", "ablations", spec["name"]))
-    spec.setdefault("seeds", [0, 1, 2])
-    spec.setdefault("metrics", ["test/acc", "test/f1"])
-    if spec.setdefault("pretrain_seed", None) is not None and not isinstance(spec["pretrain_seed"], int):
-        raise BertlabError(f"{path}: pretrain_seed must be an integer seed, got {spec['pretrain_seed']!r}")
-    spec["seeds"] = parse_seeds(spec["seeds"], f"{path}: seeds")
-    if spec.get("pretrain_seeds") is not None:
-        spec["pretrain_seeds"] = parse_seeds(spec["pretrain_seeds"], f"{path}: pretrain_seeds")
-    check_nesting(spec, path)
-    spec["base"] = [spec["base"]] if isinstance(spec.get("base"), str) else list(spec.get("base") or [])
-    spec["args"] = as_args(spec.get("args"), path)
-    arms = spec.get("arms") or []
-    if not arms:
-        raise BertlabError(f"{path}: no arms")
-    for arm in arms:
-        bad = set(arm) - ARM_KEYS
-        if bad or "name" not in arm:
-            raise BertlabError(f"{path}: arm {arm.get('name', '?')!r}: needs a name; unknown key(s) {sorted(bad)}")
-        arm["config"] = [arm["config"]] if isinstance(arm.get("config"), str) else list(arm.get("config") or [])
-        arm["args"] = as_args(arm.get("args"), f"{path}: arm {arm['name']}")
-        for cfg in spec["base"] + arm["config"]:
-            if not os.path.isfile(cfg):
-                raise BertlabError(f"{path}: arm {arm['name']}: config file {cfg!r} does not exist")
-            read_yaml(cfg)
-        if arm.get("pipeline"):
-            check_stages(load_pipeline(arm["pipeline"])[1])  # now rather than after an hour of other arms
-    spec.setdefault("baseline", arms[0]["name"])
-    names = [a["name"] for a in arms]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise BertlabError(f"{path}: arm name(s) {twice} used twice; each arm needs its own name (and run directory)")
-    for arm in [spec] + arms:
-        if arm.get("baseline") is not None and arm["baseline"] not in names:
-            raise BertlabError(f"{path}: baseline {arm['baseline']!r} names no arm ({names})")
-    for arm in arms:
-        shared_pretraining(spec, arm)  # refuses, now, a pipeline whose last stage cannot be shared out
-    check_groups(spec, path)
-    return spec
-
-
-def _seed_args(spec: dict, arm: dict, seed: int) -> list[str]:
-    return ["--seed_everything", str(seed), "--wandb.group", spec["name"]] + [
+def _seed_args(spec: Ablation, arm: Arm, seed: int) -> list[str]:
+    return ["--seed_everything", str(seed), "--wandb.group", spec.name] + [
         "--wandb.tags",
-        json.dumps([arm["name"], f"seed{seed}"]),
+        json.dumps([arm.name, f"seed{seed}"]),
     ]
 
 
-def _single_stage(spec: dict, arm: dict) -> Stage:
-    return Stage(
-        name="run", config=spec["base"] + arm["config"], args=spec["args"] + arm["args"], init_from="none", test=True
-    )
+def _single_stage(spec: Ablation, arm: Arm) -> Stage:
+    return Stage(name="run", config=spec.base + arm.config, args=spec.args + arm.args, init_from="none", test=True)
 
 
-def _preflight(spec: dict, arm: dict) -> None:
+def _preflight(spec: Ablation, arm: Arm) -> None:
     """The CLI's pre-flight check on every stage of an arm (its first seed), before any arm trains."""
-    seed = spec["seeds"][0]
-    root, extra = os.path.join(spec["root"], arm["name"], f"seed{seed}"), _seed_args(spec, arm, seed)
-    if arm.get("pipeline"):
-        preflight_stages(load_pipeline(arm["pipeline"])[1], root, spec["args"] + arm["args"] + extra)
+    seed = spec.seeds[0]
+    root, extra = os.path.join(spec.root, arm.name, f"seed{seed}"), _seed_args(spec, arm, seed)
+    if arm.pipeline:
+        preflight_stages(load_pipeline(arm.pipeline)[1], root, spec.args + arm.args + extra)
     else:
         preflight_stages([_single_stage(spec, arm)], root, extra)
 
 
-def parse_seeds(value, where: str) -> list[int]:
-    """Seeds as a list of integers, from a list, one integer, ``"0,1,2"`` or a range ``"0-4"`` (both ends in)."""
-    items = value if isinstance(value, list) else str(value).split(",")
-    seeds: list[int] = []
-    for item in items:
-        text = str(item).strip()
-        if isinstance(item, bool) or not text:
-            raise BertlabError(f"{where}: {value!r} is not a list of integer seeds (e.g. 0,1,2 or 0-4)")
-        lo, dash, hi = text.partition("-") if not text.startswith("-") else (text, "", "")
-        try:
-            seeds += list(range(int(lo), int(hi) + 1)) if dash else [int(text)]
-        except ValueError:
-            raise BertlabError(f"{where}: {text!r} is not an integer seed or a range like 0-4") from None
-        if dash and int(hi) < int(lo):
-            raise BertlabError(f"{where}: range {text!r} runs backwards")
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise BertlabError(f"{where}: seeds must be distinct integers, got {value!r}")
-    return seeds
-
-
-def _run_arm(spec: dict, arm: dict, seed: int, check_only: bool = False, force: bool = False) -> dict | None:
+def _run_arm(spec: Ablation, arm: Arm, seed: int, check_only: bool = False, force: bool = False) -> dict | None:
     """The run's test metrics; with ``check_only``, None unless every stage of it has finished unchanged."""
-    root = os.path.join(spec["root"], arm["name"], f"seed{seed}")
+    root = os.path.join(spec.root, arm.name, f"seed{seed}")
     extra = _seed_args(spec, arm, seed)
     pre_record: dict = {}
-    if arm.get("pipeline"):
-        _, stages = load_pipeline(arm["pipeline"])
+    if arm.pipeline:
+        _, stages = load_pipeline(arm.pipeline)
         pseed = pretrain_seed_of(spec, seed)
         shared = shared_pretraining(spec, arm, stages, pseed)
         if shared is not None:
@@ -168,16 +91,16 @@ def _run_arm(spec: dict, arm: dict, seed: int, check_only: bool = False, force: 
                 pre_summary = run_pretraining(spec, arm, pseed)
             pre, last, shared_root, _ = shared
             source = fine_tune_source(arm, pre, shared_root)
-            if arm.get("from_milestone") is not None and not os.path.isdir(source):
+            if arm.from_milestone is not None and not os.path.isdir(source):
                 if check_only:
                     return None
-                raise BertlabError(f"arm {arm['name']}: the shared pre-training finished without milestone {source!r}")
+                raise BertlabError(f"arm {arm.name}: the shared pre-training finished without milestone {source!r}")
             extra_last = ["--model.init_args.model_name_or_path", source]
             stages = [dataclasses.replace(last, init_from="none", args=last.args + extra_last)]
             if fine_tune_stale(root, last, shared_root, pre):
                 if check_only:
                     return None
-                print(f"[bertlab ablate] {arm['name']}/seed{seed}: its shared pre-training ran again; re-running")
+                print(f"[bertlab ablate] {arm.name}/seed{seed}: its shared pre-training ran again; re-running")
                 force = True
             pre_record = {"pretrain_seed": pseed, "pretrain_provenance": _stage_provenance(pre_summary)}
             fit = ((pre_summary or {}).get("stages") or [{}])[-1].get("metrics", {}).get("fit", {})
@@ -185,14 +108,14 @@ def _run_arm(spec: dict, arm: dict, seed: int, check_only: bool = False, force: 
         summary = run_stages(
             stages,
             root,
-            arm["pipeline"],
+            arm.pipeline,
             force=force,
-            extra_args=spec["args"] + arm["args"] + extra,
+            extra_args=spec.args + arm.args + extra,
             check_only=check_only,
         )
     else:
         stage = _single_stage(spec, arm)
-        summary = run_stages([stage], root, arm["name"], force=force, extra_args=extra, check_only=check_only)
+        summary = run_stages([stage], root, arm.name, force=force, extra_args=extra, check_only=check_only)
     if summary is None:
         return None
     last = summary["stages"][-1]["metrics"]
@@ -210,12 +133,12 @@ def _stage_provenance(summary: dict | None) -> list[dict]:
 
 
 def run_pretraining(
-    spec: dict, arm: dict, pretrain_seed: int | None = None, check_only: bool = False, force: bool = False
+    spec: Ablation, arm: Arm, pretrain_seed: int | None = None, check_only: bool = False, force: bool = False
 ) -> dict | None:
     """Run an arm's shared stages once for ``pretrain_seed`` (under ROOT/GROUP/pretrain_seedP; skipped when done).
     With ``check_only``, run nothing: None unless they have all finished unchanged."""
     pre, _, shared_root, args = shared_pretraining(spec, arm, pretrain_seed=pretrain_seed)
-    return run_stages(pre, shared_root, arm["pipeline"], force=force, extra_args=args, check_only=check_only)
+    return run_stages(pre, shared_root, arm.pipeline, force=force, extra_args=args, check_only=check_only)
 
 
 def _record(store: str, arm: str | None, seed: int | None, test: dict | None, metrics: list[str]) -> dict:
@@ -233,10 +156,10 @@ def _record(store: str, arm: str | None, seed: int | None, test: dict | None, me
     return results
 
 
-def run_one(spec: dict, arm: dict, seed: int, force: bool = False) -> dict:
+def run_one(spec: Ablation, arm: Arm, seed: int, force: bool = False) -> dict:
     """One arm × seed, recorded in ``results.json``: what a launcher runs, here or on a cluster node."""
     test = _run_arm(spec, arm, seed, force=force)
-    _record(os.path.join(spec["root"], "results.json"), arm["name"], seed, test, spec["metrics"])
+    _record(os.path.join(spec.root, "results.json"), arm.name, seed, test, spec.metrics)
     return test
 
 
@@ -248,31 +171,31 @@ def codes(test: dict | None) -> set[str]:
     return found
 
 
-def seed_warnings(spec: dict, arms: list[dict]) -> list[str]:
+def seed_warnings(spec: Ablation, arms: list[Arm]) -> list[str]:
     """Arms whose verdict will read "too few seeds": fewer than ``MIN_UNITS`` units (fine-tune seeds, or
     pre-training seeds for an arm pre-trained under several)."""
     out = []
     for arm in arms:
-        nested = arm.get("pipeline") and len(pretrain_seeds(spec)) > 1
-        units = len(pretrain_seeds(spec)) if nested else len(spec["seeds"])
+        nested = arm.pipeline and len(spec.pretraining_seeds) > 1
+        units = len(spec.pretraining_seeds) if nested else len(spec.seeds)
         if units < MIN_UNITS:
             what = "pre-training seeds" if nested else "seeds"
             out.append(
-                f"arm {arm['name']} has {units} {what}; an interval needs {MIN_UNITS} to give a verdict "
+                f"arm {arm.name} has {units} {what}; an interval needs {MIN_UNITS} to give a verdict "
                 "(the table prints the smallest difference it could detect)"
             )
     return out
 
 
-def _log(spec: dict, arm: dict, part: str) -> str:
-    return os.path.join(spec["root"], arm["name"], part, "ablate.log")
+def _log(spec: Ablation, arm: Arm, part: str) -> str:
+    return os.path.join(spec.root, arm.name, part, "ablate.log")
 
 
-def _wandb(arm: dict) -> dict[str, str]:
+def _wandb(arm: Arm) -> dict[str, str]:
     """W&B: group = the ablation (``--wandb.group``), tags = arm and seed (``--wandb.tags``), job type = the arm.
     An environment variable, not an argument: arguments are part of a stage's fingerprint, and finished runs
     must stay finished."""
-    return {"WANDB_JOB_TYPE": arm["name"]}
+    return {"WANDB_JOB_TYPE": arm.name}
 
 
 def run_ablation(
@@ -286,29 +209,29 @@ def run_ablation(
     """Run every chosen arm × seed through ``launch``; the report covers every run that has finished."""
     spec = load_ablation(path)
     if seeds:
-        spec["seeds"] = seeds
+        spec.seeds = seeds
         check_nesting(spec, path)
-    chosen = [a for a in spec["arms"] if not arms or a["name"] in arms]
-    unknown = set(arms or []) - {a["name"] for a in spec["arms"]}
+    chosen = [a for a in spec.arms if not arms or a.name in arms]
+    unknown = set(arms or []) - {a.name for a in spec.arms}
     if unknown:
-        raise BertlabError(f"{path}: no arm(s) {sorted(unknown)}; arms: {[a['name'] for a in spec['arms']]}")
+        raise BertlabError(f"{path}: no arm(s) {sorted(unknown)}; arms: {[a.name for a in spec.arms]}")
     for arm in chosen:  # every arm's every stage, before the first one trains
         _preflight(spec, arm)
     for line in seed_warnings(spec, chosen):
         print(f"[bertlab ablate] warning: {line}", flush=True)
-    os.makedirs(spec["root"], exist_ok=True)
+    os.makedirs(spec.root, exist_ok=True)
     # each run directory is locked by the run writing it (run_stages): two `bertlab ablate --arms` processes may
     # share a root, and one that reaches a directory the other is writing stops there with a clear error
     failures = _launch_all(spec, chosen, launch, path, allow_mixed, rerun_stale)
-    results = _record(os.path.join(spec["root"], "results.json"), None, None, None, spec["metrics"])
-    order = [a["name"] for a in spec["arms"] if a["name"] in results]
+    results = _record(os.path.join(spec.root, "results.json"), None, None, None, spec.metrics)
+    order = [a.name for a in spec.arms if a.name in results]
     mixed = sorted({c or "unrecorded" for a in order for t in results[a].get("_runs", {}).values() for c in codes(t)})
     if len(mixed) > 1 and not allow_mixed:
         raise BertlabError(
-            f"{spec['root']}/results.json holds runs of {len(mixed)} different training codes ({', '.join(mixed)}); "
+            f"{spec.root}/results.json holds runs of {len(mixed)} different training codes ({', '.join(mixed)}); "
             "one table is one code: rerun with --rerun-stale, or --allow-mixed to show each run's commit"
         )
-    if any(a.get("from_milestone") is not None for a in spec["arms"]):
+    if any(a.from_milestone is not None for a in spec.arms):
         write_curve(spec, results)
     return write_report(spec, {a: results[a] for a in order}, f"bertlab ablate {path}"), failures
 
@@ -319,22 +242,22 @@ def _launch_all(spec, chosen, launch, path, allow_mixed, rerun_stale) -> list[Fa
     current = code_hash()
     shared, groups, stale = [], set(), []
     for arm in chosen:
-        for pseed in pretrain_seeds(spec) if arm.get("pipeline") else []:
-            if shared_pretraining(spec, arm) is None or (group(arm), pseed) in groups:
+        for pseed in spec.pretraining_seeds if arm.pipeline else []:
+            if shared_pretraining(spec, arm) is None or (arm.group, pseed) in groups:
                 continue
-            groups.add((group(arm), pseed))
+            groups.add((arm.group, pseed))
             done = run_pretraining(spec, arm, pseed, check_only=True)
             old = done is not None and {p.get("code") for p in _stage_provenance(done)} != {current}
             if old and not rerun_stale and not allow_mixed:
-                stale.append(f"{group(arm)}/pretrain_seed{pseed}")
+                stale.append(f"{arm.group}/pretrain_seed{pseed}")
             if done is None or (old and rerun_stale):
                 log = os.path.join(pretrain_root(spec, arm, pseed), "ablate.log")
                 job_args = (spec, arm, pseed, False, old and rerun_stale)
-                shared.append(Job(f"{group(arm)}/pretrain_seed{pseed}", run_pretraining, job_args, log, _wandb(arm)))
-    store, jobs, finished_runs = os.path.join(spec["root"], "results.json"), [], []
+                shared.append(Job(f"{arm.group}/pretrain_seed{pseed}", run_pretraining, job_args, log, _wandb(arm)))
+    store, jobs, finished_runs = os.path.join(spec.root, "results.json"), [], []
     for arm in chosen:
-        for seed in spec["seeds"]:
-            name = f"{arm['name']}/seed{seed}"
+        for seed in spec.seeds:
+            name = f"{arm.name}/seed{seed}"
             finished = _run_arm(spec, arm, seed, check_only=True)
             old = finished is not None and codes(finished) != {current}
             if old and not rerun_stale and not allow_mixed:
@@ -350,12 +273,12 @@ def _launch_all(spec, chosen, launch, path, allow_mixed, rerun_stale) -> list[Fa
             "keeps them (the table then shows each run's commit)"
         )
     for arm, seed, finished in finished_runs:  # no job, not even a short one on a cluster
-        print(f"[bertlab ablate] {arm['name']}/seed{seed}: finished, skipped", flush=True)
-        _record(store, arm["name"], seed, finished, spec["metrics"])
-    failures = launch(shared, spec["root"]) if shared else []
+        print(f"[bertlab ablate] {arm.name}/seed{seed}: finished, skipped", flush=True)
+        _record(store, arm.name, seed, finished, spec.metrics)
+    failures = launch(shared, spec.root) if shared else []
     failed = {f.name.split("/")[0] for f in failures}
-    jobs = [j for j in jobs if not any(a["name"] == j.name.split("/")[0] and group(a) in failed for a in chosen)]
-    return failures + (launch(jobs, spec["root"]) if jobs else [])
+    jobs = [j for j in jobs if not any(a.name == j.name.split("/")[0] and a.group in failed for a in chosen)]
+    return failures + (launch(jobs, spec.root) if jobs else [])
 
 
 def main(argv: list[str]) -> int:

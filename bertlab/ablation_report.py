@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 
+from bertlab.ablation_spec import Ablation
 from bertlab.core.files import atomic_path
 from bertlab.stats import MIN_UNITS, compare_arms, exact_mcnemar, mcnemar, pooled_mcnemar
 
@@ -37,19 +38,18 @@ def run_dir(root: str, arm: str, seed: int | str) -> str | None:
     return os.path.dirname(export) if export else None
 
 
-def table_meta(spec: dict, command: str) -> dict:
+def table_meta(spec: Ablation, command: str) -> dict:
     """What the table needs of the ablation file, kept in ``results.json`` beside the runs."""
-    own = {a["name"]: a.get("baseline") for a in spec.get("arms", [])}
     return {
-        "name": spec["name"],
-        "baseline": spec["baseline"],
-        "bases": {a: b for a, b in own.items() if b},
-        "metrics": spec["metrics"],
-        "args": spec["args"],
-        "seeds": spec["seeds"],
-        "pretrain_seeds": spec.get("pretrain_seeds") or ([spec["pretrain_seed"]] if spec.get("pretrain_seed") else []),
+        "name": spec.name,
+        "baseline": spec.baseline,
+        "bases": {a.name: a.baseline for a in spec.arms if a.baseline},
+        "metrics": spec.metrics,
+        "args": spec.args,
+        "seeds": spec.seeds,
+        "pretrain_seeds": spec.pretraining_seeds,
         "command": command,
-        "order": [a["name"] for a in spec.get("arms", [])],
+        "order": [a.name for a in spec.arms],
         "interval_method": "paired t-intervals (bertlab.stats.paired_interval)",
     }
 
@@ -183,11 +183,11 @@ def render_table(meta: dict, results: dict, notes: bool = True) -> list[str]:
     return lines
 
 
-def write_report(spec: dict, results: dict, command: str) -> str:
+def write_report(spec: Ablation, results: dict, command: str) -> str:
     """``results.md``, ``results.csv`` and ``results.png`` under the ablation's root; returns the markdown."""
     meta = table_meta(spec, command)
-    count_mcnemar(spec["root"], results, meta)
-    store = os.path.join(spec["root"], "results.json")
+    count_mcnemar(spec.root, results, meta)
+    store = os.path.join(spec.root, "results.json")
     if os.path.isfile(store):  # keep what the table needs beside the runs (bertlab report reads only this)
         with open(store) as f:
             saved = json.load(f)
@@ -200,17 +200,17 @@ def write_report(spec: dict, results: dict, command: str) -> str:
     if len(meta["pretrain_seeds"]) > 1:
         seeds += f", nested under pre-training seeds {meta['pretrain_seeds']}"
     lines = [
-        f"# Ablation `{spec['name']}`",
+        f"# Ablation `{spec.name}`",
         "",
-        f"{seeds}. Same budget for every arm: `{' '.join(spec['args']) or '(the base configs)'}`.",
+        f"{seeds}. Same budget for every arm: `{' '.join(spec.args) or '(the base configs)'}`.",
         f"Reproduce: `{command}`",
         "",
         *render_table(meta, results),
     ]
     text = "\n".join(lines) + "\n"
-    with atomic_path(os.path.join(spec["root"], "results.md")) as tmp, open(tmp, "w") as f:
+    with atomic_path(os.path.join(spec.root, "results.md")) as tmp, open(tmp, "w") as f:
         f.write(text)
-    write_csv(spec["name"], {arm: per.get("_runs", {}) for arm, per in results.items()}, spec["root"])
+    write_csv(spec.name, {arm: per.get("_runs", {}) for arm, per in results.items()}, spec.root)
     _plot(spec, results)
     return text
 
@@ -244,13 +244,13 @@ def write_csv(name: str, runs: dict, root: str) -> None:
         frame.to_csv(tmp, index=False)
 
 
-def _plot(spec: dict, results: dict) -> None:
+def _plot(spec: Ablation, results: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metric = spec["metrics"][0]
+    metric = spec.metrics[0]
     arms = [a for a in results if results[a].get(metric)]
     if not arms:
         return
@@ -267,7 +267,7 @@ def _plot(spec: dict, results: dict) -> None:
     else:
         ax.set_ylim(lo - pad, hi + pad)
     ax.set_ylabel(metric)
-    ax.set_title(f"{spec['name']}: mean ± std over seeds {spec['seeds']}")
+    ax.set_title(f"{spec.name}: mean ± std over seeds {spec.seeds}")
     fig.tight_layout()
-    fig.savefig(os.path.join(spec["root"], "results.png"), dpi=120)
+    fig.savefig(os.path.join(spec.root, "results.png"), dpi=120)
     plt.close(fig)

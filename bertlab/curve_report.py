@@ -16,21 +16,21 @@ import json
 import os
 
 from bertlab.ablation_report import mean_std
+from bertlab.ablation_spec import Ablation, Arm
 from bertlab.core.files import atomic_path
 from bertlab.pipeline_spec import load_pipeline, stage_dir
-from bertlab.shared_pretraining import group
 
 
-def _step(arm: dict) -> int | None:
-    if arm.get("from_milestone") is not None:
-        return int(arm["from_milestone"])
-    return None if arm.get("pipeline") else 0
+def _step(arm: Arm) -> int | None:
+    if arm.from_milestone is not None:
+        return int(arm.from_milestone)
+    return None if arm.pipeline else 0
 
 
-def _mlm_logs(spec: dict, arm: dict) -> tuple[dict, dict]:
+def _mlm_logs(spec: Ablation, arm: Arm) -> tuple[dict, dict]:
     """(probe accuracy by step, MLM val perplexity by step) of the arm's shared pre-training run."""
-    *pre, _ = load_pipeline(arm["pipeline"])[1]
-    where = stage_dir(os.path.join(spec["root"], group(arm), "pretrain"), pre[-1].name)
+    *pre, _ = load_pipeline(arm.pipeline)[1]
+    where = stage_dir(os.path.join(spec.root, arm.group, "pretrain"), pre[-1].name)
     probe, perplexity = {}, {}
     history = os.path.join(where, "probe_history.json")
     if os.path.isfile(history):
@@ -44,14 +44,14 @@ def _mlm_logs(spec: dict, arm: dict) -> tuple[dict, dict]:
     return probe, perplexity
 
 
-def curve(spec: dict, results: dict, metric: str = "test/acc") -> dict:
+def curve(spec: Ablation, results: dict, metric: str = "test/acc") -> dict:
     points = []
-    for arm in spec["arms"]:
-        step, values = _step(arm), results.get(arm["name"], {}).get(metric, [])
+    for arm in spec.arms:
+        step, values = _step(arm), results.get(arm.name, {}).get(metric, [])
         if step is not None and values:
             mean, std = mean_std(values)
-            points.append({"arm": arm["name"], "step": step, "n": len(values), "mean": mean, "std": std})
-    milestone = next((a for a in spec["arms"] if a.get("from_milestone") is not None), None)
+            points.append({"arm": arm.name, "step": step, "n": len(values), "mean": mean, "std": std})
+    milestone = next((a for a in spec.arms if a.from_milestone is not None), None)
     probe, perplexity = _mlm_logs(spec, milestone) if milestone else ({}, {})
     return {
         "metric": metric,
@@ -61,21 +61,21 @@ def curve(spec: dict, results: dict, metric: str = "test/acc") -> dict:
     }
 
 
-def write_curve(spec: dict, results: dict) -> dict:
+def write_curve(spec: Ablation, results: dict) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     data = curve(spec, results)
-    with atomic_path(os.path.join(spec["root"], "curve.json")) as tmp, open(tmp, "w") as f:
+    with atomic_path(os.path.join(spec.root, "curve.json")) as tmp, open(tmp, "w") as f:
         json.dump(data, f, indent=1)
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(5, 5.5), sharex=True)
     pts = data["fine_tuned"]
     if pts:
         top.errorbar([p["step"] for p in pts], [p["mean"] for p in pts], [p["std"] for p in pts], marker="o", capsize=3)
     top.set_ylabel(f"fine-tuned {data['metric']}\n(mean ± std over seeds)")
-    top.set_title(spec["name"])
+    top.set_title(spec.name)
     if data["probe_val_acc"]:
         bottom.plot(list(data["probe_val_acc"]), list(data["probe_val_acc"].values()), marker=".", color="C1")
     bottom.set_ylabel("linear probe val acc", color="C1")
@@ -85,7 +85,7 @@ def write_curve(spec: dict, results: dict) -> dict:
         twin.set_ylabel("MLM val perplexity", color="C2")
     bottom.set_xlabel("further pre-training (MLM) steps")
     fig.tight_layout()
-    with atomic_path(os.path.join(spec["root"], "curve.png")) as tmp:
+    with atomic_path(os.path.join(spec.root, "curve.png")) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
     return data

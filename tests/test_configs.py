@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bertlab.ablation import load_ablation
+from bertlab.ablation_spec import load_ablation
 from bertlab.core.yaml_files import read_yaml
 from bertlab.pipeline_spec import load_pipeline
 
@@ -66,10 +66,10 @@ def test_every_pipeline_stage_resolves(path, capsys, monkeypatch):
 def test_every_ablation_arm_resolves(path, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     spec = load_ablation(path)
-    for arm in spec["arms"]:
-        if arm.get("pipeline"):
+    for arm in spec.arms:
+        if arm.pipeline:
             continue  # a pipeline file: test_every_pipeline_stage_resolves covers it
-        print_config(capsys, "fit", spec["base"] + arm["config"], spec["args"] + arm["args"])
+        print_config(capsys, "fit", spec.base + arm.config, spec.args + arm.args)
 
 
 def test_recipe_deltas_hold_no_output_paths():

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from bertlab.ablation_report import mean_std, write_report
+from bertlab.ablation_spec import Ablation, Arm, load_ablation, parse_seeds
 from bertlab.core.errors import BertlabError
 from bertlab.pipeline import main, parse_overrides, run_pipeline
 from bertlab.pipeline_spec import load_pipeline
@@ -286,14 +287,14 @@ def test_mean_std_is_the_sample_std():
 
 
 def test_write_report_rows_and_plot(tmp_path):
-    spec = {
-        "name": "toy",
-        "root": str(tmp_path),
-        "seeds": [0, 1, 2],
-        "args": ["--trainer.max_epochs", "1"],
-        "metrics": ["test/acc", "test/f1"],
-        "baseline": "base",
-    }
+    spec = Ablation(
+        name="toy",
+        root=str(tmp_path),
+        seeds=[0, 1, 2],
+        args=["--trainer.max_epochs", "1"],
+        metrics=["test/acc", "test/f1"],
+        baseline="base",
+    )
     results = {
         "base": {"test/acc": [0.8, 0.9, 1.0], "test/f1": [0.7, 0.8, 0.9], "_runs": {}},
         "better": {"test/acc": [0.9, 0.95, 1.0], "test/f1": [0.75, 0.8, 0.85]},
@@ -417,7 +418,7 @@ def test_pretrain_seeds_nest_the_fine_tune_seeds_under_each_pre_training_run(tmp
     assert {s: r["pretrain_seed"] for s, r in runs.items()} == {"0": 3, "1": 3, "2": 4, "3": 4}
     bad = _write(tmp_path / "uneven.yaml", spec | {"seeds": [0, 1, 2]})
     with pytest.raises(BertlabError, match="3 seeds do not split evenly over 2 pretrain_seeds"):
-        ablation.load_ablation(bad)
+        load_ablation(bad)
 
 
 def test_pretrain_seed_refuses_a_last_stage_that_names_earlier_files(tmp_path):
@@ -436,8 +437,6 @@ def test_pretrain_seed_refuses_a_last_stage_that_names_earlier_files(tmp_path):
 
 
 def test_pretrain_seed_must_be_an_integer(tmp_path):
-    from bertlab.ablation import load_ablation
-
     path = _ablation_with_pipeline(tmp_path, [{"name": "ft", "config": [TINY_CONFIG]}], pretrain_seed="zero")
     with pytest.raises(BertlabError, match="pretrain_seed must be an integer seed, got 'zero'"):
         load_ablation(path)
@@ -511,8 +510,6 @@ def test_a_pretrain_group_runs_one_mlm_and_each_arm_fine_tunes_from_its_mileston
     ],
 )
 def test_pretrain_groups_and_milestones_are_checked_when_the_file_loads(tmp_path, arms, pretrain_seed, message):
-    from bertlab.ablation import load_ablation
-
     path = _milestone_ablation(tmp_path, arms)
     spec = yaml.safe_load(open(path))
     spec["pretrain_seed"] = pretrain_seed
@@ -522,7 +519,6 @@ def test_pretrain_groups_and_milestones_are_checked_when_the_file_loads(tmp_path
 
 
 def test_the_curve_puts_milestone_arms_at_their_step_beside_the_probe_and_perplexity(tmp_path):
-    from bertlab.ablation import load_ablation
     from bertlab.curve_report import write_curve
 
     path = _milestone_ablation(
@@ -564,9 +560,9 @@ def test_an_arm_with_its_own_baseline_is_compared_with_it(tmp_path):
         "pet_500": {str(s): {"test/acc": 0.79 + 0.01 * s} for s in range(3)},
     }
     results = {arm: {"_runs": r, "test/acc": [m["test/acc"] for m in r.values()]} for arm, r in runs.items()}
-    arms = [{"name": "ft_100"}, {"name": "pet_100"}, {"name": "ft_500"}, {"name": "pet_500", "baseline": "ft_500"}]
-    spec = {"name": "toy", "root": str(tmp_path), "seeds": [0, 1, 2], "args": [], "metrics": ["test/acc"]}
-    text = write_report({**spec, "baseline": "ft_100", "arms": arms}, results, "bertlab ablate toy.yaml")
+    arms = [Arm("ft_100"), Arm("pet_100"), Arm("ft_500"), Arm("pet_500", baseline="ft_500")]
+    spec = Ablation("toy", str(tmp_path), seeds=[0, 1, 2], metrics=["test/acc"], baseline="ft_100", arms=arms)
+    text = write_report(spec, results, "bertlab ablate toy.yaml")
     rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in text.splitlines() if line.startswith("| ")}
     assert rows["arm"][3] == "Δ test/acc [95 % CI]"
     assert rows["ft_100"][3] == "baseline" and rows["ft_500"][3] == "baseline"  # pet_500's: a reference arm
@@ -575,8 +571,6 @@ def test_an_arm_with_its_own_baseline_is_compared_with_it(tmp_path):
 
 
 def test_a_baseline_must_name_an_arm(tmp_path):
-    from bertlab.ablation import load_ablation
-
     path = _write(
         tmp_path / "abl.yaml",
         {"name": "a", "base": [TINY_CONFIG], "arms": [{"name": "x"}, {"name": "y", "baseline": "z"}]},
@@ -595,9 +589,11 @@ def test_a_fine_tune_older_than_its_shared_pre_training_runs_again(tmp_path, mon
     def fake_run_stages(stages, root, label, force=False, extra_args=None, check_only=False):
         if not check_only:
             calls.append((root, force))
-        return {"stages": [{"metrics": {"test": {"test/acc": 0.5, "test/f1": 0.5}}}]}  # every stage "finished"
+        prov = {"provenance": {"code": "x"}}  # every stage "finished", on the code running now
+        return {"stages": [{"metrics": {"test": {"test/acc": 0.5, "test/f1": 0.5, **prov}, "fit": prov}}]}
 
     monkeypatch.setattr(ablation, "run_stages", fake_run_stages)
+    monkeypatch.setattr(ablation, "code_hash", lambda: "x")
     path = _ablation_with_pipeline(
         tmp_path,
         [
@@ -615,8 +611,8 @@ def test_a_fine_tune_older_than_its_shared_pre_training_runs_again(tmp_path, mon
     for s in (1, 2):
         os.utime(records[s], (3000, 3000))
     ablation.run_ablation(path)
-    # the shared stages are visited (they skip what is done), then only the stale seed runs, forced
-    assert calls == [(str(out / "tapt" / "pretrain"), False), (str(out / "tapt" / "seed0"), True)]
+    # the shared stages have finished on this code and are not run again; only the stale seed runs, forced
+    assert calls == [(str(out / "tapt" / "seed0"), True)]
 
 
 # ------------------------------------------------------------ one table, one code, one writer per directory
@@ -639,8 +635,6 @@ def test_ablate_refuses_twin_arm_names_and_bad_seeds_in_one_line(tmp_path, capsy
         code, err = bertlab_main(["ablate", *args]), capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1 and err.startswith("bertlab: error: ") and message in err, err
     assert not os.path.exists(tmp_path / "out")
-    from bertlab.ablation import parse_seeds
-
     assert parse_seeds("0-4", "s") == [0, 1, 2, 3, 4] and parse_seeds([3, 1], "s") == [3, 1]
     assert parse_seeds("2,5-6", "s") == [2, 5, 6] and parse_seeds(7, "s") == [7]
 

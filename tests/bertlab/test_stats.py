@@ -10,6 +10,7 @@ import pytest
 from scipy import stats as sp
 
 from bertlab.ablation_report import differences, write_report
+from bertlab.ablation_spec import Ablation
 from bertlab.stats import (
     compare_arms,
     detectable_effect,
@@ -182,8 +183,8 @@ def test_report_pairs_seeds_and_examples_and_keeps_them_in_results_json(tmp_path
         for arm, r in runs.items()
     }
     (tmp_path / "results.json").write_text(json.dumps(results))
-    spec = {"name": "toy", "root": root, "seeds": [0, 1], "args": [], "metrics": ["test/acc", "test/f1"]}
-    lines = write_report(spec | {"baseline": "base"}, results, "bertlab ablate toy.yaml").splitlines()
+    spec = Ablation("toy", root, seeds=[0, 1], metrics=["test/acc", "test/f1"], baseline="base")
+    lines = write_report(spec, results, "bertlab ablate toy.yaml").splitlines()
     rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in lines if line.startswith("| ")}
     assert rows["arm"][4:10] == [
         "Δ test/acc [95 % CI]",
@@ -204,6 +205,6 @@ def test_report_pairs_seeds_and_examples_and_keeps_them_in_results_json(tmp_path
     assert list(csv.columns)[:7] == ["ablation", "arm", "seed", "pretrain_seed", "commit", "dirty", "code"]
     assert set(csv["commit"]) == {"abcdef0123"} and csv["test/f1"].tolist() == [0.4, 0.45, 0.9, 0.85, 0.5, 0.3]
     results["old"]["_runs"]["1"]["provenance"] = {"commit": "1234567890", "dirty": True, "code": "c2"}
-    lines = write_report(spec | {"baseline": "base"}, results, "bertlab ablate toy.yaml").splitlines()
+    lines = write_report(spec, results, "bertlab ablate toy.yaml").splitlines()
     assert lines[5].endswith("| commit |")  # the arms differ: each row shows its commits
     assert [line for line in lines if line.startswith("| old")][0].endswith("| 1234567+dirty, abcdef0 |")

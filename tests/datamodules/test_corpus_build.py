@@ -38,7 +38,7 @@ def test_content_hash_reads_a_file_only_when_it_changed(tmp_path, monkeypatch):
     path = _corpus(tmp_path / "c.txt", ["one", "two"])
     first = content_hash(path, str(tmp_path / "cache"))
     reads = []
-    monkeypatch.setattr(corpus.sources, "_check_utf8", lambda p: reads.append(p))
+    monkeypatch.setattr(corpus.sources, "check_utf8", lambda p: reads.append(p))
     assert content_hash(path, str(tmp_path / "cache")) == first and reads == []  # size + mtime: not read
     _corpus(tmp_path / "c.txt", ["one", "three"])
     assert content_hash(path, str(tmp_path / "cache")) != first and reads == [path]

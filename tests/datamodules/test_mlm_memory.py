@@ -53,7 +53,7 @@ def test_batches_are_pinned_and_a_warm_cache_reads_no_text(tiny_bert_dir, tmp_pa
 
     monkeypatch.setattr(corpus, "read_range", no_reading)
     monkeypatch.setattr(corpus_build, "read_range", no_reading)
-    monkeypatch.setattr(sources, "_check_utf8", no_reading)
+    monkeypatch.setattr(sources, "check_utf8", no_reading)
     again = _dm(tiny_bert_dir, tmp_path)  # a second run (or another rank) on the same cache
     again.setup("fit")
     assert again.built_now == {"train": False, "val": False} and _digest(again) == PINNED_BATCHES

@@ -1,0 +1,78 @@
+"""``bertlab.ablation_spec``: an ablation file loads into typed ``Ablation``/``Arm`` records with the file's
+defaults, survives pickling (launchers ship it to other processes), and each bad field is one error naming it."""
+
+import os
+import pickle
+
+import pytest
+import yaml
+
+from bertlab.ablation_report import table_meta
+from bertlab.ablation_spec import Ablation, Arm, load_ablation
+from bertlab.core.errors import BertlabError
+from tests.bertlab.cli_helpers import ROOT
+
+TINY_CONFIG = os.path.join(ROOT, "configs/classify/tiny_test.yaml")
+
+
+def _write(tmp_path, spec: dict) -> str:
+    path = tmp_path / "abl.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return str(path)
+
+
+def test_a_file_loads_into_typed_records_with_its_defaults(tmp_path):
+    arms = [{"name": "a"}, {"name": "b", "config": TINY_CONFIG, "args": {"trainer.max_steps": 3}, "baseline": "a"}]
+    spec = load_ablation(_write(tmp_path, {"base": TINY_CONFIG, "args": ["--trainer.max_epochs", "1"], "arms": arms}))
+    assert spec == Ablation(
+        name="abl",
+        root=os.path.join("runs", "ablations", "abl"),
+        base=[TINY_CONFIG],
+        args=["--trainer.max_epochs", "1"],
+        seeds=[0, 1, 2],
+        metrics=["test/acc", "test/f1"],
+        baseline="a",
+        arms=[Arm("a"), Arm("b", config=[TINY_CONFIG], args=["--trainer.max_steps", "3"], baseline="a")],
+    )
+    assert [a.group for a in spec.arms] == ["a", "b"] and spec.pretraining_seeds == []
+    assert pickle.loads(pickle.dumps(spec)) == spec
+
+
+def test_seeds_as_a_range_nest_under_pretrain_seeds(tmp_path):
+    spec = load_ablation(_write(tmp_path, {"seeds": "0-3", "pretrain_seeds": "7,9", "arms": [{"name": "a"}]}))
+    assert spec.seeds == [0, 1, 2, 3] and spec.pretrain_seeds == [7, 9] and spec.pretraining_seeds == [7, 9]
+
+
+@pytest.mark.parametrize(
+    "seeds, recorded", [({"pretrain_seed": 0}, [0]), ({"pretrain_seeds": [4, 5]}, [4, 5]), ({}, [])]
+)
+def test_the_table_records_the_pre_training_seeds(seeds, recorded):
+    meta = table_meta(Ablation("toy", "out", seeds=[0, 1], arms=[Arm("a"), Arm("b", baseline="a")], **seeds), "cmd")
+    assert meta["pretrain_seeds"] == recorded and meta["bases"] == {"b": "a"} and meta["order"] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"arm": 1}, r"unknown key\(s\) \['arm'\]"),
+        ({"arms": []}, "no arms"),
+        ({"arms": ["a"]}, "an arm is a mapping with a name"),
+        ({"arms": [{"config": TINY_CONFIG}]}, r"arm '\?': needs a name"),
+        ({"arms": [{"name": "a", "seed": 1}]}, r"arm 'a': needs a name; unknown key\(s\) \['seed'\]"),
+        ({"arms": [{"name": "a"}, {"name": "a"}]}, r"arm name\(s\) \['a'\] used twice"),
+        ({"arms": [{"name": "a", "config": "nowhere.yaml"}]}, "arm a: config file 'nowhere.yaml' does not exist"),
+        ({"arms": [{"name": "a", "config": [3]}]}, "arm a: config: a config file path or a list of them"),
+        ({"arms": [{"name": "a", "pretrain": ""}]}, "arm a: pretrain names a group of arms, got ''"),
+        ({"baseline": "z"}, r"baseline 'z' names no arm \(\['a'\]\)"),
+        ({"seeds": "0,1.5"}, "seeds: '1.5' is not an integer seed or a range like 0-4"),
+        ({"seeds": [0, True]}, r"seeds: \[0, True\] is not a list of integer seeds"),
+        ({"metrics": "test/acc"}, "metrics is a list of logged test metrics"),
+        ({"pretrain_seed": 0, "pretrain_seeds": [0, 1]}, "give pretrain_seeds or pretrain_seed, not both"),
+        ({"seeds": [0, 1, 2], "pretrain_seeds": [0, 1]}, "3 seeds do not split evenly over 2 pretrain_seeds"),
+    ],
+)
+def test_each_bad_field_is_one_error_naming_the_file(tmp_path, change, message):
+    path = _write(tmp_path, {"base": [TINY_CONFIG], "arms": [{"name": "a"}], **change})
+    with pytest.raises(BertlabError, match=message) as info:
+        load_ablation(path)
+    assert str(info.value).startswith(f"{path}: ") and "\n" not in str(info.value)
