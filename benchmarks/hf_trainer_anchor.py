@@ -84,6 +84,7 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, help="smoke form: this many train and test reviews")
     parser.add_argument("--out", default="results/hf_anchor.json")
     ns = parser.parse_args(argv)
+    from bertlab.allocator import allocator_in_use
     from bertlab.core.hardware import cpu_has_bf16
     from bertlab.core.provenance import provenance
     from datamodules.splits import Splits
@@ -103,7 +104,7 @@ def main(argv=None) -> int:
         "test/acc": {"seeds": accs, "mean": float(np.mean(values)), "std": float(np.std(values, ddof=1))}
         if len(values) > 1
         else {"seeds": accs, "mean": values[0], "std": 0.0},
-        "provenance": provenance("bf16-mixed" if bf16 else "32-true"),
+        "provenance": provenance("bf16-mixed" if bf16 else "32-true", allocator_in_use()),
     }
     os.makedirs(os.path.dirname(os.path.abspath(ns.out)), exist_ok=True)
     with open(ns.out, "w") as f:

@@ -177,7 +177,7 @@ class BertlabCLI(LightningCLI):
     def _dump_metrics(self, name: str) -> None:
         if self.trainer.is_global_zero:
             metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items()}
-            metrics["provenance"] = provenance(str(self.trainer.precision))
+            metrics["provenance"] = provenance(str(self.trainer.precision), allocator_in_use())
             write_json(os.path.join(self.trainer.default_root_dir, f"{name}_metrics.json"), metrics)
 
     def after_fit(self) -> None:

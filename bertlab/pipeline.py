@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 
+from bertlab.allocator import allocator_in_use
 from bertlab.core.errors import BertlabError
 from bertlab.core.files import atomic_path, exclusive_dir
 from bertlab.core.fingerprint import fingerprint
@@ -232,7 +233,7 @@ def _fmt(metrics: dict, keys=("val/acc", "val/f1", "val/loss", "val/perplexity",
 
 def write_summary(root: str, summary: dict) -> None:
     os.makedirs(root, exist_ok=True)
-    summary["provenance"] = provenance()
+    summary["provenance"] = provenance(allocator=allocator_in_use())
     with open(os.path.join(root, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     lines = [

@@ -80,23 +80,21 @@ def hardware() -> str:
     return out
 
 
-def provenance(precision: str | None = None, command: list[str] | None = None) -> dict:
-    """The record's ``provenance`` object: code, libraries, precision, threads, allocator, hardware, command."""
-    from bertlab import __version__
-    from bertlab.allocator import allocator_in_use
-
+def provenance(precision: str | None = None, allocator: str | None = None, command: list[str] | None = None) -> dict:
+    """The record's ``provenance`` object: code, libraries, precision, threads, allocator (as the caller found
+    it: ``bertlab.allocator.allocator_in_use``, which the base may not import), hardware, command."""
     commit, dirty = _repository()
     torch = sys.modules.get("torch")
     return {
         "commit": commit,
         "dirty": dirty,
         "code": code_hash(),
-        "versions": {"bertlab": __version__} | {name: _version(mod) for name, mod in LIBRARIES.items()},
+        "versions": {"bertlab": _version("bertlab")} | {name: _version(mod) for name, mod in LIBRARIES.items()},
         "python": platform.python_version(),
         "precision": precision,
         "threads": torch.get_num_threads() if torch is not None else None,
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "allocator": allocator_in_use(),
+        "allocator": allocator,
         "hardware": hardware(),
         "command": list(command if command is not None else sys.argv),
     }

@@ -12,7 +12,7 @@ from bertlab.ablation_spec import Ablation, Arm, load_ablation
 from bertlab.core.errors import BertlabError
 from tests.bertlab.cli_helpers import ROOT
 
-TINY_CONFIG = os.path.join(ROOT, "configs/classify/tiny_test.yaml")
+TINY_CONFIG = os.path.join(ROOT, "tests/configs/tiny_test.yaml")
 
 
 def _write(tmp_path, spec: dict) -> str:

@@ -42,7 +42,7 @@ def _table(root: str) -> list[str]:
 
 def _runs(root: str) -> dict:
     with open(os.path.join(root, "results.json")) as f:
-        return {arm: per["_runs"] for arm, per in json.load(f).items()}
+        return {arm: per["_runs"] for arm, per in json.load(f).items() if not arm.startswith("_")}
 
 
 @pytest.fixture(scope="module")
