@@ -24,9 +24,10 @@ import datamodules.classification  # noqa: E402,F401  (imports register the clas
 import lightning_modules.classifier  # noqa: E402,F401
 from bertlab.allocator import allocator_in_use  # noqa: E402
 from bertlab.core.files import atomic_path  # noqa: E402
+from bertlab.core.hf_loading import check_checkpoint  # noqa: E402
 from bertlab.core.yaml_files import read_yaml  # noqa: E402
 from bertlab.precision import AUTO, allow_auto, resolve_precision  # noqa: E402
-from bertlab.preflight import SPECIAL_CKPTS, check_checkpoint, check_run, is_pending, sweep_outputs  # noqa: E402
+from bertlab.preflight import SPECIAL_CKPTS, check_run, is_pending, sweep_outputs  # noqa: E402
 from callbacks.graceful_stop import GracefulStop  # noqa: E402
 from callbacks.hf_export import HFExport  # noqa: E402
 from callbacks.predictions import PredictionCSV  # noqa: E402
