@@ -28,6 +28,7 @@ from bertlab.core.hf_loading import check_checkpoint  # noqa: E402
 from bertlab.core.yaml_files import read_yaml  # noqa: E402
 from bertlab.precision import AUTO, allow_auto, resolve_precision  # noqa: E402
 from bertlab.preflight import SPECIAL_CKPTS, check_run, is_pending, sweep_outputs  # noqa: E402
+from bertlab.save_config import SaveConfigWhenChecked  # noqa: E402
 from callbacks.graceful_stop import GracefulStop  # noqa: E402
 from callbacks.hf_export import HFExport  # noqa: E402
 from callbacks.predictions import PredictionCSV  # noqa: E402
@@ -219,6 +220,7 @@ def run_lightning(args: list[str] | None, cli: type[BertlabCLI] = BertlabCLI) ->
         subclass_mode_model=True,
         subclass_mode_data=True,
         args=args,
+        save_config_callback=SaveConfigWhenChecked,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={sub: base for sub in ("fit", "validate", "test", "predict")},
     )
