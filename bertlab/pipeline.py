@@ -136,7 +136,7 @@ def stage_args(
 def preflight_stages(stages: list[Stage], root: str, extra_args: list[str] | None = None) -> None:
     """The CLI's pre-flight check on every LightningCLI stage, before the first one runs (what earlier stages
     will write under ``root`` is taken on trust)."""
-    from bertlab.cli import preflight_stage
+    from bertlab.engine import preflight_stage
 
     names, prev = [s.name for s in stages], None
     for stage in stages:

@@ -12,7 +12,6 @@ computed as in training (``vader``, the shipped ``encoder``, or the input's ``co
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -22,7 +21,7 @@ import pandas as pd
 
 from bertlab.core.errors import BertlabError
 from bertlab.core.files import atomic_path
-from bertlab.core.hf_loading import from_pretrained, quiet_transformers
+from bertlab.core.hf_loading import check_model_files, from_pretrained, load_errors, quiet_transformers, read_json_file
 from bertlab.core.models import load_tokenizer
 from callbacks.hf_export import EXPORT_INFO
 from callbacks.predictions import prediction_frame
@@ -33,24 +32,22 @@ from datamodules.token_cache import tokenize
 
 
 def read_export(model_dir: str) -> tuple[dict, dict]:
-    """(config.json, bertlab_export.json) of a classifier export; anything else is a ``BertlabError``."""
+    """(config.json, bertlab_export.json) of a classifier export whose files pass the model-directory check that
+    ``fit`` runs (``check_model_files``: config and weights read); anything else is a ``BertlabError``."""
     if not os.path.isdir(model_dir):
         raise BertlabError(f"--model {model_dir!r} does not exist; give the export directory a `bertlab fit` wrote")
-    path = os.path.join(model_dir, "config.json")
-    if not os.path.isfile(path):
+    if not os.path.isfile(os.path.join(model_dir, "config.json")):
         raise BertlabError(f"--model {model_dir!r} is not an export (no config.json there)")
-    try:
-        with open(path, encoding="utf-8") as f:
-            config = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BertlabError(f"--model {model_dir!r}: cannot read config.json ({e})") from None
+    _, config = check_model_files(model_dir, what="--model")
     if not any(str(a).endswith("ForSequenceClassification") for a in config.get("architectures") or []):
         raise BertlabError(
             f"--model {model_dir!r} is not a classifier export (architectures {config.get('architectures')}); "
             "predict needs the export of a classification stage"
         )
     info_path = os.path.join(model_dir, EXPORT_INFO)
-    info = json.load(open(info_path, encoding="utf-8")) if os.path.isfile(info_path) else {}
+    info = read_json_file(info_path, "export record") if os.path.isfile(info_path) else {}
+    if not isinstance(info, dict):
+        raise BertlabError(f"{info_path}: not an export record (a JSON object); export the model again")
     return config, info
 
 
@@ -61,13 +58,16 @@ def load_model(model_dir: str, config: dict):
 
         from lightning_modules.modeling_bertlab import BertlabForSequenceClassification
 
-        with quiet_transformers():
-            hf_config = AutoConfig.from_pretrained(model_dir)
-        model, _ = from_pretrained(BertlabForSequenceClassification, model_dir, config=hf_config)
+        try:
+            with quiet_transformers():
+                hf_config = AutoConfig.from_pretrained(model_dir)
+        except load_errors() as e:
+            raise BertlabError(f"{model_dir}/config.json: not a model config that loads ({e})") from None
+        model, _ = from_pretrained(BertlabForSequenceClassification, model_dir, what="--model", config=hf_config)
     else:
         from transformers import AutoModelForSequenceClassification
 
-        model, _ = from_pretrained(AutoModelForSequenceClassification, model_dir)
+        model, _ = from_pretrained(AutoModelForSequenceClassification, model_dir, what="--model")
     return model.eval()
 
 

@@ -9,8 +9,9 @@ instantiated (``fit``, ``validate``, ``test``, ``predict``; so for every pipelin
   (a built-in ``splits.source`` together with ``train_file``; ``predict`` without anything to predict);
 * the model directory: its config, tokenizer and weights load (a corrupt ``model.safetensors`` is named), and
   ``data.max_length`` fits its ``max_position_embeddings``;
-* ``--ckpt_path``: exists and loads with ``torch.load(weights_only=True)`` (``check_checkpoint``; the CLI calls
-  it earlier than the rest, as it parses the path, because Lightning reads the checkpoint before any hook).
+* ``--ckpt_path``: exists and loads with ``torch.load(weights_only=True)`` (``bertlab.core.hf_loading``'s
+  ``check_checkpoint``; the CLI calls it earlier than the rest, as it parses the path, because Lightning reads the
+  checkpoint before any hook).
 
 ``sweep_outputs`` then removes what a killed run left there (half-written exports, cache temporaries).
 
@@ -21,13 +22,13 @@ the data module, still before the model. Each problem is a ``BertlabError``: one
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 
 from bertlab.core.errors import BertlabError
 from bertlab.core.files import sweep_debris
-from bertlab.core.models import BUILTIN_MODELS, load_tokenizer, resolve_model_dir
+from bertlab.core.hf_loading import check_model_files
+from bertlab.core.models import load_tokenizer
 
 # Lightning resolves these itself (the last / best checkpoint of the run, SLURM's requeue checkpoint).
 SPECIAL_CKPTS = ("last", "best", "hpc", "registry")
@@ -166,21 +167,9 @@ def check_writable(path: str, what: str, is_dir: bool) -> None:
 
 
 def check_model_dir(name_or_path: str, max_length: int | None) -> None:
-    """The config, tokenizer and weights of a model directory load; ``max_length`` fits its positions."""
-    path = resolve_model_dir(name_or_path)
-    if name_or_path not in BUILTIN_MODELS:
-        config_file = os.path.join(path, "config.json")
-        try:
-            with open(config_file, encoding="utf-8") as f:
-                config = json.load(f)
-        except (OSError, ValueError) as e:
-            raise BertlabError(f"{config_file}: not a readable model config ({str(e).splitlines()[0]})") from None
-        if not isinstance(config, dict):
-            raise BertlabError(f"{config_file}: not a model config (a JSON object)")
-        check_weights(path)
-    else:
-        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
-            config = json.load(f)
+    """The config, tokenizer and weights of a model directory load (``check_model_files``, the check every
+    ``from_pretrained`` runs); ``max_length`` fits its positions."""
+    _, config = check_model_files(name_or_path)
     load_tokenizer(name_or_path)
     positions = config.get("max_position_embeddings")
     if isinstance(max_length, int) and isinstance(positions, int):
@@ -191,48 +180,3 @@ def check_model_dir(name_or_path: str, max_length: int | None) -> None:
                 f"data.max_length {max_length} is longer than the model {name_or_path!r} can take "
                 f"(max_position_embeddings {positions}, {usable} usable); set --data.max_length {usable} or less"
             )
-
-
-def check_weights(path: str) -> None:
-    """The weight file of a model directory is there and its index/header reads (no tensor data is loaded)."""
-    safetensors = os.path.join(path, "model.safetensors")
-    binary = os.path.join(path, "pytorch_model.bin")
-    sharded = [f for f in os.listdir(path) if f.endswith((".safetensors.index.json", ".bin.index.json"))]
-    if os.path.isfile(safetensors):
-        from safetensors import safe_open
-
-        try:
-            with safe_open(safetensors, framework="pt") as f:
-                names = list(f.keys())
-                for name in names:
-                    f.get_slice(name).get_shape()
-        except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for a damaged file
-            raise BertlabError(
-                f"{safetensors}: corrupt or truncated weights ({type(e).__name__}: {str(e).splitlines()[0]}); "
-                "export or copy the model again"
-            ) from None
-        if not names:
-            raise BertlabError(f"{safetensors}: holds no tensors; export or copy the model again")
-    elif os.path.isfile(binary):
-        check_checkpoint(binary, what="model weights")
-    elif not sharded:
-        raise BertlabError(
-            f"model directory {path!r} has no weights (model.safetensors or pytorch_model.bin); "
-            "is it a save_pretrained directory?"
-        )
-
-
-def check_checkpoint(path: str, what: str = "--ckpt_path") -> dict:
-    """``path`` exists and loads as plain tensors and containers (``torch.load(weights_only=True)``); returns
-    what it holds, memory-mapped (the tensors are not read), for a caller that needs its hyperparameters."""
-    import torch
-
-    if not os.path.isfile(path):
-        raise BertlabError(f"{what} {path!r} does not exist" + (" (it is a directory)" if os.path.isdir(path) else ""))
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # noqa: BLE001 - a damaged zip, a pickle of arbitrary objects, a foreign format
-        raise BertlabError(
-            f"{what} {path!r} does not load as a checkpoint of tensors ({type(e).__name__}: "
-            f"{str(e).strip().splitlines()[0][:200]}); point it at a checkpoint that bertlab saved"
-        ) from None

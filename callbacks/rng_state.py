@@ -3,18 +3,22 @@
 Lightning's checkpoints hold the weights, the optimiser and the loops, but not the random state, so a
 resumed run draws other dropout masks (``lightning_modules.cpu_kernels`` draws them from torch's global
 generator), another shuffle and other MLM masks than the run it continues. Saved here: Python's, NumPy's,
-torch's CPU and CUDA generators, the train sampler's own generator (``datamodules.samplers.EpochSampler``)
+torch's CPU and CUDA generators, the train sampler's own generator where it has one
 and the masker's (``datamodules.maskers``), all as tensors so that the checkpoint still loads with
 ``torch.load(weights_only=True)``. They are put back when training starts, before the first batch is drawn.
 
-Validation inside a fit draws too (a DataLoader's base seed); those draws
-would make a checkpoint saved before a validation (every N steps) resume on other numbers than the run
-itself. So the streams are snapshot after every training step and put back when a validation ends: the
-training stream does not depend on when, or whether, validation runs.
+The global streams (dropout) are put back at the start of every training step to what they were at the end of
+the step before, so nothing that runs between two steps moves them: a validation (its DataLoader draws a base
+seed), the next epoch's DataLoader iterator (another draw, made before or after ``on_train_start`` depending on
+where Lightning resumes), a checkpoint. A checkpoint saved after a validation at an epoch's end (``ModelCheckpoint``
+on ``val/acc``) then resumes on the numbers of the run itself; before, its resumed run drew other dropout masks,
+because the next epoch's iterator drew from the restored stream in one run and before it in the other.
+The data's order is a function of (seed, epoch) (``datamodules.samplers``), never of a generator's state.
 
-Resuming is then bit-identical on CPU to the uninterrupted run: from an epoch's end, and mid-epoch where the
-train sampler can skip what the interrupted pass drew (``LengthGroupedSampler.resume_at``, the default for
-classification and MLM). Not exact mid-epoch: a plain shuffle (``group_by_length: false``).
+Resuming is then bit-identical on CPU, with ``num_workers: 0``, to the uninterrupted run, from every checkpoint
+bertlab writes: ``ModelCheckpoint`` at an epoch's end (best on ``val/acc``, ``last``), every N training steps,
+``interrupted-step=N.ckpt`` (``GracefulStop``), and mid-epoch with either sampler, which skips what the
+interrupted pass drew (``resume_at``).
 """
 
 from __future__ import annotations
@@ -104,7 +108,10 @@ class RNGState(pl.Callback):
     def state_dict(self) -> dict:
         if self._trainer is None:
             return {}
-        return _to_tensors(_capture(self._trainer))
+        state = _capture(self._trainer)
+        if self._after_step is not None:  # the global streams as the next step will see them
+            state.update({k: self._after_step[k] for k in ("python", "numpy", "torch", "cuda")})
+        return _to_tensors(state)
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._pending = _from_tensors(state_dict) if state_dict else None
@@ -120,18 +127,15 @@ class RNGState(pl.Callback):
             and not progress.is_last_batch
             and hasattr(sampler, "resume_at")
         ):
-            # Mid-epoch: the pass goes on where it stopped, and the streams come back once its first batch is
-            # drawn (the interrupted run drew no new DataLoader iterator at that point).
-            sampler.resume_at = done * trainer.train_dataloader.batch_size
-            _apply(trainer, self._pending, ("data",))  # the masker before the pass's first batch is masked
-            return
-        _apply(trainer, self._pending)  # at an epoch's start: before the new pass draws its iterator
-        self._pending = None
+            sampler.resume_at = done * trainer.train_dataloader.batch_size  # the pass goes on where it stopped
+        _apply(trainer, self._pending, ("data",))  # the sampler and masker before the pass's first batch is drawn
+        # As if the checkpoint's step had just ended here: the first step starts on its global streams, and a
+        # validation that Lightning runs before it (resuming before an epoch's validation) ends on them too.
+        self._after_step, self._pending = self._pending, None
 
     def on_train_batch_start(self, trainer: pl.Trainer, *args) -> None:
-        if self._pending:
-            _apply(trainer, self._pending, ("global",))
-            self._pending = None
+        if self._after_step is not None:  # what ran since the last step (a validation, a new iterator) drew
+            _apply(trainer, self._after_step, ("global",))
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
         self._after_step = _capture(trainer)

@@ -24,7 +24,7 @@ from datamodules.augment.base import Augmenter
 from datamodules.batching import Loader, PadCollator, TokenizedDataset
 from datamodules.coverage import DEFAULT_MAX_UNK, check_coverage
 from datamodules.knowledge_vectors import Knowledge, carry_columns, load_knowledge
-from datamodules.samplers import LengthGroupedSampler
+from datamodules.samplers import LengthGroupedSampler, ShuffleSampler
 from datamodules.soft_label_file import load_soft_labels
 from datamodules.splits import Splits
 from datamodules.token_cache import (
@@ -263,20 +263,15 @@ class ClassificationDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         ds, loader = self.datasets["train"], self.loader
+        # The batch order follows the run's seed (seed_everything), so seeds vary data order as well as
+        # initialisation and dropout (Dodge et al. 2020); split_seed only fixes which examples are held out.
+        seed = int(os.environ.get("PL_GLOBAL_SEED", self.splits.split_seed))
         if loader.group_by_length:
-            # The batch order follows the run's seed (seed_everything), so seeds vary data order as well as
-            # initialisation and dropout (Dodge et al. 2020); split_seed only fixes which examples are held out.
-            seed = int(os.environ.get("PL_GLOBAL_SEED", self.splits.split_seed))
             sampler = LengthGroupedSampler(ds.lengths(), loader.batch_size, seed=seed)
-            return DataLoader(
-                ds,
-                batch_size=loader.batch_size,
-                sampler=sampler,
-                collate_fn=self.collator,
-                num_workers=loader.num_workers,
-            )
+        else:
+            sampler = ShuffleSampler(len(ds), seed=seed)  # (seed, epoch) alone: exact resume mid-epoch too
         return DataLoader(
-            ds, batch_size=loader.batch_size, shuffle=True, collate_fn=self.collator, num_workers=loader.num_workers
+            ds, batch_size=loader.batch_size, sampler=sampler, collate_fn=self.collator, num_workers=loader.num_workers
         )
 
     def _eval_loader(self, split: str) -> DataLoader:

@@ -93,10 +93,9 @@ def check_scorer(spec: dict, tokenizer, task_labels: Sequence[str] | None) -> No
     if kind in ("entropy", "saliency"):
         check_sequence_classifier(model, task_labels, role=f"{kind} scorer (Model_0)")
     elif kind == "model_b":
-        from bertlab.core.models import resolve_model_dir
+        from bertlab.core.hf_loading import read_model_config
 
-        with open(f"{resolve_model_dir(model)}/config.json", encoding="utf-8") as f:
-            config = json.load(f)
+        config = read_model_config(model, "the model_b scorer")
         archs = config.get("architectures") or []
         if not any(a.endswith("ForTokenClassification") for a in archs) or len(config.get("id2label", {})) != 2:
             raise BertlabError(
@@ -126,7 +125,7 @@ def score_corpus(spec: dict, tokenizer, arrays, jieba_words: bool = False) -> np
     if kind == "entropy":
         from transformers import AutoModelForSequenceClassification
 
-        model = from_pretrained(AutoModelForSequenceClassification, spec["model"])[0].eval()
+        model = from_pretrained(AutoModelForSequenceClassification, spec["model"], what=f"the {kind} scorer")[0].eval()
         prob_fn = classifier_probs(model, dtype)
         continuation = continuation_table(tokenizer)
         for i in range(len(arrays)):
@@ -145,7 +144,7 @@ def score_corpus(spec: dict, tokenizer, arrays, jieba_words: bool = False) -> np
         "saliency": AutoModelForSequenceClassification,
         "mlm_entropy": AutoModelForMaskedLM,
     }[kind]
-    model = from_pretrained(auto, spec["model"])[0].eval()
+    model = from_pretrained(auto, spec["model"], what=f"the {kind} scorer")[0].eval()
     collate = PadCollator(tokenizer.pad_token_id)
     for lo in range(0, len(arrays), spec["batch_size"]):
         rows = list(range(lo, min(lo + spec["batch_size"], len(arrays))))

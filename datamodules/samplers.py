@@ -1,7 +1,10 @@
 """Samplers: the order in which training examples are drawn.
 
-``LengthGroupedSampler`` batches examples of similar length (less padding); the two ``Epoch``
-samplers also tell an MLM masker the epoch, because a static masker picks its masked copy by it
+Every order is a function of (seed, epoch) alone, never of a generator's state or of the global one, so a fit
+resumed from any checkpoint draws the very order of the run it continues: ``ShuffleSampler`` (the plain shuffle,
+``group_by_length: false``) and ``LengthGroupedSampler`` (batches of similar length, less padding) both skip
+``resume_at`` examples of the next pass, which ``callbacks.rng_state`` sets on a resume in the middle of an epoch.
+The two ``Epoch`` samplers also tell an MLM masker the epoch, because a static masker picks its masked copy by it
 and a dynamic one reseeds per epoch. Lightning's DDP wrapper passes ``set_epoch`` on to them.
 
 ``RankSampler`` gives one DDP rank its part of such an order, as ``DistributedSampler`` does (padded to a
@@ -15,11 +18,36 @@ import itertools
 from collections.abc import Iterator
 
 import numpy as np
-import torch
-from torch.utils.data import DistributedSampler, RandomSampler, Sampler
+from torch.utils.data import DistributedSampler, Sampler
 
 
-class LengthGroupedSampler(Sampler[int]):
+class ShuffleSampler(Sampler[int]):
+    """A shuffled order of ``n`` examples that depends only on (seed, epoch); the epoch advances at every
+    ``__iter__`` (and Lightning sets it at each epoch's start). ``resume_at`` examples of the next pass are skipped."""
+
+    def __init__(self, n: int, seed: int = 0):
+        self.n = n
+        self.seed = seed
+        self.epoch = 0
+        self.resume_at = 0  # examples of the next pass to skip: a fit resumed mid-epoch (callbacks.rng_state)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def order(self, rng: np.random.Generator) -> np.ndarray:
+        return rng.permutation(self.n)
+
+    def __iter__(self) -> Iterator[int]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        skip, self.resume_at = self.resume_at, 0
+        return itertools.islice((int(i) for i in self.order(rng)), skip, None)
+
+
+class LengthGroupedSampler(ShuffleSampler):
     """Shuffled order in which neighbours have similar lengths, so padding is small.
 
     Shuffle, cut into mega-batches of ``mega_batch_mult × batch_size``, sort each by length,
@@ -29,41 +57,31 @@ class LengthGroupedSampler(Sampler[int]):
     """
 
     def __init__(self, lengths: np.ndarray, batch_size: int, seed: int = 0, mega_batch_mult: int = 50):
+        super().__init__(len(lengths), seed)
         self.lengths = np.asarray(lengths)
         self.batch_size = batch_size
-        self.seed = seed
         self.mega = max(batch_size * mega_batch_mult, batch_size)
-        self.epoch = 0
-        self.resume_at = 0  # examples of the next pass to skip: a fit resumed mid-epoch (callbacks.rng_state)
 
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        self.epoch += 1
-        perm = rng.permutation(len(self.lengths))
+    def order(self, rng: np.random.Generator) -> np.ndarray:
+        perm = rng.permutation(self.n)
         batches = []
         for start in range(0, len(perm), self.mega):
             chunk = perm[start : start + self.mega]
             chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
             batches.extend(chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size))
         order = rng.permutation(len(batches))
-        skip, self.resume_at = self.resume_at, 0
-        return itertools.islice((int(i) for b in order for i in batches[b]), skip, None)
+        return np.concatenate([batches[b] for b in order]) if batches else perm
 
 
-class EpochSampler(RandomSampler):
-    """A random sampler that also tells the masker the epoch (static masks pick their copy by it)."""
+class EpochSampler(ShuffleSampler):
+    """The plain shuffle that also tells the masker the epoch (static masks pick their copy by it)."""
 
     def __init__(self, data, masker, seed: int):
-        super().__init__(data, generator=torch.Generator().manual_seed(seed))
+        super().__init__(len(data), seed)
         self.masker = masker
 
     def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
         self.masker.set_epoch(epoch)
 
 

@@ -9,13 +9,13 @@ task's, in the task's order; anything else is a ``BertlabError`` before any scor
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Sequence
 
 import torch
 
 from bertlab.core.errors import BertlabError
+from bertlab.core.hf_loading import read_model_config
 from bertlab.core.models import resolve_model_dir
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -35,14 +35,9 @@ def model_fingerprint(name_or_path: str) -> str:
     return h.hexdigest()[:16]
 
 
-def _config(name_or_path: str) -> dict:
-    with open(os.path.join(resolve_model_dir(name_or_path), "config.json"), encoding="utf-8") as f:
-        return json.load(f)
-
-
 def check_sequence_classifier(name_or_path: str, labels: Sequence[str] | None = None, role: str = "scorer") -> None:
     """Refuse a directory that is not a sequence classifier, or whose labels differ from ``labels``."""
-    config = _config(name_or_path)
+    config = read_model_config(name_or_path, f"the {role}")
     architectures = config.get("architectures") or []
     if not any(a.endswith("ForSequenceClassification") for a in architectures):
         raise BertlabError(
@@ -67,7 +62,7 @@ def load_sequence_classifier(name_or_path: str, labels: Sequence[str] | None = N
     from bertlab.core.hf_loading import from_pretrained
 
     check_sequence_classifier(name_or_path, labels, role)
-    model, _ = from_pretrained(AutoModelForSequenceClassification, name_or_path)
+    model, _ = from_pretrained(AutoModelForSequenceClassification, name_or_path, what=f"the {role}")
     return model.eval()
 
 

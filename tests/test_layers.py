@@ -1,6 +1,7 @@
 """The floors (README, Layout): the base imports no other project code, components stand on the base
-and third-party code only, and only orchestration imports components. Imports are read with ``ast``,
-including those inside functions, so a lazy import cannot slip past."""
+and third-party code only, and only orchestration imports components; and no project module imports
+itself back through others (no import circle). Imports are read with ``ast``, including those inside
+functions, so a lazy import cannot slip past."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ def imported(source: str, module: str, is_package: bool = False) -> set[str]:
                     out.update(".".join(filter(None, (base, alias.name))) for alias in node.names)
             else:
                 out.add(node.module)
+                out.update(f"{node.module}.{alias.name}" for alias in node.names)  # may be a submodule
     return out
 
 
@@ -92,6 +94,97 @@ def test_every_module_keeps_to_its_floor():
     assert not bad, "\n".join(bad)
 
 
+def import_graph(sources: dict[str, str]) -> dict[str, set[str]]:
+    """Module -> the project modules it imports (``sources``: module name -> its code; packages end in
+    ``.__init__`` so that relative imports resolve). A name that is not a module (``from a import f``) is dropped."""
+    names = {m.removesuffix(".__init__") for m in sources}
+    graph = {}
+    for module, source in sources.items():
+        name = module.removesuffix(".__init__")
+        graph[name] = {t for t in imported(source, name, module.endswith(".__init__")) if t in names and t != name}
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles of ``graph``: its strongly connected components of more than one module (Tarjan),
+    each sorted, so a circle reads the same however it was found."""
+    index, low, stack, on_stack, out = {}, {}, [], set(), []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(out)
+
+
+def test_no_import_circle_among_project_modules():
+    sources = {}
+    for path, module in project_modules():
+        with open(path, encoding="utf-8") as f:
+            sources[module + (".__init__" if path.endswith("__init__.py") else "")] = f.read()
+    graph = import_graph(sources)
+    assert "bertlab.engine" in graph["bertlab.pipeline"] and "bertlab.pipeline" in graph["bertlab.cli"]
+    found = circles(graph)
+    assert not found, "import circles: " + "; ".join(" -> ".join(c) for c in found)
+
+
+@pytest.mark.parametrize(
+    "sources, expected",
+    [
+        # the circle issue 25 found: the dispatcher runs the pipeline, which took the pre-flight from the dispatcher
+        (
+            {
+                "bertlab.cli": "def main():\n    from bertlab.pipeline import main\n",
+                "bertlab.pipeline": "def pre():\n    from bertlab.cli import preflight_stage\n",
+            },
+            [["bertlab.cli", "bertlab.pipeline"]],
+        ),
+        # through a submodule named in `from package import module`, and three long
+        (
+            {
+                "bertlab.__init__": "",
+                "bertlab.a": "from bertlab import b\n",
+                "bertlab.b": "import bertlab.c\n",
+                "bertlab.c": "from .a import f\n",
+            },
+            [["bertlab.a", "bertlab.b", "bertlab.c"]],
+        ),
+        # the split: both import the engine, neither imports the other back
+        (
+            {
+                "bertlab.cli": "from bertlab.engine import run_lightning\nfrom bertlab import pipeline\n",
+                "bertlab.pipeline": "from bertlab.engine import preflight_stage\n",
+                "bertlab.engine": "from bertlab.preflight import check_run\n",
+                "bertlab.preflight": "import os\n",
+            },
+            [],
+        ),
+    ],
+)
+def test_circles_are_found(sources, expected):
+    assert circles(import_graph(sources)) == expected
+
+
 @pytest.mark.parametrize(
     "module, source, broken",
     [
@@ -117,7 +210,7 @@ def test_importing_the_base_loads_no_component_and_no_cli():
         "import bertlab.core.errors, bertlab.core.models, bertlab.core.hf_loading, bertlab.core.files, "
         "bertlab.core.fingerprint\n"
         "loaded = [m for m in sys.modules if m.split('.')[0] in ('datamodules', 'lightning_modules', 'callbacks')"
-        " or m in ('bertlab.cli', 'bertlab.pipeline')]\n"
+        " or m in ('bertlab.cli', 'bertlab.engine', 'bertlab.pipeline')]\n"
         "print(loaded)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

@@ -1,14 +1,21 @@
-"""Atomic writes: a reader sees the old file (or directory) or the new one, never half of either."""
+"""Atomic writes: a reader sees the old file (or directory) or the new one, never half of either.
+
+A write that fills the disk (ENOSPC, a quota) is one ``BertlabError`` naming the path, with the temporary
+removed and the previous file or directory left as it was.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
+
+from bertlab.core.errors import BertlabError
 
 
 def _owner() -> str:
@@ -55,6 +62,21 @@ def sweep_debris(directory: str, name: str | None = None) -> list[str]:
     return removed
 
 
+def disk_full(error: BaseException, directory: str) -> bool:
+    """Whether ``error`` came from a full disk: ENOSPC or EDQUOT, as an ``OSError`` or in the message of a
+    library that wraps it (safetensors, torch's zip writer), or any write error with no space left in
+    ``directory``'s file system."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(error)
+    if any(s in text for s in ("No space left on device", "StorageFull", "os error 28", "Disk quota exceeded")):
+        return True
+    try:
+        return shutil.disk_usage(directory).free < (1 << 20)
+    except OSError:
+        return False
+
+
 @contextlib.contextmanager
 def atomic_path(path: str, directory: bool = False, replace: bool = True) -> Iterator[str]:
     """Yield a temporary sibling of ``path`` to write; on success it is renamed onto ``path``.
@@ -75,8 +97,18 @@ def atomic_path(path: str, directory: bool = False, replace: bool = True) -> Ite
     else:
         fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=os.path.splitext(target)[1], dir=parent)
         os.close(fd)
+    existed = os.path.exists(target)
     try:
-        yield tmp
+        try:
+            yield tmp
+        except Exception as e:  # noqa: BLE001 - whatever the writer raised, a full disk is the user's to fix
+            if isinstance(e, BertlabError) or not disk_full(e, parent):
+                raise
+            kept = f"the previous {os.path.basename(target)} is unchanged" if existed else "nothing was written"
+            raise BertlabError(
+                f"{target}: the disk is full (no space left on device while writing it); {kept}. "
+                "Free some space (or point the output elsewhere) and run again"
+            ) from None
         if not directory:
             os.replace(tmp, target)
         elif not os.path.exists(target):

@@ -33,6 +33,10 @@ def assert_error(proc, root, *needles) -> str:
 
 def assert_nothing_written(root) -> None:
     root = str(root)
+    left = [os.path.join(d, f) for d, _, files in os.walk(root) for f in files] + [
+        os.path.join(d, x) for d, dirs, _ in os.walk(root) for x in dirs
+    ]
+    assert not left, f"a run that failed its checks left {left}"  # no config.yaml, no empty log folder
     assert not os.path.exists(os.path.join(root, "export"))
     assert not os.path.exists(os.path.join(root, "predictions.csv"))
     if os.path.isdir(root):

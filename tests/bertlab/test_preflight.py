@@ -100,6 +100,8 @@ def p(tmp_path_factory, tiny_bert_dir, tiny_csvs):
     evil = d / "ckpt" / "evil.ckpt"
     torch.save({"state_dict": {}, "hook": Evil()}, evil)
     out["ckpt_evil"] = str(evil)
+    torch.save({"state_dict": {"w": torch.ones(4000)}, "epoch": 1}, d / "ckpt" / "truncated.ckpt")
+    put("ckpt/truncated.ckpt", (d / "ckpt" / "truncated.ckpt").read_bytes()[:3000])
     with open(d / "ckpt" / "pickle.ckpt", "wb") as f:
         pickle.dump({"state_dict": {}}, f)
     out["ckpt_pickle"] = str(d / "ckpt" / "pickle.ckpt")
@@ -117,6 +119,11 @@ def p(tmp_path_factory, tiny_bert_dir, tiny_csvs):
     out["m_bad_tokenizer"] = _model_copy(
         tiny_bert_dir, d / "m_bad_tokenizer", write={"tokenizer.json": b'{"version": "1.0", "trunc'}
     )
+
+    # a checkpoint whose model (its saved hyperparameters) is a damaged directory
+    hparams = {"_class_path": "lightning_modules.classifier.TextClassifier", "model_name_or_path": out["m_truncated"]}
+    torch.save({"state_dict": {}, "hyper_parameters": hparams}, d / "ckpt" / "damaged_model.ckpt")
+    out["ckpt_damaged_model_ckpt"] = str(d / "ckpt" / "damaged_model.ckpt")
 
     stages = {"name": "first", "config": [TINY_CONFIG]}
     put(
@@ -248,6 +255,32 @@ CASES = [
     ("ckpt text", "test", ["--ckpt_path", "{ckpt_text_ckpt}"], ["'{ckpt_text_ckpt}' does not load"]),
     ("ckpt empty", "fit", ["--ckpt_path", "{ckpt_empty_ckpt}"], ["'{ckpt_empty_ckpt}' does not load"]),
     ("ckpt pickle", "validate", ["--ckpt_path", "{ckpt_pickle}"], ["'{ckpt_pickle}' does not load"]),
+    ("ckpt truncated", "validate", ["--ckpt_path", "{ckpt_truncated_ckpt}"], ["'{ckpt_truncated_ckpt}' does not"]),
+    ("ckpt truncated, test", "test", ["--ckpt_path", "{ckpt_truncated_ckpt}"], ["'{ckpt_truncated_ckpt}' does not"]),
+    (
+        "ckpt truncated, predict",
+        "predict",
+        ["--data.splits.predict_file", "{test}", "--ckpt_path", "{ckpt_truncated_ckpt}"],
+        ["'{ckpt_truncated_ckpt}' does not"],
+    ),
+    (
+        "ckpt's model damaged",
+        "validate",
+        ["--ckpt_path", "{ckpt_damaged_model_ckpt}"],
+        ["{m_truncated}/model.safetensors: corrupt or truncated"],
+    ),
+    (
+        "ckpt's model damaged, predict",
+        "predict",
+        ["--data.splits.predict_file", "{test}", "--ckpt_path", "{ckpt_damaged_model_ckpt}"],
+        ["{m_truncated}/model.safetensors: corrupt or truncated"],
+    ),
+    (
+        "damaged model, test",
+        "test",
+        ["--model.model_name_or_path", "{m_truncated}"],
+        ["{m_truncated}/model.safetensors: corrupt or truncated"],
+    ),
     ("ckpt objects", "fit", ["--ckpt_path", "{ckpt_evil}"], ["'{ckpt_evil}' does not load", "bertlab saved"]),
     # ---- hyperparameters in range
     ("lr 0", "fit", ["--model.lr", "0"], ["--model.lr must be > 0, got 0"]),
@@ -340,3 +373,24 @@ def test_an_unwritable_root(p, tmp_path):
         assert_error(run_main("fit", *args), None, "default_root_dir", "is not writable")
     finally:
         locked.chmod(stat.S_IRWXU)
+
+
+def test_a_stage_that_starts_from_a_damaged_export_is_refused_before_anything_runs(p, tmp_path):
+    """``init_from`` gets the check ``fit`` runs on its model directory: an earlier stage's export that a crash or a
+    copy damaged is named before the first stage trains."""
+    from bertlab.pipeline_spec import export_dir
+
+    root = tmp_path / "root"
+    shutil.copytree(p["m_truncated"], export_dir(str(root), "first"))
+    data = {
+        "model.init_args.model_name_or_path": p["model"],
+        "data.init_args.splits.train_file": p["train"],
+        "data.init_args.splits.val_file": p["val"],
+        "data.init_args.cache_dir": str(tmp_path / "cache"),
+    }
+    path = tmp_path / "p.yaml"
+    first = {"name": "first", "config": [TINY_CONFIG], "init_from": "none", "args": data}
+    path.write_text(yaml.safe_dump({"stages": [first, {"name": "second", "config": [TINY_CONFIG]}]}))
+    proc = run_main("pipeline", str(path), "--root", str(root))
+    assert_error(proc, None, f"{export_dir(str(root), 'first')}/model.safetensors: corrupt or truncated")
+    assert os.listdir(root) == ["first"] and os.listdir(root / "first") == ["export"]
