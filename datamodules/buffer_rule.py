@@ -3,14 +3,20 @@
 Per labelled sentence s = w_1 … w_n with gold label y, using the task classifier Model_0:
 
 * only sentences that Model_0 classifies correctly are labelled (the others get ``None``);
-* a buffer s′ starts empty; the words are visited in order;
-* w_i is appended and P(y | s′ w_i) is compared with P(y | s): when |P(y | s′ w_i) − P(y | s)| < δ
-  (0.01 in the authors' code), w_i is *important* and is taken out of the buffer again, so that later
-  words must earn their place; otherwise it stays in the buffer.
+* a buffer s′ starts empty; the words are visited in order, and the buffer is never reset;
+* w_i is appended and scored: when P(y | s) − P(y | s′ w_i) < δ (0.01 in the authors' code), w_i is
+  *important* and is taken out of the buffer again, so that later words must earn their place;
+  otherwise it stays in the buffer.
 
-Units are whole words: a run of tokens with the same word id (WordPiece ``##`` pieces join the word
-before them; a tokenizer without continuation pieces, e.g. a character vocabulary, makes every token
-a word). All pieces of a word get its label.
+The test is signed and one-sided, as in the paper (S(w_i) = P(y | s) − P(y | s′ w_i)) and in the
+authors' ``data/sc_mask_gen.py`` (``origin_score - mask_sens_score[gold] < threshold``): a prefix that
+pushes P(y) *above* P(y | s) makes its last word important. (SM seeds its buffer with the first token
+and scores it before popping; that is the same as appending w_1 to an empty buffer.)
+
+Units are whole words, bertlab's documented unit, where the authors' code uses WordPiece tokens: a
+run of tokens with the same word id (WordPiece ``##`` pieces join the word before them; a tokenizer
+without continuation pieces, e.g. a character vocabulary, makes every token a word). All pieces of a
+word get its label.
 
 ``buffer_rule_labels`` is the batched form: every step scores the current candidate s′ w_t of every
 still-active sentence of a batch in one forward pass, so a batch costs (its longest word count + 1)
@@ -79,6 +85,11 @@ class _Template:
         return prob_fn(ids, mask).float()
 
 
+def is_important(p_sentence: float, p_candidate: float, delta: float) -> bool:
+    """Gu et al.'s test: P(y | s) − P(y | s′ w_i) < δ, signed (an overshoot of P(y | s) is important)."""
+    return p_sentence - p_candidate < delta
+
+
 def _check(sentences, words, gold, delta) -> None:
     if not 0.0 < delta < 1.0:
         raise ValueError(f"delta must be in (0, 1), got {delta}")
@@ -123,7 +134,7 @@ def buffer_rule_labels(
             p = template.probs(prob_fn, [buffers[i] + piece for i, piece in zip(active, pieces)])
             got = p[torch.arange(len(active)), torch.tensor([int(gold[i]) for i in active])]
             for i, piece, prob in zip(active, pieces, got.tolist()):
-                if abs(prob - target[i]) < delta:
+                if is_important(target[i], prob, delta):
                     labels[i][slice(*units[i][t])] = 1
                 else:
                     buffers[i].extend(piece)
@@ -160,7 +171,7 @@ def naive_buffer_rule_labels(
         for start, end in units:
             candidate = buffer + list(ids[start:end])
             p = template.probs(prob_fn, [candidate])[0]
-            if abs(float(p[y]) - float(p_full[y])) < delta:
+            if is_important(float(p_full[y]), float(p[y]), delta):
                 labels[start:end] = 1
             else:
                 buffer = candidate

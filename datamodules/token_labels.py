@@ -60,7 +60,7 @@ class TokenLabelDataModule(pl.LightningDataModule):
             task: the labelled task's ``Splits`` (the split Model_0 was fine-tuned with, e.g. ``{source: fine_food}``).
             max_length, truncation: as in Model_0's classifier config.
             model0: Model_0, a fine-tuned sequence classifier directory whose labels are the task's.
-            delta: δ of the buffer rule, in (0, 1): a word is important when adding it leaves P(y) within δ of P(y | s).
+            delta: δ of the buffer rule, in (0, 1): a word is important when P(y | s) − P(y | s′ w) < δ (signed).
             whole_word: words (WordPiece ``##`` pieces joined) are the buffer's units; else single tokens.
             max_sentences: label at most this many train sentences (a deterministic sample), for cheaper runs.
             label_batch_size: sentences whose candidates share one forward pass of Model_0.
@@ -148,6 +148,7 @@ class TokenLabelDataModule(pl.LightningDataModule):
             head_tokens=task.hparams.head_tokens,
             model0=model_fingerprint(h.model0),
             delta=float(h.delta),
+            rule="gu_signed",  # labels made by the old |·| < δ rule are not reused
             whole_word=h.whole_word,
             max_sentences=h.max_sentences,
             seed=h.seed,
@@ -176,7 +177,7 @@ class TokenLabelDataModule(pl.LightningDataModule):
         if not (train == 1).any():
             raise BertlabError(
                 f"no token scores as important at δ = {self.hparams.delta} on the task's train sentences; "
-                "raise `delta` (a word is important when adding it leaves P(y) within δ of P(y | s))"
+                "raise `delta` (a word is important when P(y | s) − P(y | s′ w) < δ)"
             )
 
     def summary(self, labels: dict[str, np.ndarray] | None = None) -> dict:
