@@ -39,7 +39,7 @@ MASKERS: dict[str, type[DynamicMasker]] = {
     "whole_word": WholeWordMasker,
     "span": SpanMasker,
     "selective": SelectiveMasker,
-    "entropy": SelectiveMasker,
+    "entropy": EntropyMasker,
 }
 
 
