@@ -11,6 +11,11 @@ The authors' code (thunlp/SelectiveMasking, ``data/sc_mask_gen.py``) runs spaCy'
 * ``none``: the whole document is one sentence.
 
 Sentences are stripped; empty ones are dropped.
+
+The corpus scorers (``corpus_scoring``) see token ids, not text: ``TokenSentences`` cuts a token row after
+a run of ender tokens (. ! ? 。 ！ ？), unless a ``##`` piece follows or the ender sits between digits
+("3.5"); specials ([CLS], [SEP], padding; not [UNK]) cut too. It is the token-level approximation of
+the text splitters (it ends a sentence after "Dr." where pysbd does not).
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from functools import lru_cache
+
+import numpy as np
 
 from bertlab.core.errors import BertlabError
 
@@ -75,3 +82,41 @@ def split_documents(texts: Sequence[str], splitter: str = "auto") -> tuple[list[
 def check_splitter(splitter: str) -> None:
     if splitter not in SPLITTERS:
         raise BertlabError(f"sentence splitter must be one of {', '.join(SPLITTERS)}, got {splitter!r}")
+
+
+class TokenSentences:
+    """Sentence spans of a token row, from per-vocabulary tables of enders, ``##`` pieces and digits."""
+
+    def __init__(self, tokenizer):
+        pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+        self.ender = np.array([bool(p) and all(c in "。！？!?." for c in p) for p in pieces])
+        self.continuation = np.array([p.startswith("##") for p in pieces])
+        self.digit = np.array([p.removeprefix("##").isdigit() for p in pieces])
+        self.specials = np.asarray(sorted(set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}))
+
+    def spans(self, ids: np.ndarray) -> list[tuple[int, int]]:
+        """``(start, end)`` of each sentence among the non-special positions of ``ids``."""
+        ids = np.asarray(ids)
+        content = ~np.isin(ids, self.specials)
+        ender, digit = self.ender[ids] & content, self.digit[ids]
+
+        def after(x):  # the value at the next position (False past the end)
+            return np.append(x[1:], False)
+
+        prev_digit = np.insert(digit[:-1], 0, False)
+        cut = ender & ~after(ender) & ~after(self.continuation[ids]) & ~(prev_digit & after(digit))
+        out, start = [], None
+        for i in range(len(ids)):
+            if not content[i]:
+                if start is not None:
+                    out.append((start, i))
+                start = None
+                continue
+            if start is None:
+                start = i
+            if cut[i]:
+                out.append((start, i + 1))
+                start = None
+        if start is not None:
+            out.append((start, len(ids)))
+        return out

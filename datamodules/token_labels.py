@@ -38,13 +38,21 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from bertlab.core.errors import BertlabError
+from bertlab.core.hardware import INFERENCE_PRECISIONS, inference_dtype
 from bertlab.core.models import load_tokenizer
 from datamodules import sources
 from datamodules.buffer_rule import buffer_rule_labels, continuation_table, continuation_word_ids, word_runs
+from datamodules.scoring_run import remove_parts, run_in_chunks
 from datamodules.sentences import check_splitter, split_documents
 from datamodules.splits import Splits
 from datamodules.stopwords import is_stopword, word_text
-from datamodules.task_scorer import check_same_tokenizer, classifier_probs, load_sequence_classifier, model_fingerprint
+from datamodules.task_scorer import (
+    check_same_tokenizer,
+    classifier_probs,
+    load_sequence_classifier,
+    model_fingerprint,
+    scoring_device,
+)
 from datamodules.token_cache import SpecialTemplate, cache_key, default_cache_dir, tokenize, tokenizer_fingerprint
 
 UNLABELLED = -1  # specials, and the sentences Model_0 misclassifies
@@ -93,6 +101,7 @@ class TokenLabelDataModule(pl.LightningDataModule):
         misclassified: str = "zeros",
         drop_stopwords: bool = True,
         max_sentences: int | None = None,
+        precision: str = "auto",
         label_batch_size: int = 64,
         val_fraction: float = 0.1,
         batch_size: int = 32,
@@ -114,6 +123,8 @@ class TokenLabelDataModule(pl.LightningDataModule):
                 ``drop``: they are left out.
             drop_stopwords: stopwords are never important (Gu et al.), on every split.
             max_sentences: label at most this many train sentences (a deterministic sample), for cheaper runs.
+            precision: Model_0's dtype for the rule: ``auto`` (bf16 where the hardware has it), ``bf16`` or ``fp32``
+                (the authors'); labels are keyed by it.
             label_batch_size: sentences whose candidates share one forward pass of Model_0.
             val_fraction: share of the train *documents* whose sentences are held out to select Model_b's checkpoint.
         """
@@ -128,11 +139,17 @@ class TokenLabelDataModule(pl.LightningDataModule):
         if misclassified not in MISCLASSIFIED:
             raise BertlabError(f"misclassified must be one of {', '.join(MISCLASSIFIED)}, got {misclassified!r}")
         check_splitter(splitter)
+        if precision not in INFERENCE_PRECISIONS:
+            raise BertlabError(f"precision must be one of {', '.join(INFERENCE_PRECISIONS)}, got {precision!r}")
         # typed arguments are kept as given: under LightningCLI, ``hparams`` holds their config (plain dicts)
         self.task = task if isinstance(task, Splits) else Splits(**task)
         self.cache_dir = cache_dir or default_cache_dir()
         self.datasets: dict[str, Dataset] = {}
         self.labels_built_now: bool | None = None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return inference_dtype(self.hparams.precision, scoring_device().type)
 
     @cached_property
     def tokenizer(self):
@@ -151,7 +168,7 @@ class TokenLabelDataModule(pl.LightningDataModule):
             h.tokenizer, splits=self.task, max_length=h.max_length, truncation=h.truncation, cache_dir=self.cache_dir
         )
 
-    def _label_split(self, split: str, model, template: SpecialTemplate) -> SentenceLabels:
+    def _label_split(self, split: str, model, template: SpecialTemplate, parts_dir: str | None) -> SentenceLabels:
         h, task = self.hparams, self.task_data
         frame = task.frames[split]
         sentences, doc = split_documents(frame["text"].tolist(), h.splitter)
@@ -160,26 +177,34 @@ class TokenLabelDataModule(pl.LightningDataModule):
             sentences, doc = [sentences[i] for i in keep], [doc[i] for i in keep]
         gold = frame["label"].map(task.label2id).to_numpy(np.int64)[np.asarray(doc, dtype=np.int64)]
         full, _ = tokenize(self.tokenizer, sentences, None, h.max_length, h.truncation, task.hparams.head_tokens)
-        lo, hi = len(template.prefix), len(template.suffix)
-        content = [ids[lo : len(ids) - hi] for ids in full]
+        k, m = len(template.prefix), len(template.suffix)
+        content = [ids[k : len(ids) - m] for ids in full]
         cont = continuation_table(self.tokenizer)
         words = [continuation_word_ids(c, cont) if h.whole_word else list(range(len(c))) for c in content]
-        labels = buffer_rule_labels(
-            classifier_probs(model),
-            content,
-            words,
-            gold.tolist(),
-            template.prefix,
-            template.suffix,
-            self.tokenizer.pad_token_id,
-            delta=h.delta,
-            batch_size=h.label_batch_size,
-        )
+        prob_fn, gold = classifier_probs(model, self.dtype), gold.tolist()
+
+        def label_rows(lo: int, hi: int) -> np.ndarray:
+            labels = buffer_rule_labels(
+                prob_fn,
+                content[lo:hi],
+                words[lo:hi],
+                gold[lo:hi],
+                template.prefix,
+                template.suffix,
+                self.tokenizer.pad_token_id,
+                delta=h.delta,
+                batch_size=h.label_batch_size,
+            )
+            flat = [np.full(len(c), UNLABELLED, np.int8) if x is None else x for x, c in zip(labels, content[lo:hi])]
+            return np.concatenate(flat).astype(np.int8) if flat else np.zeros(0, np.int8)
+
+        lengths = np.array([len(c) for c in content], dtype=np.int64)
+        flat = run_in_chunks(lengths, label_rows, parts_dir and os.path.join(parts_dir, split), f"{split} labels")
+        starts = np.concatenate([[0], np.cumsum(lengths)])
         rows = []
-        for ids, lab in zip(full, labels):
+        for i, ids in enumerate(full):
             row = np.full(len(ids), UNLABELLED, dtype=np.int8)
-            if lab is not None:
-                row[lo : lo + len(lab)] = lab
+            row[k : k + int(lengths[i])] = flat[starts[i] : starts[i + 1]]
             rows.append(row)
         lengths = np.array([len(ids) for ids in full], dtype=np.int64)
         return SentenceLabels(
@@ -207,6 +232,7 @@ class TokenLabelDataModule(pl.LightningDataModule):
             head_tokens=task.hparams.head_tokens,
             model0=model_fingerprint(h.model0),
             delta=float(h.delta),
+            dtype=str(self.dtype).removeprefix("torch."),
             rule="gu_signed",  # labels made by the old |·| < δ rule are not reused
             whole_word=h.whole_word,
             max_sentences=h.max_sentences,
@@ -221,8 +247,10 @@ class TokenLabelDataModule(pl.LightningDataModule):
         else:
             model = load_sequence_classifier(h.model0, task.label_names, role="Model_0")
             template = SpecialTemplate.from_tokenizer(self.tokenizer)
-            out = {s: self._label_split(s, model, template) for s in ("train", "val")}
+            parts = path[: -len(".npz")] + ".parts"  # finished chunks, for a resume after a kill
+            out = {s: self._label_split(s, model, template, parts) for s in ("train", "val")}
             _save_npz(path, out, self.summary(out))
+            remove_parts(parts)
             self.labels_built_now = True
         self._check(out["train"])
         return out

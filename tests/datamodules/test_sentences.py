@@ -47,3 +47,15 @@ def test_documents_keep_their_index_and_empty_ones_vanish():
 def test_unknown_splitter():
     with pytest.raises(BertlabError, match="sentence splitter must be one of auto, english, chinese, none, got 'x'"):
         split_documents(["a"], "x")
+
+
+def test_token_rows_cut_after_enders_but_not_inside_numbers():
+    from bertlab.core.models import load_tokenizer
+    from datamodules.sentences import TokenSentences
+
+    tok = load_tokenizer("minilm")  # a real WordPiece vocabulary: digits, ## pieces
+    ids = tok("Great teas!! It was 3.5 stars. Fine")["input_ids"]
+    pieces = tok.convert_ids_to_tokens(ids)
+    spans = TokenSentences(tok).spans(ids)
+    assert [" ".join(pieces[a:b]) for a, b in spans] == ["great tea ##s ! !", "it was 3 . 5 stars .", "fine"]
+    assert spans[0][0] == 1 and spans[-1][1] == len(ids) - 1  # [CLS] and [SEP] belong to no sentence

@@ -51,7 +51,7 @@ def make(tiny_bert_dir, csvs, model0, cache, **kw):
         max_length=32,
         cache_dir=str(cache),
         batch_size=8,
-        **{"delta": 0.05, **kw},
+        **{"delta": 0.05, "precision": "fp32", **kw},
     )
 
 
