@@ -18,9 +18,10 @@ run of tokens with the same word id (WordPiece ``##`` pieces join the word befor
 without continuation pieces, e.g. a character vocabulary, makes every token a word). All pieces of a
 word get its label.
 
-``buffer_rule_labels`` is the batched form: every step scores the current candidate s′ w_t of every
-still-active sentence of a batch in one forward pass, so a batch costs (its longest word count + 1)
-forwards. ``naive_buffer_rule_labels`` is the literal per-sentence, per-prefix loop, kept as the
+``buffer_rule_labels`` is the batched form: a pool of sentences steps together (a finished sentence
+makes room for the next, so forwards stay full), and every step scores the current candidate s′ w_t of
+every sentence in the pool, sorted by length and ``batch_size`` rows a forward (little padding).
+``naive_buffer_rule_labels`` is the literal per-sentence, per-prefix loop, kept as the
 reference the tests and ``benchmarks/selective_scoring.py`` compare against. Both take
 ``prob_fn(input_ids, attention_mask) -> [batch, classes]`` probabilities (``task_scorer.classifier_probs``).
 """
@@ -108,38 +109,46 @@ def buffer_rule_labels(
     pad_id: int,
     delta: float = 0.01,
     batch_size: int = 64,
+    pool_factor: int = 4,
 ) -> list[np.ndarray | None]:
     """Per sentence, an ``int8`` label per content token (1 = important), or ``None`` when Model_0
-    misclassifies it. ``sentences`` hold content token ids (no specials), ``words`` a word id per token."""
+    misclassifies it. ``sentences`` hold content token ids (no specials), ``words`` a word id per token;
+    ``pool_factor × batch_size`` sentences are labelled at a time."""
     _check(sentences, words, gold, delta)
     template = _Template(prefix, suffix, pad_id)
     units = [word_runs(w) for w in words]
     out: list[np.ndarray | None] = [None] * len(sentences)
-    # sentences with similar word counts share a batch, so few rows idle in the last steps
-    order = sorted(range(len(sentences)), key=lambda i: (len(units[i]), len(sentences[i])))
-    for lo in range(0, len(order), batch_size):
-        chunk = [i for i in order[lo : lo + batch_size] if units[i]]
-        if not chunk:
-            continue
-        y = torch.tensor([int(gold[i]) for i in chunk])
+    order = sorted((i for i in range(len(sentences)) if units[i]), key=lambda i: len(sentences[i]))
+    target: dict[int, float] = {}
+    for lo in range(0, len(order), batch_size):  # P(y | s), similar lengths together
+        chunk = order[lo : lo + batch_size]
         p = template.probs(prob_fn, [list(sentences[i]) for i in chunk])
-        correct = p.argmax(-1) == y
-        target = {i: float(p[r, y[r]]) for r, i in enumerate(chunk)}
-        alive = [i for r, i in enumerate(chunk) if correct[r]]
-        buffers = {i: [] for i in alive}
-        labels = {i: np.zeros(len(sentences[i]), dtype=np.int8) for i in alive}
-        for t in range(max((len(units[i]) for i in alive), default=0)):
-            active = [i for i in alive if t < len(units[i])]
-            pieces = [list(sentences[i][slice(*units[i][t])]) for i in active]
-            p = template.probs(prob_fn, [buffers[i] + piece for i, piece in zip(active, pieces)])
-            got = p[torch.arange(len(active)), torch.tensor([int(gold[i]) for i in active])]
-            for i, piece, prob in zip(active, pieces, got.tolist()):
+        for r, i in enumerate(chunk):
+            if int(p[r].argmax()) == int(gold[i]):
+                target[i] = float(p[r, int(gold[i])])
+    # continuous batching: a pool of sentences steps together, a finished one makes room for the next, and
+    # each step's candidates go through Model_0 sorted by length, ``batch_size`` rows a forward
+    queue = [i for i in order if i in target][::-1]
+    step: dict[int, int] = {}
+    buffers: dict[int, list[int]] = {}
+    while queue or step:
+        while queue and len(step) < pool_factor * batch_size:
+            i = queue.pop()
+            step[i], buffers[i], out[i] = 0, [], np.zeros(len(sentences[i]), dtype=np.int8)
+        candidates = sorted(step, key=lambda i: len(buffers[i]) + units[i][step[i]][1] - units[i][step[i]][0])
+        for lo in range(0, len(candidates), batch_size):
+            chunk = candidates[lo : lo + batch_size]
+            pieces = [list(sentences[i][slice(*units[i][step[i]])]) for i in chunk]
+            p = template.probs(prob_fn, [buffers[i] + piece for i, piece in zip(chunk, pieces)])
+            got = p[torch.arange(len(chunk)), torch.tensor([int(gold[i]) for i in chunk])]
+            for i, piece, prob in zip(chunk, pieces, got.tolist()):
                 if is_important(target[i], prob, delta):
-                    labels[i][slice(*units[i][t])] = 1
+                    out[i][slice(*units[i][step[i]])] = 1
                 else:
                     buffers[i].extend(piece)
-        for i in alive:
-            out[i] = labels[i]
+                step[i] += 1
+                if step[i] == len(units[i]):
+                    del step[i], buffers[i]
     return out
 
 
