@@ -3,18 +3,25 @@
 Per labelled sentence s = w_1 … w_n with gold label y, using the task classifier Model_0:
 
 * only sentences that Model_0 classifies correctly are labelled (the others get ``None``);
-* a buffer s′ starts empty; the words are visited in order;
-* w_i is appended and P(y | s′ w_i) is compared with P(y | s): when |P(y | s′ w_i) − P(y | s)| < δ
-  (0.01 in the authors' code), w_i is *important* and is taken out of the buffer again, so that later
-  words must earn their place; otherwise it stays in the buffer.
+* a buffer s′ starts empty; the words are visited in order, and the buffer is never reset;
+* w_i is appended and scored: when P(y | s) − P(y | s′ w_i) < δ (0.01 in the authors' code), w_i is
+  *important* and is taken out of the buffer again, so that later words must earn their place;
+  otherwise it stays in the buffer.
 
-Units are whole words: a run of tokens with the same word id (WordPiece ``##`` pieces join the word
-before them; a tokenizer without continuation pieces, e.g. a character vocabulary, makes every token
-a word). All pieces of a word get its label.
+The test is signed and one-sided, as in the paper (S(w_i) = P(y | s) − P(y | s′ w_i)) and in the
+authors' ``data/sc_mask_gen.py`` (``origin_score - mask_sens_score[gold] < threshold``): a prefix that
+pushes P(y) *above* P(y | s) makes its last word important. (SM seeds its buffer with the first token
+and scores it before popping; that is the same as appending w_1 to an empty buffer.)
 
-``buffer_rule_labels`` is the batched form: every step scores the current candidate s′ w_t of every
-still-active sentence of a batch in one forward pass, so a batch costs (its longest word count + 1)
-forwards. ``naive_buffer_rule_labels`` is the literal per-sentence, per-prefix loop, kept as the
+Units are whole words, bertlab's documented unit, where the authors' code uses WordPiece tokens: a
+run of tokens with the same word id (WordPiece ``##`` pieces join the word before them; a tokenizer
+without continuation pieces, e.g. a character vocabulary, makes every token a word). All pieces of a
+word get its label.
+
+``buffer_rule_labels`` is the batched form: a pool of sentences steps together (a finished sentence
+makes room for the next, so forwards stay full), and every step scores the current candidate s′ w_t of
+every sentence in the pool, sorted by length and ``batch_size`` rows a forward (little padding).
+``naive_buffer_rule_labels`` is the literal per-sentence, per-prefix loop, kept as the
 reference the tests and ``benchmarks/selective_scoring.py`` compare against. Both take
 ``prob_fn(input_ids, attention_mask) -> [batch, classes]`` probabilities (``task_scorer.classifier_probs``).
 """
@@ -79,6 +86,11 @@ class _Template:
         return prob_fn(ids, mask).float()
 
 
+def is_important(p_sentence: float, p_candidate: float, delta: float) -> bool:
+    """Gu et al.'s test: P(y | s) − P(y | s′ w_i) < δ, signed (an overshoot of P(y | s) is important)."""
+    return p_sentence - p_candidate < delta
+
+
 def _check(sentences, words, gold, delta) -> None:
     if not 0.0 < delta < 1.0:
         raise ValueError(f"delta must be in (0, 1), got {delta}")
@@ -97,38 +109,46 @@ def buffer_rule_labels(
     pad_id: int,
     delta: float = 0.01,
     batch_size: int = 64,
+    pool_factor: int = 4,
 ) -> list[np.ndarray | None]:
     """Per sentence, an ``int8`` label per content token (1 = important), or ``None`` when Model_0
-    misclassifies it. ``sentences`` hold content token ids (no specials), ``words`` a word id per token."""
+    misclassifies it. ``sentences`` hold content token ids (no specials), ``words`` a word id per token;
+    ``pool_factor × batch_size`` sentences are labelled at a time."""
     _check(sentences, words, gold, delta)
     template = _Template(prefix, suffix, pad_id)
     units = [word_runs(w) for w in words]
     out: list[np.ndarray | None] = [None] * len(sentences)
-    # sentences with similar word counts share a batch, so few rows idle in the last steps
-    order = sorted(range(len(sentences)), key=lambda i: (len(units[i]), len(sentences[i])))
-    for lo in range(0, len(order), batch_size):
-        chunk = [i for i in order[lo : lo + batch_size] if units[i]]
-        if not chunk:
-            continue
-        y = torch.tensor([int(gold[i]) for i in chunk])
+    order = sorted((i for i in range(len(sentences)) if units[i]), key=lambda i: len(sentences[i]))
+    target: dict[int, float] = {}
+    for lo in range(0, len(order), batch_size):  # P(y | s), similar lengths together
+        chunk = order[lo : lo + batch_size]
         p = template.probs(prob_fn, [list(sentences[i]) for i in chunk])
-        correct = p.argmax(-1) == y
-        target = {i: float(p[r, y[r]]) for r, i in enumerate(chunk)}
-        alive = [i for r, i in enumerate(chunk) if correct[r]]
-        buffers = {i: [] for i in alive}
-        labels = {i: np.zeros(len(sentences[i]), dtype=np.int8) for i in alive}
-        for t in range(max((len(units[i]) for i in alive), default=0)):
-            active = [i for i in alive if t < len(units[i])]
-            pieces = [list(sentences[i][slice(*units[i][t])]) for i in active]
-            p = template.probs(prob_fn, [buffers[i] + piece for i, piece in zip(active, pieces)])
-            got = p[torch.arange(len(active)), torch.tensor([int(gold[i]) for i in active])]
-            for i, piece, prob in zip(active, pieces, got.tolist()):
-                if abs(prob - target[i]) < delta:
-                    labels[i][slice(*units[i][t])] = 1
+        for r, i in enumerate(chunk):
+            if int(p[r].argmax()) == int(gold[i]):
+                target[i] = float(p[r, int(gold[i])])
+    # continuous batching: a pool of sentences steps together, a finished one makes room for the next, and
+    # each step's candidates go through Model_0 sorted by length, ``batch_size`` rows a forward
+    queue = [i for i in order if i in target][::-1]
+    step: dict[int, int] = {}
+    buffers: dict[int, list[int]] = {}
+    while queue or step:
+        while queue and len(step) < pool_factor * batch_size:
+            i = queue.pop()
+            step[i], buffers[i], out[i] = 0, [], np.zeros(len(sentences[i]), dtype=np.int8)
+        candidates = sorted(step, key=lambda i: len(buffers[i]) + units[i][step[i]][1] - units[i][step[i]][0])
+        for lo in range(0, len(candidates), batch_size):
+            chunk = candidates[lo : lo + batch_size]
+            pieces = [list(sentences[i][slice(*units[i][step[i]])]) for i in chunk]
+            p = template.probs(prob_fn, [buffers[i] + piece for i, piece in zip(chunk, pieces)])
+            got = p[torch.arange(len(chunk)), torch.tensor([int(gold[i]) for i in chunk])]
+            for i, piece, prob in zip(chunk, pieces, got.tolist()):
+                if is_important(target[i], prob, delta):
+                    out[i][slice(*units[i][step[i]])] = 1
                 else:
                     buffers[i].extend(piece)
-        for i in alive:
-            out[i] = labels[i]
+                step[i] += 1
+                if step[i] == len(units[i]):
+                    del step[i], buffers[i]
     return out
 
 
@@ -160,7 +180,7 @@ def naive_buffer_rule_labels(
         for start, end in units:
             candidate = buffer + list(ids[start:end])
             p = template.probs(prob_fn, [candidate])[0]
-            if abs(float(p[y]) - float(p_full[y])) < delta:
+            if is_important(float(p_full[y]), float(p[y]), delta):
                 labels[start:end] = 1
             else:
                 buffer = candidate

@@ -6,7 +6,7 @@ like the token cache and reused while the corpus, the tokenizer and the scorer's
 weights, not its path) are unchanged.
 
 =============  ============================================================  =========================
-``kind``       score per token                                               ``model``
+``kind``       score per token (``model_b``, ``entropy``: per sentence)      ``model``
 =============  ============================================================  =========================
 ``model_b``    P(important) from Model_b (Gu et al. 2020; ``token_labels``)  a token-classifier export
 ``entropy``    |H_i − H(s)| or KL of Model_0's task prediction with the      Model_0, a fine-tuned
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,9 +31,9 @@ import torch
 
 from bertlab.core.errors import BertlabError
 from bertlab.core.hardware import INFERENCE_PRECISIONS, inference_dtype
-from datamodules.buffer_rule import continuation_table, continuation_word_ids
-from datamodules.task_entropy import DIVERGENCES, task_entropy_scores
-from datamodules.task_scorer import check_same_tokenizer, check_sequence_classifier, classifier_probs, model_fingerprint
+from datamodules.scoring_run import remove_parts, run_in_chunks
+from datamodules.task_entropy import DIVERGENCES
+from datamodules.task_scorer import check_same_tokenizer, check_sequence_classifier, model_fingerprint, scoring_device
 
 KINDS = ("model_b", "entropy", "saliency", "mlm_entropy")
 DEFAULT_KIND = {"selective": "model_b", "entropy": "entropy"}
@@ -75,7 +76,7 @@ def scoring_dtype(spec: dict) -> torch.dtype:
     and ``precision`` is ``auto`` or ``bf16``; saliency needs gradients and stays fp32."""
     if spec["kind"] not in ("model_b", "entropy"):
         return torch.float32
-    return inference_dtype(spec.get("precision", "auto"))
+    return inference_dtype(spec.get("precision", "auto"), scoring_device().type)
 
 
 def scorer_fingerprint(spec: dict) -> str:
@@ -84,6 +85,8 @@ def scorer_fingerprint(spec: dict) -> str:
     blob["model"] = model_fingerprint(spec["model"])
     if scoring_dtype(spec) != torch.float32:
         blob["dtype"] = "bf16"
+    if spec["kind"] in ("model_b", "entropy"):
+        blob["unit"] = "sentence"  # scores of whole rows (before per-sentence scoring) are not reused
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -105,62 +108,70 @@ def check_scorer(spec: dict, tokenizer, task_labels: Sequence[str] | None) -> No
     check_same_tokenizer(tokenizer, model, f"{kind} scorer")
 
 
-def _word_ids(ids: np.ndarray, specials: np.ndarray, continuation: np.ndarray, jieba_words) -> list[int]:
-    content = ~np.isin(ids, specials)
-    if jieba_words is not None:
-        return [int(w) if c else -1 for w, c in zip(jieba_words, content)]
-    words = continuation_word_ids(ids.tolist(), continuation)
-    return [w if c else -1 for w, c in zip(words, content)]
+def _parts_dir(spec: dict, arrays) -> str | None:
+    """Where finished chunks wait for a resume: beside the token arrays, keyed like the scores file."""
+    directory = getattr(arrays, "directory", None)
+    return os.path.join(directory, f"scores-{scorer_fingerprint(spec)}.parts") if directory else None
 
 
 def score_corpus(spec: dict, tokenizer, arrays, jieba_words: bool = False) -> np.ndarray:
-    """A float32 score per token of ``arrays`` (``TokenArrays``), zero at specials."""
+    """A float32 score per token of ``arrays`` (``TokenArrays``), zero at specials.
+
+    ``model_b`` and ``entropy`` score each sentence on its own (``datamodules.sentence_scorers``); ``saliency``
+    and ``mlm_entropy`` score whole rows. Every kind runs in resumable chunks on all cores
+    (``datamodules.scoring_run``): a killed run resumes from the chunks it finished, which are removed here
+    once the whole corpus is scored."""
     from bertlab.core.hf_loading import from_pretrained
-    from datamodules.batching import PadCollator
-    from datamodules.token_scoring import entropy_scores, importance_scores
 
     kind, dtype = spec["kind"], scoring_dtype(spec)
-    out = np.zeros(int(arrays.offsets[-1]), dtype=np.float32)
-    specials = np.asarray(tokenizer.all_special_ids)
-    if kind == "entropy":
-        from transformers import AutoModelForSequenceClassification
+    if kind in ("model_b", "entropy"):
+        from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
-        model = from_pretrained(AutoModelForSequenceClassification, spec["model"], what=f"the {kind} scorer")[0].eval()
-        prob_fn = classifier_probs(model, dtype)
-        continuation = continuation_table(tokenizer)
-        for i in range(len(arrays)):
-            row = arrays.get(i)
-            words = _word_ids(
-                row["input_ids"], specials, continuation, row.get("token_type_ids") if jieba_words else None
-            )
-            out[arrays.offsets[i] : arrays.offsets[i + 1]] = task_entropy_scores(
-                prob_fn, row["input_ids"], words, tokenizer.mask_token_id, spec["divergence"]
-            )
-        return out
-    from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoModelForTokenClassification
+        from datamodules.sentence_scorers import EntropyScorer, ModelBScorer
 
-    auto = {
-        "model_b": AutoModelForTokenClassification,
-        "saliency": AutoModelForSequenceClassification,
-        "mlm_entropy": AutoModelForMaskedLM,
-    }[kind]
-    model = from_pretrained(auto, spec["model"], what=f"the {kind} scorer")[0].eval()
-    collate = PadCollator(tokenizer.pad_token_id)
-    for lo in range(0, len(arrays), spec["batch_size"]):
-        rows = list(range(lo, min(lo + spec["batch_size"], len(arrays))))
-        batch = collate([{"input_ids": arrays.get(i)["input_ids"]} for i in rows])
+        auto = AutoModelForTokenClassification if kind == "model_b" else AutoModelForSequenceClassification
+        model = from_pretrained(auto, spec["model"], what=f"the {kind} scorer")[0]
         if kind == "model_b":
-            with torch.no_grad(), torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
-                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            scores = torch.softmax(logits.float(), -1)[..., 1]
-            scores = scores.masked_fill(torch.isin(batch["input_ids"], torch.as_tensor(specials)), 0.0)
-        elif kind == "saliency":
-            scores = importance_scores(model, batch, specials.tolist())
+            scorer = ModelBScorer(model, tokenizer, dtype, spec["batch_size"], jieba_words)
         else:
-            scores = entropy_scores(model, batch, tokenizer.mask_token_id, specials.tolist())
-        for j, i in enumerate(rows):
-            out[arrays.offsets[i] : arrays.offsets[i + 1]] = scores[j, : arrays.offsets[i + 1] - arrays.offsets[i]]
-    return out
+            scorer = EntropyScorer(model, tokenizer, dtype, spec["batch_size"], jieba_words, spec["divergence"])
+    else:
+        scorer = _RowScorer(spec, tokenizer, from_pretrained)
+    parts = _parts_dir(spec, arrays)
+    flat = run_in_chunks(arrays.lengths(), lambda lo, hi: scorer(arrays, lo, hi), parts, desc=f"{kind} scores")
+    remove_parts(parts)
+    return flat.astype(np.float32, copy=False)
+
+
+class _RowScorer:
+    """``saliency`` and ``mlm_entropy``: whole rows, ``batch_size`` at a time (``datamodules.token_scoring``)."""
+
+    def __init__(self, spec: dict, tokenizer, from_pretrained):
+        from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
+
+        from datamodules.batching import PadCollator
+
+        auto = AutoModelForSequenceClassification if spec["kind"] == "saliency" else AutoModelForMaskedLM
+        self.model = from_pretrained(auto, spec["model"], what=f"the {spec['kind']} scorer")[0].eval()
+        self.kind, self.batch_size = spec["kind"], spec["batch_size"]
+        self.collate, self.tokenizer = PadCollator(tokenizer.pad_token_id), tokenizer
+        self.specials = list(tokenizer.all_special_ids)
+
+    def __call__(self, arrays, lo: int, hi: int) -> np.ndarray:
+        from datamodules.token_scoring import entropy_scores, importance_scores
+
+        out = np.zeros(int(arrays.offsets[hi] - arrays.offsets[lo]), dtype=np.float32)
+        for start in range(lo, hi, self.batch_size):
+            rows = list(range(start, min(start + self.batch_size, hi)))
+            batch = self.collate([{"input_ids": arrays.get(i)["input_ids"]} for i in rows])
+            if self.kind == "saliency":
+                scores = importance_scores(self.model, batch, self.specials)
+            else:
+                scores = entropy_scores(self.model, batch, self.tokenizer.mask_token_id, self.specials)
+            for j, i in enumerate(rows):
+                a, b = int(arrays.offsets[i] - arrays.offsets[lo]), int(arrays.offsets[i + 1] - arrays.offsets[lo])
+                out[a:b] = scores[j, : b - a].detach().numpy()
+        return out
 
 
 def check_scores(spec: dict, flat: np.ndarray) -> None:

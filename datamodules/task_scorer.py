@@ -56,26 +56,32 @@ def check_sequence_classifier(name_or_path: str, labels: Sequence[str] | None = 
 
 
 def load_sequence_classifier(name_or_path: str, labels: Sequence[str] | None = None, role: str = "scorer"):
-    """The checked classifier, in eval mode."""
+    """The checked classifier, in eval mode, on ``scoring_device()``."""
     from transformers import AutoModelForSequenceClassification
 
     from bertlab.core.hf_loading import from_pretrained
 
     check_sequence_classifier(name_or_path, labels, role)
     model, _ = from_pretrained(AutoModelForSequenceClassification, name_or_path, what=f"the {role}")
-    return model.eval()
+    return model.eval().to(scoring_device())
+
+
+def scoring_device() -> torch.device:
+    """Where the scorers run: the GPU when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def classifier_probs(model, dtype: torch.dtype = torch.float32):
-    """``prob_fn(input_ids, attention_mask) -> softmax probabilities`` (fp32) for an HF sequence classifier;
-    ``dtype`` bf16 runs the forward pass under bf16 autocast (``bertlab.core.hardware.inference_dtype``)."""
-    device = next(model.parameters()).device.type
+    """``prob_fn(input_ids, attention_mask) -> softmax probabilities`` (fp32, on the CPU) for an HF sequence
+    classifier on any device (the inputs are moved to it); ``dtype`` bf16 runs the forward pass under bf16
+    autocast (``bertlab.core.hardware.inference_dtype``)."""
+    device = next(model.parameters()).device
 
     @torch.inference_mode()
     def prob_fn(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32):
-            logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-        return torch.softmax(logits.float(), dim=-1)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
+        return torch.softmax(logits.float(), dim=-1).cpu()
 
     return prob_fn
 

@@ -2,14 +2,26 @@
 
 Gu et al. 2020 ("Train No Evil", §3.1) label the tokens of the task's labelled sentences with
 Model_0 (a classifier fine-tuned on the task) by the buffer rule (``datamodules.buffer_rule``), and
-train a token classifier, Model_b, on those labels. This module runs the rule once and caches the
-labels on disk, keyed by the task's texts, the tokenizer, ``max_length``/truncation, the *content* of
-Model_0 (a retrained Model_0 at the same path is a new key), δ, the unit and the sentence cap; a second
+train a token classifier, Model_b, on those labels. As the authors' code does
+(thunlp/SelectiveMasking ``data/sc_mask_gen.py``, ``create_data.py``):
+
+* each document is split into sentences (``datamodules.sentences``), and each sentence gets the
+  document's label;
+* a sentence gets buffer-rule labels only when Model_0 classifies it correctly on its own;
+* Model_b trains on *every* sentence: a misclassified one goes in all-zero (``misclassified: zeros``;
+  ``drop`` leaves it out);
+* stopwords are never important (``drop_stopwords``; ``datamodules.stopwords``).
+
+This module runs the rule once and caches the raw labels on disk (misclassified sentences unlabelled;
+the two options above are applied when the datasets are built, so they reuse the file), keyed by the
+task's texts, the splitter, the tokenizer, ``max_length``/truncation, the *content* of Model_0 (a
+retrained Model_0 at the same path is a new key), δ, the rule, the unit and the sentence cap; a second
 run with the same inputs reads the file back (``labels_built_now`` says which happened).
 
-Splits: the correctly classified *train* sentences, minus ``val_fraction`` held out for checkpoint
-selection, train Model_b; the task's *val* sentences, labelled the same way and never trained on,
-are the test split on which ``bertlab test`` reports Model_b's token-level F1.
+Splits: the train documents' sentences, minus the sentences of ``val_fraction`` of the documents held
+out for checkpoint selection, train Model_b; the task's *val* sentences, labelled the same way and never
+trained on, are the test split on which ``bertlab test`` reports Model_b's token-level precision,
+recall and F1.
 """
 
 from __future__ import annotations
@@ -17,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
@@ -25,15 +38,53 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from bertlab.core.errors import BertlabError
+from bertlab.core.hardware import INFERENCE_PRECISIONS, inference_dtype
 from bertlab.core.models import load_tokenizer
 from datamodules import sources
-from datamodules.buffer_rule import buffer_rule_labels, continuation_table, continuation_word_ids
+from datamodules.buffer_rule import buffer_rule_labels, continuation_table, continuation_word_ids, word_runs
+from datamodules.scoring_run import remove_parts, run_in_chunks
+from datamodules.sentences import check_splitter, split_documents
 from datamodules.splits import Splits
-from datamodules.task_scorer import check_same_tokenizer, classifier_probs, load_sequence_classifier, model_fingerprint
-from datamodules.token_cache import SpecialTemplate, cache_key, default_cache_dir, tokenizer_fingerprint
+from datamodules.stopwords import is_stopword, word_text
+from datamodules.task_scorer import (
+    check_same_tokenizer,
+    classifier_probs,
+    load_sequence_classifier,
+    model_fingerprint,
+    scoring_device,
+)
+from datamodules.token_cache import SpecialTemplate, cache_key, default_cache_dir, tokenize, tokenizer_fingerprint
 
-UNLABELLED = -1  # sentences Model_0 misclassifies, and those beyond ``max_sentences``
+UNLABELLED = -1  # specials, and the sentences Model_0 misclassifies
 TAGS = {0: "other", 1: "important"}
+MISCLASSIFIED = ("zeros", "drop")
+FIELDS = ("ids", "offsets", "labels", "doc")
+
+
+@dataclass
+class SentenceLabels:
+    """One split's sentences, flat: token ids with specials (``offsets`` delimit sentence i), the raw
+    buffer-rule label per token (1 / 0, ``UNLABELLED`` at specials and in misclassified sentences) and
+    the index of the document each sentence came from."""
+
+    ids: np.ndarray
+    offsets: np.ndarray
+    labels: np.ndarray
+    doc: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.doc)
+
+    def row(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
+        return self.ids[lo:hi], self.labels[lo:hi]
+
+    @property
+    def correct(self) -> np.ndarray:
+        """Per sentence: did Model_0 classify it correctly (so that it has buffer-rule labels)?"""
+        if not len(self):
+            return np.zeros(0, dtype=bool)
+        return np.add.reduceat((self.labels != UNLABELLED).astype(np.int64), self.offsets[:-1]) > 0
 
 
 class TokenLabelDataModule(pl.LightningDataModule):
@@ -46,7 +97,11 @@ class TokenLabelDataModule(pl.LightningDataModule):
         truncation: str = "head",
         delta: float = 0.01,
         whole_word: bool = True,
+        splitter: str = "auto",
+        misclassified: str = "zeros",
+        drop_stopwords: bool = True,
         max_sentences: int | None = None,
+        precision: str = "auto",
         label_batch_size: int = 64,
         val_fraction: float = 0.1,
         batch_size: int = 32,
@@ -58,13 +113,20 @@ class TokenLabelDataModule(pl.LightningDataModule):
         Args:
             tokenizer: Model_b's tokenizer (the CLI links it to the model's path); Model_0's must be the same.
             task: the labelled task's ``Splits`` (the split Model_0 was fine-tuned with, e.g. ``{source: fine_food}``).
-            max_length, truncation: as in Model_0's classifier config.
+            max_length, truncation: as in Model_0's classifier config; they apply to each sentence.
             model0: Model_0, a fine-tuned sequence classifier directory whose labels are the task's.
-            delta: δ of the buffer rule, in (0, 1): a word is important when adding it leaves P(y) within δ of P(y | s).
+            delta: δ of the buffer rule, in (0, 1): a word is important when P(y | s) − P(y | s′ w) < δ (signed).
             whole_word: words (WordPiece ``##`` pieces joined) are the buffer's units; else single tokens.
+            splitter: how documents become sentences: ``auto`` (by script), ``english`` (pysbd), ``chinese``
+                (。！？ and line breaks) or ``none`` (a document is one sentence).
+            misclassified: ``zeros`` (Gu et al.): sentences Model_0 gets wrong train Model_b as all-zero;
+                ``drop``: they are left out.
+            drop_stopwords: stopwords are never important (Gu et al.), on every split.
             max_sentences: label at most this many train sentences (a deterministic sample), for cheaper runs.
+            precision: Model_0's dtype for the rule: ``auto`` (bf16 where the hardware has it), ``bf16`` or ``fp32``
+                (the authors'); labels are keyed by it.
             label_batch_size: sentences whose candidates share one forward pass of Model_0.
-            val_fraction: labelled train sentences held out to select Model_b's checkpoint.
+            val_fraction: share of the train *documents* whose sentences are held out to select Model_b's checkpoint.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -74,11 +136,20 @@ class TokenLabelDataModule(pl.LightningDataModule):
             raise BertlabError(f"delta (δ of the buffer rule) must be in (0, 1), got {delta}; Gu et al. use 0.01")
         if not 0.0 < float(val_fraction) < 1.0:
             raise BertlabError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        if misclassified not in MISCLASSIFIED:
+            raise BertlabError(f"misclassified must be one of {', '.join(MISCLASSIFIED)}, got {misclassified!r}")
+        check_splitter(splitter)
+        if precision not in INFERENCE_PRECISIONS:
+            raise BertlabError(f"precision must be one of {', '.join(INFERENCE_PRECISIONS)}, got {precision!r}")
         # typed arguments are kept as given: under LightningCLI, ``hparams`` holds their config (plain dicts)
         self.task = task if isinstance(task, Splits) else Splits(**task)
         self.cache_dir = cache_dir or default_cache_dir()
         self.datasets: dict[str, Dataset] = {}
         self.labels_built_now: bool | None = None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return inference_dtype(self.hparams.precision, scoring_device().type)
 
     @cached_property
     def tokenizer(self):
@@ -97,57 +168,72 @@ class TokenLabelDataModule(pl.LightningDataModule):
             h.tokenizer, splits=self.task, max_length=h.max_length, truncation=h.truncation, cache_dir=self.cache_dir
         )
 
-    def _train_rows(self, n: int) -> np.ndarray:
-        cap = self.hparams.max_sentences
-        if not cap or cap >= n:
-            return np.arange(n)
-        return np.sort(np.random.default_rng(self.hparams.seed).permutation(n)[:cap])
-
-    def _label_split(self, split: str, model, template: SpecialTemplate) -> np.ndarray:
-        """Flat labels aligned with the split's token arrays: 1 / 0 / UNLABELLED (also at specials)."""
-        ds = self.task_data._dataset(split)
-        arrays, gold = ds.arrays, ds.extras["labels"]
-        rows = self._train_rows(len(arrays)) if split == "train" else np.arange(len(arrays))
-        lo, hi = len(template.prefix), len(template.suffix)
+    def _label_split(self, split: str, model, template: SpecialTemplate, parts_dir: str | None) -> SentenceLabels:
+        h, task = self.hparams, self.task_data
+        frame = task.frames[split]
+        sentences, doc = split_documents(frame["text"].tolist(), h.splitter)
+        if split == "train" and h.max_sentences and h.max_sentences < len(sentences):
+            keep = np.sort(np.random.default_rng(h.seed).permutation(len(sentences))[: h.max_sentences])
+            sentences, doc = [sentences[i] for i in keep], [doc[i] for i in keep]
+        gold = frame["label"].map(task.label2id).to_numpy(np.int64)[np.asarray(doc, dtype=np.int64)]
+        full, _ = tokenize(self.tokenizer, sentences, None, h.max_length, h.truncation, task.hparams.head_tokens)
+        k, m = len(template.prefix), len(template.suffix)
+        content = [ids[k : len(ids) - m] for ids in full]
         cont = continuation_table(self.tokenizer)
-        full = [arrays.get(int(i))["input_ids"] for i in rows]
-        content = [ids[lo : len(ids) - hi] for ids in full]
-        words = [continuation_word_ids(c, cont) if self.hparams.whole_word else list(range(len(c))) for c in content]
-        labels = buffer_rule_labels(
-            classifier_probs(model),
-            [c.tolist() for c in content],
-            words,
-            [int(gold[i]) for i in rows],
-            template.prefix,
-            template.suffix,
-            self.tokenizer.pad_token_id,
-            delta=self.hparams.delta,
-            batch_size=self.hparams.label_batch_size,
+        words = [continuation_word_ids(c, cont) if h.whole_word else list(range(len(c))) for c in content]
+        prob_fn, gold = classifier_probs(model, self.dtype), gold.tolist()
+
+        def label_rows(lo: int, hi: int) -> np.ndarray:
+            labels = buffer_rule_labels(
+                prob_fn,
+                content[lo:hi],
+                words[lo:hi],
+                gold[lo:hi],
+                template.prefix,
+                template.suffix,
+                self.tokenizer.pad_token_id,
+                delta=h.delta,
+                batch_size=h.label_batch_size,
+            )
+            flat = [np.full(len(c), UNLABELLED, np.int8) if x is None else x for x, c in zip(labels, content[lo:hi])]
+            return np.concatenate(flat).astype(np.int8) if flat else np.zeros(0, np.int8)
+
+        lengths = np.array([len(c) for c in content], dtype=np.int64)
+        flat = run_in_chunks(lengths, label_rows, parts_dir and os.path.join(parts_dir, split), f"{split} labels")
+        starts = np.concatenate([[0], np.cumsum(lengths)])
+        rows = []
+        for i, ids in enumerate(full):
+            row = np.full(len(ids), UNLABELLED, dtype=np.int8)
+            row[k : k + int(lengths[i])] = flat[starts[i] : starts[i + 1]]
+            rows.append(row)
+        lengths = np.array([len(ids) for ids in full], dtype=np.int64)
+        return SentenceLabels(
+            ids=np.concatenate([np.asarray(ids, np.int32) for ids in full]) if full else np.zeros(0, np.int32),
+            offsets=np.concatenate([[0], np.cumsum(lengths)]),
+            labels=np.concatenate(rows) if rows else np.zeros(0, np.int8),
+            doc=np.asarray(doc, dtype=np.int64),
         )
-        flat = np.full(int(arrays.offsets[-1]), UNLABELLED, dtype=np.int8)
-        for i, lab in zip(rows, labels):
-            if lab is not None:
-                start = int(arrays.offsets[i]) + lo
-                flat[start : start + len(lab)] = lab
-        return flat
 
     @cached_property
-    def labels(self) -> dict[str, np.ndarray]:
-        """``{"train": flat, "val": flat}``, read from the cache or computed by the buffer rule."""
+    def labels(self) -> dict[str, SentenceLabels]:
+        """``{"train": ..., "val": ...}``, read from the cache or computed by the buffer rule."""
         h, task = self.hparams, self.task_data
         frames = task.frames
         if "text_pair" in frames["train"]:
             raise BertlabError("selective masking labels single sentences; the task has a `text_pair_column`")
         check_same_tokenizer(self.tokenizer, h.model0, "Model_0")
         key = cache_key(
-            kind="token_labels",
+            kind="sentence_token_labels",
             data={s: sources.text_fingerprint(frames[s]) for s in ("train", "val")},
+            splitter=h.splitter,
             tokenizer=tokenizer_fingerprint(self.tokenizer),
             max_length=task.hparams.max_length,
             truncation=task.hparams.truncation,
             head_tokens=task.hparams.head_tokens,
             model0=model_fingerprint(h.model0),
             delta=float(h.delta),
+            dtype=str(self.dtype).removeprefix("torch."),
+            rule="gu_signed",  # labels made by the old |·| < δ rule are not reused
             whole_word=h.whole_word,
             max_sentences=h.max_sentences,
             seed=h.seed,
@@ -157,34 +243,77 @@ class TokenLabelDataModule(pl.LightningDataModule):
         if os.path.isfile(path):
             self.labels_built_now = False
             with np.load(path) as f:
-                out = {s: f[s] for s in ("train", "val")}
+                out = {s: SentenceLabels(*(f[f"{s}_{k}"] for k in FIELDS)) for s in ("train", "val")}
         else:
             model = load_sequence_classifier(h.model0, task.label_names, role="Model_0")
             template = SpecialTemplate.from_tokenizer(self.tokenizer)
-            out = {s: self._label_split(s, model, template) for s in ("train", "val")}
+            parts = path[: -len(".npz")] + ".parts"  # finished chunks, for a resume after a kill
+            out = {s: self._label_split(s, model, template, parts) for s in ("train", "val")}
             _save_npz(path, out, self.summary(out))
+            remove_parts(parts)
             self.labels_built_now = True
         self._check(out["train"])
         return out
 
-    def _check(self, train: np.ndarray) -> None:
-        if not (train != UNLABELLED).any():
+    def _check(self, train: SentenceLabels) -> None:
+        if not train.correct.any():
             raise BertlabError(
                 f"Model_0 {self.hparams.model0!r} classifies none of the labelled train sentences correctly; "
                 "nothing to learn important tokens from (is it fine-tuned on this task?)"
             )
-        if not (train == 1).any():
+        if not (self.targets(train)[1] == 1).any():
             raise BertlabError(
                 f"no token scores as important at δ = {self.hparams.delta} on the task's train sentences; "
-                "raise `delta` (a word is important when adding it leaves P(y) within δ of P(y | s))"
+                "raise `delta` (a word is important when P(y | s) − P(y | s′ w) < δ)"
             )
 
-    def summary(self, labels: dict[str, np.ndarray] | None = None) -> dict:
+    @cached_property
+    def _vocab_pieces(self) -> tuple[list[str], np.ndarray]:
+        pieces = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
+        return pieces, continuation_table(self.tokenizer)
+
+    def _stopwords(self, ids: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        """Per token: does it belong to a stopword?"""
+        pieces, cont = self._vocab_pieces
+        out = np.zeros(len(ids), dtype=bool)
+        content = ids[lo : len(ids) - hi]
+        for a, b in word_runs(continuation_word_ids(content, cont)):
+            if is_stopword(word_text([pieces[int(t)] for t in content[a:b]])):
+                out[lo + a : lo + b] = True
+        return out
+
+    def targets(self, split: SentenceLabels) -> tuple[list[int], np.ndarray]:
+        """Model_b's rows (sentence indices) and its flat targets: 1 / 0, ``UNLABELLED`` at specials (and in
+        misclassified sentences under ``misclassified: drop``), with both options applied."""
+        h = self.hparams
+        template = SpecialTemplate.from_tokenizer(self.tokenizer)
+        lo, hi = len(template.prefix), len(template.suffix)
+        flat, correct = split.labels.copy(), split.correct
+        for i in range(len(split)):
+            a, b = int(split.offsets[i]), int(split.offsets[i + 1])
+            if not correct[i] and h.misclassified == "zeros":
+                flat[a + lo : b - hi] = 0
+            if h.drop_stopwords and (flat[a:b] == 1).any():
+                flat[a:b][self._stopwords(split.ids[a:b], lo, hi)] = 0
+        rows = [i for i in range(len(split)) if (flat[split.offsets[i] : split.offsets[i + 1]] != UNLABELLED).any()]
+        return rows, flat
+
+    def summary(self, labels: dict[str, SentenceLabels] | None = None) -> dict:
         labels = labels or self.labels
         out = {}
-        for split, flat in labels.items():
-            known = flat != UNLABELLED
-            out[split] = {"labelled_tokens": int(known.sum()), "important_share": float((flat[known] == 1).mean())}
+        for split, sl in labels.items():
+            known = sl.labels != UNLABELLED
+            _, flat = self.targets(sl)
+            target = flat != UNLABELLED
+            out[split] = {
+                "documents": int(len(np.unique(sl.doc))),
+                "sentences": len(sl),
+                "correct_share": float(sl.correct.mean()) if len(sl) else 0.0,
+                "labelled_tokens": int(known.sum()),
+                "important_share": float((sl.labels[known] == 1).mean()) if known.any() else 0.0,
+                "target_tokens": int(target.sum()),
+                "target_important_share": float((flat[target] == 1).mean()) if target.any() else 0.0,
+            }
         return out
 
     # ------------------------------------------------------------ datasets
@@ -192,26 +321,20 @@ class TokenLabelDataModule(pl.LightningDataModule):
     def prepare_data(self) -> None:
         self.labels  # noqa: B018 - label (or read) once, and fail on bad input before any training
 
-    def _sentences(self, split: str) -> list[int]:
-        arrays, flat = self.task_data._dataset(split).arrays, self.labels[split]
-        return [i for i in range(len(arrays)) if (flat[arrays.offsets[i] : arrays.offsets[i + 1]] != UNLABELLED).any()]
-
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
-        labelled = self._sentences("train")
-        order = np.random.default_rng(self.hparams.seed).permutation(len(labelled))
-        n_val = max(1, int(round(len(labelled) * self.hparams.val_fraction)))
-        if len(labelled) - n_val < 1:
-            raise BertlabError(f"only {len(labelled)} labelled sentence(s): too few to hold out a validation share")
-        held = {labelled[i] for i in order[:n_val]}
-        train_arrays = self.task_data._dataset("train").arrays
-        self.datasets["train"] = _TaggedDataset(
-            train_arrays, self.labels["train"], [i for i in labelled if i not in held]
-        )
-        self.datasets["val"] = _TaggedDataset(train_arrays, self.labels["train"], sorted(held))
-        val_arrays = self.task_data._dataset("val").arrays
-        self.datasets["test"] = _TaggedDataset(val_arrays, self.labels["val"], self._sentences("val"))
+        train = self.labels["train"]
+        rows, flat = self.targets(train)
+        docs = np.unique(train.doc[rows])
+        n_val = max(1, int(round(len(docs) * self.hparams.val_fraction)))
+        if len(docs) - n_val < 1:
+            raise BertlabError(f"only {len(docs)} document(s) with labelled sentences: too few to hold one out")
+        held = set(docs[np.random.default_rng(self.hparams.seed).permutation(len(docs))[:n_val]].tolist())
+        self.datasets["train"] = _TaggedDataset(train, flat, [i for i in rows if int(train.doc[i]) not in held])
+        self.datasets["val"] = _TaggedDataset(train, flat, [i for i in rows if int(train.doc[i]) in held])
+        val_rows, val_flat = self.targets(self.labels["val"])
+        self.datasets["test"] = _TaggedDataset(self.labels["val"], val_flat, val_rows)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         h = self.hparams
@@ -234,16 +357,21 @@ class TokenLabelDataModule(pl.LightningDataModule):
 
 
 class _TaggedDataset(Dataset):
-    def __init__(self, arrays, flat_labels: np.ndarray, rows: list[int]):
-        self.arrays, self.flat, self.rows = arrays, flat_labels, rows
+    def __init__(self, sentences: SentenceLabels, flat_targets: np.ndarray, rows: list[int]):
+        self.sentences, self.flat, self.rows = sentences, flat_targets, rows
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, n: int) -> dict:
         i = self.rows[n]
-        labels = self.flat[self.arrays.offsets[i] : self.arrays.offsets[i + 1]].astype(np.int64)
-        return {"input_ids": self.arrays.get(i)["input_ids"], "labels": np.where(labels < 0, -100, labels), "idx": i}
+        lo, hi = int(self.sentences.offsets[i]), int(self.sentences.offsets[i + 1])
+        labels = self.flat[lo:hi].astype(np.int64)
+        return {
+            "input_ids": self.sentences.ids[lo:hi].astype(np.int64),
+            "labels": np.where(labels < 0, -100, labels),
+            "idx": i,
+        }
 
 
 class _TagCollator:
@@ -267,12 +395,12 @@ class _TagCollator:
         }
 
 
-def _save_npz(path: str, labels: dict[str, np.ndarray], summary: dict) -> None:
+def _save_npz(path: str, labels: dict[str, SentenceLabels], summary: dict) -> None:
     directory = os.path.dirname(path)
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".labels-", suffix=".npz", dir=directory)
     with os.fdopen(fd, "wb") as f:
-        np.savez(f, **labels)
+        np.savez(f, **{f"{s}_{k}": getattr(sl, k) for s, sl in labels.items() for k in FIELDS})
     os.replace(tmp, path)
     with open(path[: -len(".npz")] + ".json", "w") as f:
         json.dump(summary, f, indent=1)

@@ -303,9 +303,26 @@ class MaskedLM(SharedStepModule):
         if stage == "train":
             # token-weighted, so the epoch value is the loss per masked token
             self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=targets.numel())
+            if "mask_stats" in batch:
+                self._log_mask_stats(batch["mask_stats"])
         else:
             getattr(self, f"{stage}_stats").update(logits, targets)
         return loss
+
+    def _log_mask_stats(self, stats: torch.Tensor) -> None:
+        """A scoring masker's (masked, maskable, masked important) token counts: the effective masking rate and
+        the share of masked tokens that are important rather than filler, each token-weighted over the epoch."""
+        masked, maskable, important = (float(x) for x in stats.tolist())
+        self.log(
+            "train/mask_rate", masked / max(maskable, 1.0), on_step=True, on_epoch=True, batch_size=int(maskable) or 1
+        )
+        self.log(
+            "train/mask_important_fraction",
+            important / max(masked, 1.0),
+            on_step=True,
+            on_epoch=True,
+            batch_size=int(masked) or 1,
+        )
 
     def _log_stats(self, stage: str) -> None:
         stats = getattr(self, f"{stage}_stats")

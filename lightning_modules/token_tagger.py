@@ -1,8 +1,10 @@
 """``TokenTagger``: Model_b of selective masking (Gu et al. 2020, "Train No Evil", §3.1).
 
-Model_0's buffer rule labels only the labelled sentences it classifies correctly. Model_b, an
+Model_0's buffer rule labels only the labelled sentences it classifies correctly; as in the authors'
+code, the others train Model_b as all-zero (``datamodules.token_labels``). Model_b, an
 ``AutoModelForTokenClassification`` on the same encoder, learns those important-token labels and is
-then run over the unlabelled domain corpus, where no gold label exists to run the buffer rule with.
+then run over each sentence of the unlabelled domain corpus, where no gold label exists to run the
+buffer rule with.
 
 Batches carry ``input_ids``, ``attention_mask`` and ``labels`` per token (1 important, 0 not, -100 at
 specials and padding). Logged: ``{stage}/loss`` and token-level ``{stage}/f1`` (of the *important*

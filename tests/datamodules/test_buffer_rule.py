@@ -1,4 +1,5 @@
-"""Gu et al.'s buffer rule: a hand-worked example, and the batched form against the naive loop."""
+"""Gu et al.'s buffer rule: hand-worked examples, an independent port of the authors' loop on random
+probability functions, and the batched form against the naive loop."""
 
 from __future__ import annotations
 
@@ -44,6 +45,106 @@ def test_hand_worked_example(rule):
     # is kept; [not, great] 0.304 is important
     (wide,) = rule(linear_probs, [SENTENCE], [list(range(5))], [1], [CLS], [SEP], PAD, delta=0.31)
     assert wide.tolist() == [1, 1, 1, 0, 1]
+
+
+THE2, GREAT2, BUT, MEH = 9, 10, 11, 12
+OVERSHOOT = torch.zeros(16)
+OVERSHOOT[[GREAT2, MEH]] = torch.tensor([0.45, -0.13])
+
+
+def overshoot_probs(input_ids, attention_mask):
+    p = 0.5 + (OVERSHOOT[input_ids] * attention_mask).sum(1)
+    return torch.stack([1 - p, p], dim=1)
+
+
+@pytest.mark.parametrize("rule", [buffer_rule_labels, naive_buffer_rule_labels])
+def test_a_prefix_that_overshoots_is_important(rule):
+    # "the great but meh", P(pos | s) = 0.82 (the issue's example):
+    # s' = []:          + the   -> 0.50, 0.82 - 0.50 = 0.32: kept,      s' = [the]
+    # s' = [the]:       + great -> 0.95, 0.82 - 0.95 = -0.13 < δ: important (overshoots), taken out
+    # s' = [the]:       + but   -> 0.50, 0.32: kept,                     s' = [the, but]
+    # s' = [the, but]:  + meh   -> 0.37, 0.45: kept
+    # (the symmetric |·| < δ would keep "great" in the buffer and label "meh": [the great but meh] = 0.82)
+    (labels,) = rule(overshoot_probs, [[THE2, GREAT2, BUT, MEH]], [[0, 1, 2, 3]], [1], [CLS], [SEP], PAD)
+    assert labels.tolist() == [0, 1, 0, 0]
+
+
+def sm_port(prob_of, sentences, gold, threshold):
+    """Gu et al.'s loop (``SC.forward`` in thunlp/SelectiveMasking ``data/sc_mask_gen.py``), ported
+    independently of ``datamodules.buffer_rule``: token units, the buffer seeded with the first token,
+    all live sentences scored once per position, the signed test, pop when important, append the next."""
+    scores = [prob_of(s) for s in sentences]
+    right = [i for i, s in enumerate(sentences) if s and int(np.argmax(scores[i])) == gold[i]]
+    masked = {i: list(sentences[i][0:1]) for i in right}
+    chosen = {i: [] for i in right}
+    pos = 0
+    while masked:
+        step = {i: prob_of(buf) for i, buf in masked.items()}
+        survivors = {}
+        for i, buf in masked.items():
+            if scores[i][gold[i]] - step[i][gold[i]] < threshold:
+                chosen[i].append(pos)
+                buf.pop()
+            if pos + 1 < len(sentences[i]):
+                buf.append(sentences[i][pos + 1])
+                survivors[i] = buf
+        masked = survivors
+        pos += 1
+    out = [None] * len(sentences)
+    for i in right:
+        out[i] = [int(p in chosen[i]) for p in range(len(sentences[i]))]
+    return out
+
+
+class RandomProbs:
+    """An arbitrary function from a token sequence to 3-class probabilities: each distinct sequence gets
+    its own Dirichlet draw (seeded by the sequence), so prefixes overshoot, undershoot and tie at random."""
+
+    def __init__(self, seed: int, concentration: float):
+        self.seed, self.concentration = seed, concentration
+
+    def of(self, tokens) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, len(tokens), *[int(t) for t in tokens]])
+        return rng.dirichlet([self.concentration] * 3)
+
+    def __call__(self, input_ids, attention_mask):
+        rows = [ids[m.bool()][1:-1].tolist() for ids, m in zip(input_ids, attention_mask)]  # strip [CLS] … [SEP]
+        return torch.tensor(np.stack([self.of(r) for r in rows]), dtype=torch.float64)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_labels_equal_an_independent_port_of_the_authors_loop(seed):
+    rng = np.random.default_rng(seed)
+    probs = RandomProbs(seed, concentration=4.0)  # a flat-ish Dirichlet: many candidates near P(y | s)
+    sentences = [rng.integers(4, 16, size=int(rng.integers(0, 12))).tolist() for _ in range(60)]
+    gold = [int(np.argmax(probs.of(s))) if i % 3 else int(rng.integers(0, 3)) for i, s in enumerate(sentences)]
+    threshold = 0.05
+    expected = sm_port(probs.of, sentences, gold, threshold)
+    words = [list(range(len(s))) for s in sentences]
+    args = (sentences, words, gold, [CLS], [SEP], PAD)
+    batched = buffer_rule_labels(probs, *args, delta=threshold, batch_size=7)
+    naive = naive_buffer_rule_labels(probs, *args, delta=threshold)
+    as_lists = [[None if x is None else x.tolist() for x in out] for out in (batched, naive)]
+    assert as_lists[0] == expected and as_lists[1] == expected
+    # not degenerate: some sentences are dropped as misclassified, and some labels come from an overshoot
+    labelled = [x for x in expected if x is not None]
+    assert 10 < len(labelled) < 60 and 0.05 < np.mean(np.concatenate(labelled)) < 0.95
+    assert _overshoots(probs.of, sentences, gold, expected, threshold) > 0
+
+
+def _overshoots(prob_of, sentences, gold, labels, delta):
+    """How many important words got there by P(y | s′ w) > P(y | s) + δ (which |·| < δ would not label)."""
+    count = 0
+    for s, y, lab in zip(sentences, gold, labels):
+        if lab is None:
+            continue
+        p_s, buf = prob_of(s)[y], []
+        for w, important in zip(s, lab):
+            if important:
+                count += prob_of(buf + [w])[y] - p_s >= delta
+            else:
+                buf.append(w)
+    return count
 
 
 @pytest.mark.parametrize("rule", [buffer_rule_labels, naive_buffer_rule_labels])

@@ -27,7 +27,7 @@ from tests.conftest import build_tiny_bert, make_texts
 
 N = 10_000
 RATE_MASKERS = [DynamicMasker, StaticMasker, WholeWordMasker, SpanMasker]
-MASKERS = [*RATE_MASKERS, SelectiveMasker]
+MASKERS = [*RATE_MASKERS, SelectiveMasker, EntropyMasker]
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,8 @@ def test_specials_and_padding_never_masked(masker_class, tok):
     masker = masker_class(tok, mlm_probability=0.5, pad_to_multiple_of=8)
     specials = torch.tensor(tok.all_special_ids)
     for orig, out in run(masker, feats):
-        assert set(out) == {"input_ids", "attention_mask", "labels", "token_type_ids"}
+        scoring = {"mask_stats"} if isinstance(masker, SelectiveMasker) else set()
+        assert set(out) == {"input_ids", "attention_mask", "labels", "token_type_ids"} | scoring
         assert out["input_ids"].shape[1] % 8 == 0
         fixed = torch.isin(orig, specials) | (out["attention_mask"] == 0)
         assert (out["labels"][fixed] == -100).all()
@@ -293,11 +294,15 @@ def test_selective_masks_the_top_scores(tok):
 def test_selective_temperature_samples_by_softmax(tok):
     scores = np.linspace(0, 3, 20)
     feats = [{"input_ids": [2, *range(5, 25), 3], "scores": [0.0, *scores, 0.0]}] * 4000
-    out = SelectiveMasker(tok, mlm_probability=0.05, temperature=1.5, min_score=-1, whole_word=False)(feats)
+    out = SelectiveMasker(tok, mlm_probability=0.05, temperature=0.5, min_score=-1, whole_word=False)(feats)
     assert (out["labels"] != -100).sum(1).eq(1).all()  # budget round(0.05 * 20) = 1
     freq = (out["labels"][:, 1:21] != -100).double().mean(0)
-    assert torch.allclose(freq, torch.softmax(torch.tensor(scores) / 1.5, 0), atol=0.02)
-    assert EntropyMasker is SelectiveMasker
+    # ∝ exp(score / (T · the row's largest score)): the same at any scale of the scores
+    assert torch.allclose(freq, torch.softmax(torch.tensor(scores) / (0.5 * 3.0), 0), atol=0.02)
+    feats = [{**f, "scores": [100 * x for x in f["scores"]]} for f in feats]
+    again = SelectiveMasker(tok, mlm_probability=0.05, temperature=0.5, min_score=-1, whole_word=False)(feats)
+    assert torch.equal(out["labels"], again["labels"])
+    assert issubclass(EntropyMasker, SelectiveMasker) and EntropyMasker in MASKERS
 
 
 def sparse_scores(feats, share, seed=0):
@@ -312,7 +317,7 @@ def sparse_scores(feats, share, seed=0):
 @pytest.mark.parametrize("whole_word", [True, False])
 def test_selective_rate_and_split_hold_with_few_important_tokens(whole_word, split_tok):
     feats = sparse_scores(random_features(split_tok, scores=True), share=0.05)
-    masker = SelectiveMasker(split_tok, whole_word=whole_word, seed=5)
+    masker = SelectiveMasker(split_tok, whole_word=whole_word, seed=5, fill="random")
     rate, mask, rand, keep = rates(masker, feats, split_tok)
     assert abs(rate - 0.15) < 0.01
     assert abs(mask - 0.8) < 0.02 and abs(rand - 0.1) < 0.02 and abs(keep - 0.1) < 0.02
@@ -363,6 +368,44 @@ def test_selective_prefers_important_words_and_never_splits_them(split_tok):
                 assert chosen[w == word].all() or not chosen[w == word].any()
             if chosen.any() and (~chosen).any():  # no unmasked word outranks a masked one (all score > 0)
                 assert s[chosen].min() >= s[~chosen].max() or chosen.sum() <= 1
+
+
+def test_fill_none_masks_only_important_words_and_reports_it(split_tok):
+    feats = sparse_scores(random_features(split_tok, n=2000, scores=True), share=0.05)
+    specials, counts = torch.tensor(split_tok.all_special_ids), {}
+    for fill in ("none", "random"):
+        masker = SelectiveMasker(split_tok, whole_word=False, seed=5, fill=fill)
+        counts[fill] = torch.zeros(3, dtype=torch.float64)
+        for lo, (orig, out) in zip(range(0, 2000, 1000), run(masker, feats)):
+            scores = pad_sequence([torch.tensor(f["scores"]) for f in feats[lo : lo + 1000]], batch_first=True)
+            scores = torch.nn.functional.pad(scores, (0, orig.shape[1] - scores.shape[1]))
+            sel, maskable = out["labels"] != -100, out["attention_mask"].bool() & ~torch.isin(orig, specials)
+            expected = [sel.sum(), maskable.sum(), (sel & (scores > 0) & maskable).sum()]
+            assert out["mask_stats"].tolist() == [float(x) for x in expected]
+            counts[fill] += out["mask_stats"]
+    none, rand = counts["none"], counts["random"]
+    # fill none: every masked token is important and the rate falls to the important share (5 % < 15 %)
+    assert none[2] == none[0] and abs(none[0] / none[1] - 0.05) < 0.01
+    # fill random: the budget is met, and about a third of it is important (5 of 15 %)
+    assert abs(rand[0] / rand[1] - 0.15) < 0.01 and abs(rand[2] / rand[0] - 1 / 3) < 0.03
+    with pytest.raises(BertlabError, match="fill must be one of none, random, got 'all'"):
+        SelectiveMasker(split_tok, fill="all")
+
+
+def test_entropy_masks_vary_by_epoch_and_selective_top_words_do_not(tok):
+    feats = random_features(tok, n=200, scores=True)
+    selective, entropy = SelectiveMasker(tok, whole_word=False), EntropyMasker(tok, whole_word=False)
+    assert entropy.temperature > 0 and entropy.fill == "random" and selective.fill == "none"
+    labels = {}
+    for name, masker in (("selective", selective), ("entropy", entropy)):
+        epochs = []
+        for epoch in (0, 1):
+            masker.set_epoch(epoch)
+            epochs.append(masker(feats)["labels"] != -100)
+        labels[name] = epochs
+    assert torch.equal(*labels["selective"])  # T = 0: the same top words every epoch (static)
+    overlap = (labels["entropy"][0] & labels["entropy"][1]).sum() / labels["entropy"][0].sum()
+    assert 0.2 < overlap < 0.9  # sampled: the masks differ by epoch but still favour high scores
 
 
 @pytest.mark.parametrize("p", [0, 1, -0.1, 1.5])

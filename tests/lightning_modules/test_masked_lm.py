@@ -247,3 +247,16 @@ def test_max_epochs_that_cut_the_step_budget_are_named(tiny_bert_dir, max_epochs
         assert trainer.global_step == 4
     else:
         assert named == [] and trainer.global_step == 12
+
+
+def test_a_scoring_maskers_stats_are_logged_token_weighted(tiny_bert_dir):
+    module = MaskedLM(model_name_or_path=tiny_bert_dir, lr=1e-4, warmup_steps=0)
+    vocab = module.model.config.vocab_size
+    batches = []
+    for seed, stats in ((7, [3.0, 20.0, 3.0]), (8, [6.0, 20.0, 2.0])):  # (masked, maskable, masked important)
+        batches.append({**masked_batch(vocab, 0, seed=seed), "mask_stats": torch.tensor(stats, dtype=torch.float64)})
+    trainer = quiet_trainer(max_steps=2)
+    trainer.fit(module, DataLoader(batches, batch_size=None))
+    logged = trainer.logged_metrics
+    assert logged["train/mask_rate_epoch"] == pytest.approx(9 / 40)
+    assert logged["train/mask_important_fraction_epoch"] == pytest.approx(5 / 9)
