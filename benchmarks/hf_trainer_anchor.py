@@ -41,7 +41,7 @@ def run_seed(seed: int, frames: dict, ns, bf16: bool) -> float:
 
     path = resolve_model_dir("minilm")
     tokenizer = AutoTokenizer.from_pretrained(path)
-    labels = sorted(set(frames["train"]["label"]))
+    labels = sorted(set(frames["train"]["label"]) | set(frames["test"]["label"]))
 
     def encode(df):
         enc = tokenizer(list(df["text"]), truncation=True, max_length=ns.max_length)
@@ -91,7 +91,7 @@ def main(argv=None) -> int:
 
     frames = Splits(source="fine_food", val_fraction=0.1).read()
     if ns.limit:
-        frames = {k: v.head(ns.limit) for k, v in frames.items()}
+        frames = {k: v.sample(n=min(ns.limit, len(v)), random_state=0) for k, v in frames.items()}
     bf16 = cpu_has_bf16()[0]
     seeds = [int(s) for s in ns.seeds.split(",")]
     accs = {str(s): run_seed(s, frames, ns, bf16) for s in seeds}

@@ -12,7 +12,7 @@ SUBCOMMANDS = [
     ("predict --model EXPORT_DIR --input FILE", "predictions from an export alone: no config, no checkpoint"),
     ("pipeline", "run stages (e.g. TAPT, then fine-tune), each from the export before it"),
     ("ablate", "every arm × seed of an ablation, here or on SLURM: mean ± std, paired stats"),
-    ("report", "docs/results.md from the committed results/*.json: tables, intervals, verdicts"),
+    ("report", "docs/results.md from the committed results/*.json: every table and verdict"),
     ("demo", "MiniLM on fine-food reviews with and without TAPT, side by side"),
 ]
 

@@ -111,11 +111,11 @@ def _reached() -> dict[str, int]:
     for path in ABLATIONS:
         see(path, 1)
         spec = load_ablation(path)
-        for arm in spec["arms"]:
-            for cfg in spec["base"] + arm["config"]:
+        for arm in spec.arms:
+            for cfg in spec.base + arm.config:
                 see(cfg, 2)
-            if arm.get("pipeline"):
-                see_pipeline(arm["pipeline"], 2)
+            if arm.pipeline:
+                see_pipeline(arm.pipeline, 2)
     for path in RECIPES:  # composed over both classifier bases in tests/lightning_modules/test_classifier.py
         see(path, 2)
     return depth

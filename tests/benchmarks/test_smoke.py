@@ -10,7 +10,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BENCH = os.path.join(ROOT, "benchmarks")
-SMOKED = {"corpus_scale.py", "gpu_mfu.sh"}
+SMOKED = {"corpus_scale.py", "gpu_mfu.sh", "hf_trainer_anchor.py"}
 # the selective-masking helper owns selective_scoring.py and gives it its smoke form; bench.py, data_memory.py
 # and hf_anchors.py train MiniLM on the fine-food reviews in several processes (minutes, not seconds)
 NOT_YET = {"selective_scoring.py", "bench.py", "data_memory.py", "hf_anchors.py"}
@@ -39,6 +39,15 @@ def test_corpus_scale_smoke(tiny_bert_dir, tmp_path):
         assert size["tokens"] > size["lines"] and size["cold"]["tokenizing_runs"] == 1
         assert size["warm"]["tokenizing_runs"] == 0  # the warm run opens the cache
     assert set(result["summary"]["met"]) == {"rss_growth", "rss_mb", "tokenize_vs_hf", "warm_first_step_s"}
+
+
+def test_hf_trainer_anchor_smoke(tmp_path):
+    out = tmp_path / "hf_anchor.json"
+    args = ["--seeds", "0", "--epochs", "1", "--max-length", "16", "--limit", "16", "--out", str(out)]
+    _run([sys.executable, os.path.join(BENCH, "hf_trainer_anchor.py"), *args], tmp_path)
+    result = json.loads(out.read_text())
+    assert 0.0 <= result["test/acc"]["mean"] <= 1.0 and result["test_reviews"] == 16
+    assert len(result["provenance"]["code"]) == 16 and result["settings"]["max_length"] == 16
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="bash script")

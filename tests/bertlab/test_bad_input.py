@@ -259,7 +259,7 @@ def test_mlm_empty_corpus(mlm_fit, tmp_path):
     assert_error(
         mlm_fit("--data.init_args.corpus", f"[{blank}]"),
         mlm_fit.root,
-        f"the MLM corpus is empty after reading ['{blank}']",
+        f"the MLM corpus is empty after reading {blank}",
     )
 
 

@@ -19,6 +19,7 @@ def test_top_level_help_lists_every_subcommand(capsys):
         "predict --model EXPORT_DIR --input FILE",
         "pipeline",
         "ablate",
+        "report",
         "demo",
     ]
     assert listed[: len(SUBCOMMANDS)] == [name for name, _ in SUBCOMMANDS]

@@ -219,7 +219,8 @@ def test_selective_masker_needs_a_scorer(tiny_bert_dir, tmp_path):
     corpus = [_corpus(tmp_path / "c.txt", ["lovely tea"])]
     for masker in (SelectiveMasker, EntropyMasker):
         with pytest.raises(
-            BertlabError, match=r"the SelectiveMasker needs `scorer: \{kind: model_b \| entropy, model: DIR\}`"
+            BertlabError,
+            match=r"the (Selective|Entropy)Masker needs `scorer: \{kind: model_b \| entropy, model: DIR\}`",
         ):
             _ = _mlm(tiny_bert_dir, tmp_path, corpus=corpus, masker=masker).masker
 
