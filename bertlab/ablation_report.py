@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from bertlab.ablation_spec import Ablation
-from bertlab.core.files import atomic_path
+from bertlab.core.files import atomic_path, file_lock
 from bertlab.stats import MIN_UNITS, compare_arms, exact_mcnemar, mcnemar, pooled_mcnemar
 
 MASKING_KEYS = ("train/mask_important_fraction", "train/mask_rate")
@@ -188,14 +188,17 @@ def write_report(spec: Ablation, results: dict, command: str) -> str:
     meta = table_meta(spec, command)
     count_mcnemar(spec.root, results, meta)
     store = os.path.join(spec.root, "results.json")
-    if os.path.isfile(store):  # keep what the table needs beside the runs (bertlab report reads only this)
-        with open(store) as f:
-            saved = json.load(f)
-        for arm, per in results.items():
-            saved.setdefault(arm, {})["_mcnemar"] = per.get("_mcnemar", {})
-        saved["_table"] = meta
-        with atomic_path(store) as tmp, open(tmp, "w") as f:
-            json.dump(saved, f, indent=1)
+    # keep what the table needs beside the runs (bertlab report reads only this), under the lock with which
+    # `bertlab.ablation._record` merges runs: another `bertlab ablate --arms` may be recording one right now
+    with file_lock(store):
+        if os.path.isfile(store):
+            with open(store) as f:
+                saved = json.load(f)
+            for arm, per in results.items():
+                saved.setdefault(arm, {})["_mcnemar"] = per.get("_mcnemar", {})
+            saved["_table"] = meta
+            with atomic_path(store) as tmp, open(tmp, "w") as f:
+                json.dump(saved, f, indent=1)
     seeds = f"Seeds: {meta['seeds']}"
     if len(meta["pretrain_seeds"]) > 1:
         seeds += f", nested under pre-training seeds {meta['pretrain_seeds']}"
