@@ -33,7 +33,8 @@ import json
 import os
 from collections.abc import Callable
 
-from bertlab.ablation_report import write_report
+from bertlab.ablation_cards import annotate_cards
+from bertlab.ablation_report import table_meta, write_report
 from bertlab.ablation_spec import Ablation, Arm, check_nesting, load_ablation, parse_seeds
 from bertlab.core.errors import BertlabError
 from bertlab.core.files import atomic_path, file_lock
@@ -233,7 +234,10 @@ def run_ablation(
         )
     if any(a.from_milestone is not None for a in spec.arms):
         write_curve(spec, results)
-    return write_report(spec, {a: results[a] for a in order}, f"bertlab ablate {path}"), failures
+    command = f"bertlab ablate {path}"
+    report = write_report(spec, {a: results[a] for a in order}, command)
+    annotate_cards(spec.root, table_meta(spec, command), {a: results[a] for a in order})
+    return report, failures
 
 
 def _launch_all(spec, chosen, launch, path, allow_mixed, rerun_stale) -> list[Failure]:

@@ -8,6 +8,8 @@ and its splits, and the metrics. The markdown body below says the same for a rea
 limits: a head that started from random weights, the token budget texts were cut to.
 
 ``HFExport`` writes it inside the atomic export, and again (atomically) when the exported checkpoint is tested.
+An export made inside an ablation gets the table's facts under ``ablation`` (``bertlab.ablation_cards``), and
+``ablation_lines`` renders them: the arm over its seeds and its interval against the baseline.
 """
 
 from __future__ import annotations
@@ -205,5 +207,33 @@ def body(card: dict) -> str:
     for s in card["stages"]:
         if s.get("new_parameters"):
             lines.append(f"- Stage `{s['name']}` from `{s['started_from']}`: {s['new_parameters']}.")
-    lines.append("- One training run: the scores are one seed's; compare recipes with `bertlab ablate` intervals.")
+    ablation = card.get("ablation")
+    if ablation:
+        lines += ["", *ablation_lines(ablation)]
+    else:
+        lines.append("- One training run: the scores are one seed's; compare recipes with `bertlab ablate` intervals.")
     return "\n".join(lines) + "\n"
+
+
+def ablation_lines(a: dict) -> list[str]:
+    """The section an ablation adds (``bertlab.ablation_cards``): the arm over its seeds, and its interval."""
+    lines = [
+        "## In its ablation",
+        "",
+        f"- Seed {a['seed']} of arm `{a['arm']}` in table `{a['table']}`: {a['metric']} {a['mean']:.4f} ± "
+        f"{a['std']:.4f} (mean ± std over {a['seeds']} seeds). This export is one of those seeds.",
+    ]
+    d = a.get("difference")
+    if d and d.get("low") is not None:
+        lines.append(
+            f"- Against `{a['baseline']}`: Δ {d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}] "
+            f"({d['confidence']:.0%} paired t-interval over {d['units']} units), Holm p {d['holm_p']:.3g}: "
+            f"{d['verdict']}."
+        )
+    elif d:
+        lines.append(f"- Against `{a['baseline']}`: Δ {d['mean']:+.4f}, {d['units']} unit(s): {d['verdict']}.")
+    elif a["arm"] == a["baseline"]:
+        lines.append("- This arm is the table's baseline.")
+    if a.get("command"):
+        lines.append(f"- Reproduce the table: `{a['command']}`")
+    return lines

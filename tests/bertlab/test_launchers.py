@@ -167,3 +167,17 @@ def test_launcher_options_are_checked(argv, message, capsys):
 
     assert main(["ablate", os.path.join(ROOT, "configs/ablations/fine_food_seeds.yaml"), *argv]) == 2
     assert capsys.readouterr().err == f"bertlab: error: {message}\n"
+
+
+def test_each_export_card_carries_its_arm_and_interval(sequential):
+    root, runs = sequential["root"], _runs(sequential["root"])
+    text = open(os.path.join(root, "mean", "seed0", "run", "export", "README.md"), encoding="utf-8").read()
+    card = yaml.safe_load(text[4 : text.index("\n---\n", 4)])["bertlab"]["ablation"]
+    acc = {arm: runs[arm]["0"]["test/acc"] for arm in ("base", "mean")}
+    assert (card["table"], card["arm"], card["seed"], card["baseline"], card["seeds"]) == ("tiny", "mean", 0, "base", 1)
+    assert card["mean"] == pytest.approx(acc["mean"], abs=1e-6)
+    assert card["difference"]["mean"] == pytest.approx(acc["mean"] - acc["base"], abs=1e-6)
+    assert card["difference"]["verdict"].startswith("too few seeds (1 unit") and card["difference"]["low"] is None
+    assert "## In its ablation" in text and "one of those seeds" in text
+    base = open(os.path.join(root, "base", "seed0", "run", "export", "README.md"), encoding="utf-8").read()
+    assert "This arm is the table's baseline." in base
