@@ -48,8 +48,9 @@ docs: $(STAMP)
 docs-check: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir runs/docs-check
 
+# one worker per core, each test a unit of work (a worker steals from a busy one); every test holds one thread
 test: lint docs-check
-	WANDB_MODE=disabled OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -ra
+	WANDB_MODE=disabled OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -ra -n auto --dist worksteal
 
 test-fast: lint docs-check
 	WANDB_MODE=disabled OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not slow"
