@@ -79,6 +79,7 @@ class TokenTagger(SharedStepModule):
             label2id={v: k for k, v in ID2LABEL.items()},
             ignore_mismatched_sizes=True,
         )
+        self.model.train()  # from_pretrained leaves eval mode, and Lightning keeps a submodule's mode: no dropout
         self.register_buffer("class_weight", torch.tensor([1.0, float(important_weight)]), persistent=False)
         self.train_metrics, self.val_metrics, self.test_metrics = (_metrics(s) for s in ("train", "val", "test"))
 
