@@ -28,6 +28,7 @@ import time
 
 from bertlab.allocator import allocator_in_use
 from bertlab.core.errors import BertlabError
+from bertlab.core.faults import fault_point
 from bertlab.core.files import atomic_path, exclusive_dir
 from bertlab.core.fingerprint import fingerprint
 from bertlab.core.provenance import provenance
@@ -200,6 +201,7 @@ def _run_stages(stages, root, label, force, extra_args, check_only) -> dict | No
             print(f"[bertlab pipeline] {stage.name}: running", flush=True)
             metrics = run_stage(stage, root, args)
             status = "ran"
+            fault_point("stage_record")
             with atomic_path(record_path) as tmp, open(tmp, "w") as f:
                 json.dump(
                     {
