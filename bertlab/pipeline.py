@@ -22,12 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 
 from bertlab.allocator import allocator_in_use
 from bertlab.core.errors import BertlabError
+from bertlab.core.faults import fault_point
 from bertlab.core.files import atomic_path, exclusive_dir
 from bertlab.core.fingerprint import fingerprint
 from bertlab.core.provenance import provenance
@@ -61,9 +63,25 @@ def _run(cmd: list[str], where: str) -> None:
         raise BertlabError(f"stage {where} failed with exit code {proc.returncode}: {' '.join(cmd)}")
 
 
+def clear_attempt(out: str) -> None:
+    """Remove what an earlier attempt at a stage left in its folder ``out`` (checkpoints, logs, its config, metrics
+    and record) before the stage runs again, keeping the export, which the new run replaces atomically at its end.
+    Lightning's ``ModelCheckpoint`` would otherwise write ``-v1`` names beside the old checkpoints, and the folder
+    would mix two runs. The folder itself is left to the stage to create: a stage refused at its start leaves none."""
+    if not os.path.isdir(out):
+        return
+    for entry in os.scandir(out):
+        if entry.name == "export":
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path)
+        else:
+            os.remove(entry.path)
+
+
 def run_stage(stage: Stage, root: str, args: list[str]) -> dict:
     out = stage_dir(root, stage.name)
-    os.makedirs(out, exist_ok=True)
+    clear_attempt(out)
     if stage.kind == "init_model":
         _run([sys.executable, "-m", "bertlab.scratch", "--out", export_dir(root, stage.name), *args], stage.name)
         return {}
@@ -186,6 +204,7 @@ def _run_stages(stages, root, label, force, extra_args, check_only) -> dict | No
             print(f"[bertlab pipeline] {stage.name}: running", flush=True)
             metrics = run_stage(stage, root, args)
             status = "ran"
+            fault_point("stage_record")
             with atomic_path(record_path) as tmp, open(tmp, "w") as f:
                 json.dump(
                     {

@@ -17,6 +17,8 @@ import pytorch_lightning as pl
 from pytorch_lightning.trainer.states import TrainerFn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from bertlab.core.faults import fault_point
+
 
 def checkpoint_dir(trainer: pl.Trainer) -> str:
     callback = trainer.checkpoint_callback
@@ -61,6 +63,9 @@ class GracefulStop(pl.Callback):
             if previous is not None:
                 signal.signal(signum, previous)
         self._previous = {}
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx) -> None:
+        fault_point("train_step")  # the crash tests' SIGKILL between two steps (``bertlab.core.faults``)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore()

@@ -16,6 +16,7 @@ import os
 import pytorch_lightning as pl
 import torch
 
+from bertlab.core.faults import fault_point
 from bertlab.core.files import atomic_path
 from bertlab.core.hf_loading import quiet_transformers
 from callbacks import model_card
@@ -38,6 +39,7 @@ def atomic_export(module: pl.LightningModule, tokenizer, directory: str, info: d
             json.dump({**info, "hf_native": bool(native)}, f, indent=1, default=str)
         with open(os.path.join(tmp, model_card.CARD), "w", encoding="utf-8") as f:
             f.write(model_card.render(model_card.build(module, info)))
+        fault_point("export")
 
 
 def add_test_metrics(directory: str, checkpoint: str | None, metrics: dict) -> bool:

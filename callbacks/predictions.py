@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import BasePredictionWriter
 
+from bertlab.core.faults import fault_point
 from bertlab.core.files import atomic_path
 
 
@@ -86,4 +87,5 @@ class PredictionCSV(BasePredictionWriter):
         path = self.output_path or os.path.join(trainer.default_root_dir, "predictions.csv")
         with atomic_path(path) as tmp:
             out.to_csv(tmp, index=False)
+            fault_point("predictions")
         self.written_to = path

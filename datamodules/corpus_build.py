@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bertlab.core.errors import BertlabError
+from bertlab.core.faults import fault_point
 from bertlab.core.files import atomic_path
 from datamodules.corpus import Source, byte_ranges, doc_hash, read_range
 from datamodules.mlm_sequences import Layout, Sequencer
@@ -134,6 +135,7 @@ def _plan_task(shards: list[Shard], texts: list[list[str] | None], held_out, cut
 
 def tokenize_shard(shard: Shard, texts: list[str] | None, assign: np.ndarray, path: str) -> int:
     """Tokenize one shard's kept documents into ``path`` (atomically); returns its number of tokens."""
+    fault_point("tokenize")
     docs = list(shard_docs(shard, texts))
     out = {}
     for split, tag in SPLITS.items():
@@ -144,6 +146,7 @@ def tokenize_shard(shard: Shard, texts: list[str] | None, assign: np.ndarray, pa
             out[f"{split}_types"] = seq.types
     with atomic_path(path) as tmp:
         np.savez(tmp, **out)
+        fault_point("cache_write")
     return int(out["train_lengths"].sum() + out["val_lengths"].sum())
 
 
@@ -246,6 +249,7 @@ def _assemble(final: str, paths: list[str], words: bool, meta: dict, started: fl
         stats["build"]["seconds"] = time.perf_counter() - started  # the plan, the tokenizing and the assembly
         with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
             json.dump(stats, f, indent=1, default=str)
+        fault_point("cache_write")
     return stats
 
 

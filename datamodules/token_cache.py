@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from bertlab.core.errors import BertlabError
+from bertlab.core.faults import fault_point
 from bertlab.core.files import atomic_path, file_lock
 from bertlab.core.fingerprint import fingerprint
 from bertlab.core.truncation import TRUNCATIONS, SpecialTemplate
@@ -165,8 +166,10 @@ def cached_arrays(
 
 def _build(final: str, key: str, build: Callable[[], tuple | Iterable[tuple]], meta: dict | None) -> None:
     with atomic_path(final, directory=True, replace=False) as tmp:
+        fault_point("tokenize")
         built = build()  # (ids, types), or an iterator of such chunks
         write_array_chunks(tmp, [built] if isinstance(built, tuple) else built)
         with open(os.path.join(tmp, "meta.json"), "w") as f:
             n = len(np.load(os.path.join(tmp, "offsets.npy"))) - 1
             json.dump({"key": key, "n": n, **(meta or {})}, f, indent=1, default=str)
+        fault_point("cache_write")

@@ -5,6 +5,7 @@
 * ``hf_loading`` — ``from_pretrained`` on a local directory, quietly and with clear errors;
 * ``files`` — ``atomic_path``: the one way a file or directory is written atomically;
 * ``fingerprint`` — ``fingerprint`` and ``stable_hash``: stable across processes and machines;
+* ``faults`` — ``fault_point``: the named places where the crash tests kill a run (``BERTLAB_FAULT``);
 * ``truncation`` — how a text (or pair) is cut to ``max_length``: the data modules cut with it, and exports
   ship it beside ``pipeline_bertlab`` (the exports' ``text-classification`` pipeline), so both cut alike.
 

@@ -85,6 +85,12 @@ def _mtimes(root) -> dict:
     }
 
 
+def _assert_one_checkpoint(root) -> None:
+    """The stage's checkpoints folder holds the checkpoint its export names, and nothing from an earlier run."""
+    exported = _json(os.path.join(root, "finetune", "export", "bertlab_export.json"))["checkpoint"]
+    assert os.listdir(os.path.join(root, "finetune", "checkpoints")) == [os.path.basename(exported)]
+
+
 def _stage_config(root, name="finetune") -> dict:
     return yaml.safe_load(_read(os.path.join(root, name, "config.yaml")))
 
@@ -161,6 +167,7 @@ def test_reruns_skip_what_is_unchanged(first_run, tiny_csvs):
     root, path, corpus = first_run["root"], first_run["path"], first_run["corpus"]
     before = first_run["mtimes"]
 
+    _assert_one_checkpoint(root)
     assert main([str(path), "--root", root]) == 0
     assert _statuses(root) == {"init": "skipped (unchanged)", "finetune": "skipped (unchanged)"}
     assert _mtimes(root) == before
@@ -172,11 +179,13 @@ def test_reruns_skip_what_is_unchanged(first_run, tiny_csvs):
     after = _mtimes(root)
     assert after["init"] == before["init"] and after["finetune"] > before["finetune"]
     assert _stage_config(root)["trainer"]["limit_train_batches"] == 2
+    _assert_one_checkpoint(root)  # not the first run's step-3 checkpoint beside this run's
 
     # --set overrides one stage's argument
     assert main([str(path), "--root", root, "--set", "finetune.data.init_args.loader.batch_size=4"]) == 0
     assert _statuses(root) == {"init": "skipped (unchanged)", "finetune": "ran"}
     assert _stage_config(root)["data"]["init_args"]["loader"]["batch_size"] == 4
+    _assert_one_checkpoint(root)  # the same name as the run before: Lightning would have written a -v1 beside it
     before, weights = _mtimes(root), _read(os.path.join(root, "init", "export", "model.safetensors"), "rb")
 
     # the first stage changed: both re-run, the second only because the first did
@@ -190,6 +199,22 @@ def test_reruns_skip_what_is_unchanged(first_run, tiny_csvs):
     assert (
         _read(os.path.join(root, "init", "export", "model.safetensors"), "rb") != weights
     )  # another seed, other weights
+
+
+def test_a_stage_refused_at_its_start_leaves_no_folder(tmp_path, tiny_bert_dir, tiny_csvs):
+    """The pipeline's pre-flight takes paths under its root on trust (an earlier stage may write them); the stage's
+    own check then refuses the missing file, and nothing of the stage is left behind."""
+    args = {
+        "model.init_args.model_name_or_path": tiny_bert_dir,
+        "data.init_args.splits.train_file": "{root}/missing.csv",
+        "data.init_args.splits.val_file": tiny_csvs["val"],
+        "data.init_args.cache_dir": str(tmp_path / "cache"),
+    }
+    path = _write(tmp_path / "p.yaml", {"stages": [{"name": "tune", "config": [TINY_CONFIG], "args": args}]})
+    root = tmp_path / "root"
+    with pytest.raises(BertlabError, match="stage tune failed with exit code 2"):
+        run_pipeline(path, str(root))
+    assert sorted(os.listdir(root)) == [".bertlab.lock"]  # no empty ROOT/tune
 
 
 def test_bad_overrides():

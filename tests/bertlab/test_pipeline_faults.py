@@ -1,0 +1,227 @@
+"""A 3-stage tiny pipeline (MLM -> fine-tune -> predict) killed with SIGKILL at 20 seeded moments, each kill
+followed by a rerun of ``bertlab pipeline``: the run completes, and its final export's weights and its predictions
+equal those of an uninterrupted run, with every cache entry whole and no debris left.
+
+The moments: 16 visits of the named fault points (``bertlab.core.faults``: tokenizing, cache writes, training
+steps, exports, predictions, stage records), drawn among the visits an uninterrupted run makes, and 4 kills from
+outside at seeded delays. The kills run in one killed directory, one after another, each rerun killed at a later
+moment of the pipeline than the one before (a rerun then has to recover from the previous kill before it reaches
+its own), so one directory meets every moment and the last rerun must finish.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import glob
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from bertlab.core.faults import SITES
+from tests.bertlab.cli_helpers import ROOT, cli_env
+from tests.conftest import make_texts
+
+TINY_CONFIG = os.path.join(ROOT, "tests/configs/tiny_test.yaml")
+MLM_CONFIG = os.path.join(ROOT, "configs/mlm/fine_food_tapt.yaml")
+QUIET = {
+    "trainer.logger": False,
+    "trainer.enable_progress_bar": False,
+    "trainer.enable_model_summary": False,
+    "trainer.precision": "32-true",
+    "trainer.accelerator": "cpu",
+}
+SEED, SITE_KILLS, OUTSIDE_KILLS, CHAINS = 24, 16, 4, 2
+
+
+def _spec(tiny_bert_dir: str, data: dict) -> dict:
+    ckpt = {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint"}
+    cache = {"data.init_args.cache_dir": "{root}/cache"}
+    task = {"data.init_args.splits.train_file": data["train"], "data.init_args.splits.val_file": data["val"]}
+    mlm = {
+        "model.init_args.model_name_or_path": tiny_bert_dir,
+        "data.init_args.task": None,
+        "data.init_args.corpus": data["corpus"],  # two files: two shards, tokenized by two workers
+        "data.init_args.max_length": 32,
+        "data.init_args.loader.batch_size": 8,
+        "trainer.max_steps": 6,
+        "trainer.val_check_interval": 3,
+        "trainer.callbacks": [ckpt | {"init_args": {"every_n_train_steps": 2, "save_top_k": 0, "save_last": True}}],
+    }
+    finetune = {"trainer.max_epochs": 2, "data.init_args.loader.batch_size": 8}
+    predict = {"ckpt_path": "{ckpt:finetune}", "data.init_args.splits.predict_file": data["test"]}
+    return {
+        "name": "faults",
+        "stages": [
+            {"name": "mlm", "config": [MLM_CONFIG], "init_from": "none", "args": QUIET | cache | mlm},
+            {"name": "finetune", "config": [TINY_CONFIG], "args": QUIET | cache | task | finetune},
+            {
+                "name": "predict",
+                "subcommand": "predict",
+                "config": [TINY_CONFIG],
+                "args": QUIET | cache | task | predict,
+            },
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def pipeline_file(tmp_path_factory, tiny_bert_dir) -> str:
+    tmp = tmp_path_factory.mktemp("faults")
+    data = {"corpus": []}
+    for i in range(2):
+        path = tmp / f"corpus{i}.txt"
+        path.write_text("\n".join(make_texts(30, seed=10 + i)[0]) + "\n")
+        data["corpus"].append(str(path))
+    for split, n, seed in [("train", 32, 1), ("val", 16, 2), ("test", 16, 3)]:
+        texts, labels = make_texts(n, seed)
+        data[split] = str(tmp / f"{split}.csv")
+        pd.DataFrame({"text": texts, "label": labels}).to_csv(data[split], index=False)
+    path = tmp / "faults.yaml"
+    path.write_text(yaml.safe_dump(_spec(tiny_bert_dir, data), sort_keys=False))
+    return str(path)
+
+
+def _start(pipeline: str, root: str, log: str, fault: str | None = None, visits: str | None = None):
+    """``bertlab pipeline`` in a session of its own: a fault point kills its whole process group, as a job dies."""
+    env = {k: v for k, v in cli_env().items() if not k.startswith("BERTLAB_FAULT")}
+    env |= ({"BERTLAB_FAULT": fault} if fault else {}) | ({"BERTLAB_FAULT_DIR": visits} if visits else {})
+    cmd = [sys.executable, "-m", "bertlab", "pipeline", pipeline, "--root", root]
+    with open(log, "w") as out:  # a file, not a pipe: nobody reads while the run goes on
+        return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait(proc: subprocess.Popen, log: str, timeout: float | None = 300) -> int | None:
+    """The exit code (-9: killed), or None when ``timeout`` passed first."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        if timeout is not None and timeout >= 300:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError(f"the run hung: {open(log).read()[-3000:]}") from None
+        return None
+
+
+def _weights(root: str, stage: str) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(os.path.join(root, stage, "export", "model.safetensors"))
+
+
+def _tree(root: str) -> list[str]:
+    out = []
+    for folder, dirs, files in os.walk(root):
+        out += [os.path.relpath(os.path.join(folder, n), root) + ("/" if n in dirs else "") for n in dirs + files]
+    return sorted(out)
+
+
+@pytest.fixture(scope="module")
+def reference(pipeline_file, tmp_path_factory) -> dict:
+    """The uninterrupted run: its outputs, the fault points it passes in order, and how long it takes."""
+    tmp = tmp_path_factory.mktemp("reference")
+    root, visits, log = str(tmp / "root"), str(tmp / "visits"), str(tmp / "log")
+    t0 = time.monotonic()
+    proc = _start(pipeline_file, root, log, visits=visits)
+    assert _wait(proc, log) == 0, open(log).read()[-3000:]
+    with open(os.path.join(visits, "visits")) as f:
+        order = f.read().split()
+    return {"root": root, "visits": order, "seconds": time.monotonic() - t0}
+
+
+def _moments(order: list[str], rng: random.Random) -> list[tuple[str, int]]:
+    """``SITE_KILLS`` visits of the reference run as (site, n): one of each site, the others at random, in the
+    order the run meets them."""
+    positions = {rng.choice([i for i, s in enumerate(order) if s == site]) for site in SITES}
+    rest = [i for i in range(len(order)) if i not in positions]
+    positions |= set(rng.sample(rest, SITE_KILLS - len(positions)))
+    return [(order[i], order[: i + 1].count(order[i])) for i in sorted(positions)]
+
+
+def assert_as_if_never_killed(root: str, reference: dict) -> None:
+    """The same exports (every tensor), predictions and cache entries as the reference, and nothing else."""
+    ref = reference["root"]
+    for stage in ("mlm", "finetune"):
+        mine, theirs = _weights(root, stage), _weights(ref, stage)
+        assert mine.keys() == theirs.keys(), stage
+        assert all(torch.equal(mine[k], theirs[k]) for k in theirs), f"{stage}: other weights"
+    with (
+        open(os.path.join(root, "predict", "predictions.csv"), "rb") as a,
+        open(os.path.join(ref, "predict", "predictions.csv"), "rb") as b,
+    ):
+        assert a.read() == b.read(), "other predictions"
+    for meta in glob.glob(os.path.join(ref, "cache", "tokens", "*", "meta.json")):
+        entry = os.path.relpath(os.path.dirname(meta), ref)
+        with open(os.path.join(root, entry, "meta.json")) as f:
+            assert json.load(f)["key"] == os.path.basename(entry)
+        for array in glob.glob(os.path.join(ref, entry, "**", "*.npy"), recursive=True):
+            mine = np.load(os.path.join(root, os.path.relpath(array, ref)))
+            assert np.array_equal(mine, np.load(array)), f"cache entry {array} differs"
+    debris = [
+        p for p in _tree(root) if re.search(r"(^|/)\.[^/]+\.[^/.\-]+-\d+\.|\.partial$|\.build/?$|-v\d+\.ckpt$", p)
+    ]
+    assert not debris, debris
+    empty = [p for p in _tree(root) if p.endswith("/") and not os.listdir(os.path.join(root, p))]
+    assert not empty, f"empty folders: {empty}"
+    for lock in glob.glob(os.path.join(root, "**", "*.lock"), recursive=True) + [os.path.join(root, ".bertlab.lock")]:
+        with open(lock, "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody holds it
+    assert os.path.getsize(os.path.join(root, ".bertlab.lock")) == 0  # no holder recorded
+    assert _tree(root) == _tree(ref)
+
+
+def _chain(pipeline: str, work: str, kills: list, reference: dict) -> list[tuple]:
+    """Run ``kills`` one after another on one root (each a rerun of the run killed before it), then a last rerun;
+    a run that finishes before its moment came is checked and the root started afresh. Returns what happened."""
+    root, events = os.path.join(work, "root"), []
+    os.makedirs(work)
+    for k, (kind, moment) in enumerate(kills):
+        log = os.path.join(work, f"run{k}.log")
+        t0 = time.monotonic()
+        if kind == "site":
+            fault = f"{moment[0]}:{moment[1]}"
+            code = _wait(_start(pipeline, root, log, fault=fault, visits=os.path.join(work, f"visits{k}")), log)
+        else:
+            proc = _start(pipeline, root, log)
+            code = _wait(proc, log, timeout=moment)
+            if code is None:
+                (os.killpg if kind == "group" else os.kill)(proc.pid, signal.SIGKILL)
+                code = _wait(proc, log)
+        events.append((kind, moment, code, round(time.monotonic() - t0, 1)))
+        assert code in (0, -signal.SIGKILL), f"{kind} {moment}: exit code {code}\n{open(log).read()[-3000:]}"
+        if code == 0:  # the moment never came in this rerun: it finished, and must be whole
+            assert_as_if_never_killed(root, reference)
+            shutil.rmtree(root)
+    log = os.path.join(work, "last.log")
+    assert _wait(_start(pipeline, root, log), log) == 0, open(log).read()[-3000:]
+    assert_as_if_never_killed(root, reference)
+    return events
+
+
+@pytest.mark.slow
+def test_a_pipeline_killed_at_20_moments_finishes_as_if_never_killed(pipeline_file, reference, tmp_path):
+    rng = random.Random(SEED)
+    sites = [("site", m) for m in _moments(reference["visits"], rng)]
+    delays = sorted(rng.uniform(0.3, 0.9) * reference["seconds"] for _ in range(OUTSIDE_KILLS))
+    outside = [("group" if i % 2 else "pid", d) for i, d in enumerate(delays)]
+    chains = [outside[i::CHAINS] + sites[i::CHAINS] for i in range(CHAINS)]
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(CHAINS) as pool:
+        runs = [
+            pool.submit(_chain, pipeline_file, str(tmp_path / f"chain{i}"), c, reference) for i, c in enumerate(chains)
+        ]
+        events = [e for r in runs for e in r.result()]
+    print(f"\nreference {reference['seconds']:.0f} s; kills {time.monotonic() - t0:.0f} s:", *events, sep="\n")
+    fired = {m[0] for kind, m, code, _ in events if kind == "site" and code == -signal.SIGKILL}
+    assert fired == set(SITES), f"the fault points never reached: {set(SITES) - fired}"
