@@ -23,6 +23,10 @@ HF ``datasets`` with the same cores; a warm cache to the first step <= 15 s; eac
 
     python benchmarks/corpus_scale.py --lines 1000000,3000000 --out results/corpus_scale.json
     python benchmarks/corpus_scale.py --lines 150 --steps 1 --ddp-lines 0 --model DIR --max-length 32  # smoke
+
+``--resume`` keeps the sizes ``--out`` already holds (each records the commit that measured it) and measures the
+rest; ``--hf-max-lines N`` runs the HF ``datasets`` comparison only up to N lines (it takes longer than bertlab's
+own tokenizing, and the ratio is already known from the smaller sizes).
 """
 
 from __future__ import annotations
@@ -242,9 +246,12 @@ def one_size(lines: int, tmp: str, args) -> dict:
     out["tokenize"] = {"seconds": meta["build"]["seconds"], "workers": meta["build"]["workers"]}
     out["tokenize"]["tokens_per_s"] = tokens / meta["build"]["seconds"]
     out["warm"] = fit(corpus, cache, work, args)
-    hf = hf_datasets(corpus, work, args)
-    out["hf_datasets"] = hf | {"tokens_per_s": tokens / hf["seconds"], "num_proc": args.cores}
-    out["tokenize_vs_hf"] = out["tokenize"]["tokens_per_s"] / out["hf_datasets"]["tokens_per_s"]
+    if args.hf_max_lines and lines > args.hf_max_lines:
+        out["hf_datasets"] = f"not run: above --hf-max-lines {args.hf_max_lines}"
+    else:
+        hf = hf_datasets(corpus, work, args)
+        out["hf_datasets"] = hf | {"tokens_per_s": tokens / hf["seconds"], "num_proc": args.cores}
+        out["tokenize_vs_hf"] = out["tokenize"]["tokens_per_s"] / out["hf_datasets"]["tokens_per_s"]
     os.remove(corpus)
     return out
 
@@ -274,16 +281,19 @@ def main(argv=None) -> int:
     p.add_argument("--max-length", type=int, default=128, help="sequence length of both (the config's 128)")
     p.add_argument("--cores", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--out", default="runs/bench/corpus_scale.json")
+    p.add_argument("--hf-max-lines", type=int, default=0, help="run HF datasets only up to this size (0: every size)")
+    p.add_argument("--resume", action="store_true", help="keep the sizes --out already holds; measure the others")
     args = p.parse_args(argv)
     sizes = [int(n) for n in args.lines.split(",") if n]
     out = {"targets": TARGETS, "cores": args.cores, "model": args.model, "steps": args.steps}
     out["machine"] = {"platform": platform.platform(), "python": platform.python_version()}
     out["commit"] = _commit()
     out["machine"]["load_average_at_start"] = os.getloadavg()  # other jobs on the cores skew every timing
+    done = _measured(args.out) if args.resume else {}
     with tempfile.TemporaryDirectory(prefix="bertlab-corpus-scale-") as tmp:
         out["sizes"] = []
         for n in sizes:  # written after each part: a long run that is cut short keeps what it measured
-            out["sizes"].append(one_size(n, tmp, args))
+            out["sizes"].append(done.get(n) or {**one_size(n, tmp, args), "commit": out["commit"]})
             _write(out, args.out)
         if args.ddp_lines:
             out["ddp"] = ddp_check(args.ddp_lines, tmp, args)
@@ -293,7 +303,7 @@ def main(argv=None) -> int:
         out["summary"] = {
             "rss_growth": growth,
             "largest_tree_peak_rss_mb": large["cold"]["tree_peak_rss_mb"],
-            "tokenize_vs_hf": min(s["tokenize_vs_hf"] for s in out["sizes"]),
+            "tokenize_vs_hf": min(s["tokenize_vs_hf"] for s in out["sizes"] if "tokenize_vs_hf" in s),
             "warm_first_step_s": max(s["warm"]["to_first_step_s"] for s in out["sizes"]),
         }
         s = out["summary"]
@@ -309,6 +319,15 @@ def main(argv=None) -> int:
     _write(out, args.out)
     print(json.dumps(out.get("summary"), indent=1))
     return 0
+
+
+def _measured(path: str) -> dict[int, dict]:
+    """The sizes an earlier run wrote to ``path``, each stamped with the commit that measured it."""
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        earlier = json.load(f)
+    return {s["lines"]: {**s, "commit": s.get("commit", earlier.get("commit"))} for s in earlier.get("sizes", [])}
 
 
 def _write(out: dict, path: str) -> None:

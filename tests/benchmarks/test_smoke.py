@@ -39,6 +39,9 @@ def test_corpus_scale_smoke(tiny_bert_dir, tmp_path):
         assert size["tokens"] > size["lines"] and size["cold"]["tokenizing_runs"] == 1
         assert size["warm"]["tokenizing_runs"] == 0  # the warm run opens the cache
     assert set(result["summary"]["met"]) == {"rss_growth", "rss_mb", "tokenize_vs_hf", "warm_first_step_s"}
+    _run([*cmd, "--model", "no-such-model", "--cores", "2", "--out", str(out), "--resume"], tmp_path)
+    again = json.loads(out.read_text())  # nothing measured again (a fit of no-such-model would fail)
+    assert again["sizes"] == [{**result["sizes"][0], "commit": result["commit"]}]
 
 
 def test_hf_trainer_anchor_smoke(tmp_path):
