@@ -3,8 +3,9 @@
 ``load_pipeline`` reads ``configs/pipelines/NAME.yaml`` into ``Stage`` records (a stage may be
 ``{include: configs/pipelines/stages/NAME.yaml}``, keys beside ``include`` overriding the file's);
 ``parse_overrides`` and ``apply_overrides`` give stages extra arguments (``--set STAGE.KEY=VALUE``, an ablation
-arm's ``set``); ``check_stages`` finds wiring mistakes before any stage runs; ``fill`` substitutes ``{root}``,
-``{prev}``, ``{export:NAME}``, ``{dir:NAME}`` and ``{ckpt:NAME}``. Running the stages is
+arm's ``set``); ``skip_stages`` leaves stages out (``--skip NAME``, an arm's ``skip``); ``check_stages`` finds
+wiring mistakes before any stage runs; ``fill`` substitutes ``{root}``, ``{prev}``, ``{export:NAME}``,
+``{dir:NAME}`` and ``{ckpt:NAME}``. Running the stages is
 ``bertlab.pipeline``'s.
 """
 
@@ -126,6 +127,26 @@ def apply_overrides(stages: list[Stage], overrides: dict[str, list[str]], where:
     if unknown:
         raise BertlabError(f"{where} names stage {unknown[0]!r}; stages: {names}")
     return [dataclasses.replace(s, args=s.args + overrides[s.name]) if s.name in overrides else s for s in stages]
+
+
+def skip_stages(stages: list[Stage], skip: list[str], where: str = "--skip") -> list[Stage]:
+    """``stages`` without the ones named in ``skip`` (a shorter pipeline, e.g. the 4-stage one without its domain
+    and task MLM). A stage that started from the stage before it starts from the last one still run, or from
+    its own config's model when none is left before it. A name that is no stage, skipping every stage, and a
+    skipped stage that a kept one names (``init_from``, ``{export:NAME}``, ...) are errors."""
+    names = [s.name for s in stages]
+    unknown = [name for name in skip if name not in names]
+    if unknown:
+        raise BertlabError(f"{where} names stage {unknown[0]!r}; stages: {names}")
+    kept = [s for s in stages if s.name not in skip]
+    if not kept:
+        raise BertlabError(f"{where} skips every stage of {names}")
+    for stage in kept:
+        named = {stage.init_from} | set(re.findall(r"\{(?:export|dir|ckpt):([^}]*)\}", " ".join(stage.args)))
+        read = sorted(named & set(skip))
+        if read:
+            raise BertlabError(f"{where} skips {read[0]!r}, which stage {stage.name!r} starts from or reads")
+    return kept
 
 
 def stage_dir(root: str, name: str) -> str:
