@@ -56,8 +56,8 @@ class Arm:
         """The stages of the arm's pipeline but those it skips, each with the arguments ``set`` gives it after
         its own."""
         where = where or f"arm {self.name}"
-        stages = skip_stages(load_pipeline(self.pipeline)[1], self.skip, f"{where}: skip")
-        return apply_overrides(stages, self.set, f"{where}: set")
+        stages = apply_overrides(load_pipeline(self.pipeline)[1], self.set, f"{where}: set")
+        return skip_stages(stages, self.skip, f"{where}: skip", self.set)
 
 
 @dataclass

@@ -115,7 +115,7 @@ def run_pipeline(
     shortened pipeline runs under ``ROOT_without_STAGE_...`` unless given a root: the full pipeline's later
     stages and its summary stay as they are."""
     default_root, stages = load_pipeline(path)
-    stages = apply_overrides(skip_stages(stages, skip or []), overrides or {}, "--set")
+    stages = skip_stages(apply_overrides(stages, overrides or {}, "--set"), skip or [], "--skip", overrides)
     if skip and not root:
         root = f"{default_root}_without_{'_'.join(skip)}"
     return run_stages(stages, root or default_root, path, force, extra_args)

@@ -120,24 +120,42 @@ def parse_overrides(items: list[str], where: str = "--set") -> dict[str, list[st
 
 
 def apply_overrides(stages: list[Stage], overrides: dict[str, list[str]], where: str = "--set") -> list[Stage]:
-    """``stages`` with each named stage's override arguments after its own (so they win); a name that is no
-    stage is an error."""
+    """``stages`` with each named stage's override arguments: ``--KEY VALUE`` replaces the value the stage gives
+    KEY itself, else comes after its arguments (so it wins either way, and placeholders it replaces are gone); a
+    name that is no stage is an error."""
     names = [s.name for s in stages]
     unknown = [name for name in overrides if name not in names]
     if unknown:
         raise BertlabError(f"{where} names stage {unknown[0]!r}; stages: {names}")
-    return [dataclasses.replace(s, args=s.args + overrides[s.name]) if s.name in overrides else s for s in stages]
+    out = []
+    for stage in stages:
+        args = list(stage.args)
+        extra = overrides.get(stage.name, [])
+        for key, value in zip(extra[::2], extra[1::2]):
+            own = [i for i in range(len(args) - 1) if args[i] == key]
+            if own:
+                args[own[-1] + 1] = value
+            else:
+                args += [key, value]
+        out.append(dataclasses.replace(stage, args=args) if extra else stage)
+    return out
 
 
-def skip_stages(stages: list[Stage], skip: list[str], where: str = "--skip") -> list[Stage]:
+def skip_stages(
+    stages: list[Stage], skip: list[str], where: str = "--skip", overrides: dict[str, list[str]] | None = None
+) -> list[Stage]:
     """``stages`` without the ones named in ``skip`` (a shorter pipeline, e.g. the 4-stage one without its domain
     and task MLM). A stage that started from the stage before it starts from the last one still run, or from
-    its own config's model when none is left before it. A name that is no stage, skipping every stage, and a
-    skipped stage that a kept one names (``init_from``, ``{export:NAME}``, ...) are errors."""
+    its own config's model when none is left before it. A name that is no stage, skipping every stage, skipping
+    a stage that ``overrides`` change, and skipping one that a kept stage names (``init_from``,
+    ``{export:NAME}``, ...) are errors. Apply the overrides first: one may replace a placeholder."""
     names = [s.name for s in stages]
     unknown = [name for name in skip if name not in names]
     if unknown:
         raise BertlabError(f"{where} names stage {unknown[0]!r}; stages: {names}")
+    changed = sorted(set(overrides or {}) & set(skip))
+    if changed:
+        raise BertlabError(f"{where} skips {changed[0]!r}, which set changes")
     kept = [s for s in stages if s.name not in skip]
     if not kept:
         raise BertlabError(f"{where} skips every stage of {names}")

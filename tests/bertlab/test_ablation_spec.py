@@ -161,6 +161,9 @@ def test_skip_leaves_stages_out_and_the_next_one_starts_from_the_last_one_run(tm
     assert finetune.args == ["--trainer.max_steps", "2"]
     start = stage_args(finetune, "R", "R/general/export", [s.name for s in stages], None, dry=True)
     assert start[:2] == ["--model.init_args.model_name_or_path", "R/general/export"]  # what the pipeline passes it
+    # a set that replaces the argument naming a skipped stage lets it go (as the entropy arms' scorer does)
+    arm = {"name": "a", "pipeline": pipe, "skip": ["general"], "set": {"task.wandb.name": "x"}}
+    assert load_ablation(_write(tmp_path, {"arms": [arm]})).arms[0].stages()[1].args == ["--wandb.name", "x"]
     # `bertlab pipeline --skip task` gives the same stages
     assert skip_stages(load_pipeline(pipe)[1], ["task"]) == [s for s in load_pipeline(pipe)[1] if s.name != "task"]
 
@@ -171,7 +174,7 @@ def test_skip_leaves_stages_out_and_the_next_one_starts_from_the_last_one_run(tm
         ({"skip": ["domain"]}, r"arm a: skip names stage 'domain'; stages: \['init', 'general', 'task', 'finetune'\]"),
         ({"skip": ["init", "general", "task", "finetune"]}, "arm a: skip skips every stage"),
         ({"skip": ["general"]}, "arm a: skip skips 'general', which stage 'task' starts from or reads"),
-        ({"skip": "task", "set": {"task.trainer.max_steps": 2}}, r"arm a: set names stage 'task'; stages: \['init'"),
+        ({"skip": "task", "set": {"task.trainer.max_steps": 2}}, "arm a: skip skips 'task', which set changes"),
         ({"skip": [1]}, "arm a: skip: a stage name or a list of them, got"),
         ({"pipeline": None, "skip": ["task"]}, "arm a: set and skip change stages of a pipeline"),
     ],

@@ -435,10 +435,11 @@ def test_an_arms_set_reaches_its_stage_in_the_shared_pre_training_and_in_the_pre
     spec["arms"][0]["set"] = {"mlm.trainer.max_steps": 3}
     _write(tmp_path / "abl.yaml", spec)
     ablation.run_ablation(path, seeds=[0])
-    assert calls[0] == {"mlm": ["--trainer.max_steps", "2", "--trainer.max_steps", "3"]}  # the shared MLM stage
+    assert calls[0] == {"mlm": ["--trainer.max_steps", "3"]}  # the shared MLM stage, its own value replaced
     finetune = [c["finetune"] for c in calls if "finetune" in c]
     assert finetune and finetune[0][:1] == ["--model.init_args.model_name_or_path"]  # no `set` of its own
-    assert "--trainer.max_steps 2 --trainer.max_steps 3" in " ".join(checked[0])  # checked before anything ran
+    assert "--trainer.max_steps 3" in " ".join(checked[0])  # checked before anything ran
+    assert "--trainer.max_steps 2" not in " ".join(checked[0])
 
 
 def test_pretrain_seeds_nest_the_fine_tune_seeds_under_each_pre_training_run(tmp_path, monkeypatch):
