@@ -35,7 +35,7 @@ from collections.abc import Callable
 
 from bertlab.ablation_cards import annotate_cards
 from bertlab.ablation_report import table_meta, write_report
-from bertlab.ablation_spec import Ablation, Arm, check_nesting, load_ablation, parse_seeds
+from bertlab.ablation_spec import Ablation, Arm, load_ablation, parse_seeds
 from bertlab.core.errors import BertlabError
 from bertlab.core.files import atomic_path, file_lock
 from bertlab.core.provenance import code_hash
@@ -45,6 +45,7 @@ from bertlab.launchers import Failure, Job, add_launcher_args, launcher_from_arg
 from bertlab.pipeline import preflight_stages, run_stages
 from bertlab.pipeline_spec import Stage
 from bertlab.shared_pretraining import (
+    check_nesting,
     fine_tune_source,
     fine_tune_stale,
     pretrain_root,

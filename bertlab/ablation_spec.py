@@ -9,19 +9,29 @@ stage of the arm's pipeline, and pre-training groups and milestones that cannot 
 
 A pipeline arm's ``set`` maps ``STAGE.KEY: VALUE`` to one stage's argument, as ``bertlab pipeline --set
 STAGE.KEY=VALUE`` does (``bertlab.pipeline_spec.parse_overrides``): the masking arms are one pipeline each with
-its own masker, ``{mlm.data.init_args.masker: {class_path: ...}}``. ``args`` reach every stage.
+its own masker, ``{tapt.data.init_args.masker: {class_path: ...}}``. ``skip: [NAME, ...]`` leaves stages out,
+as ``bertlab pipeline --skip`` does (``bertlab.pipeline_spec.skip_stages``): the stages table's arms are the
+4-stage pipeline without its later MLM stages. ``args`` reach every stage.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass, field, fields
 
 from bertlab.core.errors import BertlabError
 from bertlab.core.yaml_files import read_yaml
-from bertlab.pipeline_spec import Stage, apply_overrides, as_args, check_stages, load_pipeline, parse_overrides
+from bertlab.pipeline_spec import (
+    Stage,
+    apply_overrides,
+    as_args,
+    check_stages,
+    load_pipeline,
+    parse_overrides,
+    skip_stages,
+)
+from bertlab.shared_pretraining import check_groups, check_nesting, split_shared
 
 
 @dataclass
@@ -31,6 +41,7 @@ class Arm:
     args: list[str] = field(default_factory=list)
     pipeline: str | None = None
     set: dict[str, list[str]] = field(default_factory=dict)
+    skip: list[str] = field(default_factory=list)
     note: str | None = None
     pretrain: str | None = None
     from_milestone: int | None = None
@@ -42,8 +53,11 @@ class Arm:
         return self.pretrain or self.name
 
     def stages(self, where: str | None = None) -> list[Stage]:
-        """The stages of the arm's pipeline, each with the arguments ``set`` gives it after its own."""
-        return apply_overrides(load_pipeline(self.pipeline)[1], self.set, where or f"arm {self.name}: set")
+        """The stages of the arm's pipeline but those it skips, each with the arguments ``set`` gives it after
+        its own."""
+        where = where or f"arm {self.name}"
+        stages = apply_overrides(load_pipeline(self.pipeline)[1], self.set, f"{where}: set")
+        return skip_stages(stages, self.skip, f"{where}: skip", self.set)
 
 
 @dataclass
@@ -91,11 +105,11 @@ def parse_seeds(value, where: str) -> list[int]:
     return seeds
 
 
-def _paths(raw, where: str) -> list[str]:
-    """A config file or a list of them."""
+def _paths(raw, where: str, what: str = "a config file path") -> list[str]:
+    """A config file or a list of them (or stage names, ``what``)."""
     paths = [raw] if isinstance(raw, str) else list(raw or [])
     if any(not isinstance(p, str) for p in paths):
-        raise BertlabError(f"{where}: a config file path or a list of them, got {raw!r}")
+        raise BertlabError(f"{where}: {what} or a list of them, got {raw!r}")
     return paths
 
 
@@ -130,6 +144,7 @@ def _arm(raw, path: str, base: list[str]) -> Arm:
         args=as_args(raw.get("args"), where),
         pipeline=_text(raw, "pipeline", where) if raw.get("pipeline") else None,
         set=_overrides(raw.get("set"), f"{where}: set"),
+        skip=_paths(raw.get("skip"), f"{where}: skip", "a stage name"),
         note=raw.get("note"),
         pretrain=_text(raw, "pretrain", where),
         from_milestone=raw.get("from_milestone"),
@@ -139,10 +154,10 @@ def _arm(raw, path: str, base: list[str]) -> Arm:
         if not os.path.isfile(cfg):
             raise BertlabError(f"{where}: config file {cfg!r} does not exist")
         read_yaml(cfg)
-    if arm.set and not arm.pipeline:
-        raise BertlabError(f"{where}: set overrides stages of a pipeline; an arm without one takes `args`")
+    if (arm.set or arm.skip) and not arm.pipeline:
+        raise BertlabError(f"{where}: set and skip change stages of a pipeline; an arm without one takes `args`")
     if arm.pipeline:
-        check_stages(arm.stages(f"{where}: set"))  # now rather than after an hour of other arms
+        check_stages(arm.stages(where))  # now rather than after an hour of other arms
     return arm
 
 
@@ -189,75 +204,3 @@ def load_ablation(path: str) -> Ablation:
             split_shared(arm, arm.stages(), path)
     check_groups(spec, path)
     return spec
-
-
-def check_nesting(spec: Ablation, path: str) -> None:
-    """``pretrain_seed`` or ``pretrain_seeds``, and ``pretrain_seeds`` split ``seeds`` into equal groups."""
-    if spec.pretrain_seeds is not None and spec.pretrain_seed is not None:
-        raise BertlabError(f"{path}: give pretrain_seeds or pretrain_seed, not both")
-    pseeds = spec.pretraining_seeds
-    if len(pseeds) > 1 and len(spec.seeds) % len(pseeds):
-        raise BertlabError(
-            f"{path}: {len(spec.seeds)} seeds do not split evenly over {len(pseeds)} pretrain_seeds; give "
-            f"{len(pseeds)} x k fine-tune seeds (each pre-training seed fine-tunes the next k of them)"
-        )
-
-
-def split_shared(arm: Arm, stages: list[Stage], path: str) -> tuple[list[Stage], Stage] | None:
-    """A pipeline arm's (stages before the last, the last), the last one able to start from a shared
-    pre-training run; None when there is nothing before it to share."""
-    if len(stages) < 2:
-        return None
-    *pre, last = stages
-    if last.kind != "lightning" or last.init_from not in ("previous", pre[-1].name):
-        raise BertlabError(
-            f"{path}: arm {arm.name}: pretrain_seed shares the stages before the last one, so the last stage must "
-            f"start from the stage before it (it has init_from {last.init_from!r})"
-        )
-    if re.search(r"\{(?:export|dir|ckpt):", " ".join(last.args)):
-        raise BertlabError(f"{path}: arm {arm.name}: pretrain_seed: the last stage may not name earlier stages' files")
-    return pre, last
-
-
-def milestones(stage: Stage) -> set[int] | None:
-    """The ``StepBudget`` milestones a stage's config files set (a later file's callbacks replace an earlier
-    one's); None when its arguments set callbacks, which only the CLI resolves."""
-    if any(a.startswith("--trainer.callbacks") for a in stage.args):
-        return None
-    callbacks = []
-    for cfg in stage.config:
-        trainer = (read_yaml(cfg) or {}).get("trainer") or {}
-        if "callbacks" in trainer:
-            callbacks = trainer["callbacks"] or []
-    found: set[int] = set()
-    for cb in callbacks:
-        if isinstance(cb, dict) and str(cb.get("class_path", "")).endswith("StepBudget"):
-            found |= set((cb.get("init_args") or {}).get("milestones") or [])
-    return found
-
-
-def check_groups(spec: Ablation, path: str) -> None:
-    """``pretrain`` and ``from_milestone`` make sense, now rather than after an hour of other arms."""
-    first: dict[str, Arm] = {}
-    for arm in spec.arms:
-        name, milestone = arm.name, arm.from_milestone
-        if (arm.pretrain is not None or milestone is not None) and (not spec.pretraining_seeds or not arm.pipeline):
-            raise BertlabError(f"{path}: arm {name}: pretrain and from_milestone need a pipeline and pretrain_seed")
-        if arm.pipeline:
-            other = first.setdefault(arm.group, arm)
-            if (other.pipeline, other.args, other.set) != (arm.pipeline, arm.args, arm.set):
-                raise BertlabError(
-                    f"{path}: arms {other.name} and {name} share pre-training group {arm.group!r} but differ in "
-                    "pipeline, args or set; one group is one pre-training run"
-                )
-        if milestone is None:
-            continue
-        if not isinstance(milestone, int) or isinstance(milestone, bool) or milestone < 1:
-            raise BertlabError(f"{path}: arm {name}: from_milestone must be a positive step, got {milestone!r}")
-        *pre, _ = arm.stages()
-        have = milestones(pre[-1]) if pre else set()
-        if have is not None and milestone not in have:
-            raise BertlabError(
-                f"{path}: arm {name}: from_milestone {milestone}, but stage {pre[-1].name if pre else '?'} of "
-                f"{arm.pipeline} exports milestones {sorted(have) or 'none'} (StepBudget milestones)"
-            )

@@ -37,6 +37,7 @@ PIPELINE_EXAMPLES = """examples:
   bertlab pipeline configs/pipelines/fine_food_3stage.yaml
   bertlab pipeline configs/pipelines/fine_food_3stage.yaml --root runs/try1 --set finetune.trainer.max_epochs=1
   bertlab pipeline configs/pipelines/fine_food_3stage.yaml --force        # re-run every stage
+  bertlab pipeline configs/pipelines/snownlp_4stage.yaml --skip domain,task   # general MLM only, then fine-tune
 
 A finished stage is skipped when its export exists and its config, arguments and earlier stages are unchanged.
 """

@@ -1,4 +1,5 @@
-"""Multi-stage pipelines: ``bertlab pipeline configs/pipelines/NAME.yaml [--root DIR] [--set STAGE.KEY=VALUE]``.
+"""Multi-stage pipelines: ``bertlab pipeline configs/pipelines/NAME.yaml [--root DIR] [--set STAGE.KEY=VALUE]
+[--skip STAGE]``.
 
 A pipeline is a list of named stages under one root directory. Each stage is one run in its
 own process — a LightningCLI run (``fit`` and optionally ``test``) or a built-in step such as
@@ -43,6 +44,7 @@ from bertlab.pipeline_spec import (
     load_pipeline,
     parse_overrides,
     read_json,
+    skip_stages,
     stage_dir,
 )
 
@@ -107,9 +109,15 @@ def run_pipeline(
     force: bool = False,
     extra_args: list[str] | None = None,
     overrides: dict[str, list[str]] | None = None,
+    skip: list[str] | None = None,
 ) -> dict:
+    """Run the pipeline in ``path`` but the stages in ``skip``, with ``overrides`` (``parse_overrides``). A
+    shortened pipeline runs under ``ROOT_without_STAGE_...`` unless given a root: the full pipeline's later
+    stages and its summary stay as they are."""
     default_root, stages = load_pipeline(path)
-    stages = apply_overrides(stages, overrides or {}, "--set")
+    stages = skip_stages(apply_overrides(stages, overrides or {}, "--set"), skip or [], "--skip", overrides)
+    if skip and not root:
+        root = f"{default_root}_without_{'_'.join(skip)}"
     return run_stages(stages, root or default_root, path, force, extra_args)
 
 
@@ -276,8 +284,16 @@ def main(argv: list[str]) -> int:
         metavar="STAGE.KEY=VALUE",
         help="override one stage's argument, e.g. finetune.trainer.max_epochs=1 (repeatable)",
     )
+    parser.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        metavar="STAGE",
+        help="leave a stage out (repeatable); the stage after it starts from the last one run",
+    )
     ns = parser.parse_args(argv)
-    summary = run_pipeline(ns.pipeline, ns.root, ns.force, overrides=parse_overrides(ns.set))
+    skip = [name for item in ns.skip for name in item.split(",") if name]
+    summary = run_pipeline(ns.pipeline, ns.root, ns.force, overrides=parse_overrides(ns.set), skip=skip)
     with open(os.path.join(summary["root"], "summary.md")) as f:
         print(f.read())
     return 0

@@ -3,8 +3,9 @@
 ``load_pipeline`` reads ``configs/pipelines/NAME.yaml`` into ``Stage`` records (a stage may be
 ``{include: configs/pipelines/stages/NAME.yaml}``, keys beside ``include`` overriding the file's);
 ``parse_overrides`` and ``apply_overrides`` give stages extra arguments (``--set STAGE.KEY=VALUE``, an ablation
-arm's ``set``); ``check_stages`` finds wiring mistakes before any stage runs; ``fill`` substitutes ``{root}``,
-``{prev}``, ``{export:NAME}``, ``{dir:NAME}`` and ``{ckpt:NAME}``. Running the stages is
+arm's ``set``); ``skip_stages`` leaves stages out (``--skip NAME``, an arm's ``skip``); ``check_stages`` finds
+wiring mistakes before any stage runs; ``fill`` substitutes ``{root}``, ``{prev}``, ``{export:NAME}``,
+``{dir:NAME}`` and ``{ckpt:NAME}``. Running the stages is
 ``bertlab.pipeline``'s.
 """
 
@@ -119,13 +120,51 @@ def parse_overrides(items: list[str], where: str = "--set") -> dict[str, list[st
 
 
 def apply_overrides(stages: list[Stage], overrides: dict[str, list[str]], where: str = "--set") -> list[Stage]:
-    """``stages`` with each named stage's override arguments after its own (so they win); a name that is no
-    stage is an error."""
+    """``stages`` with each named stage's override arguments: ``--KEY VALUE`` replaces the value the stage gives
+    KEY itself, else comes after its arguments (so it wins either way, and placeholders it replaces are gone); a
+    name that is no stage is an error."""
     names = [s.name for s in stages]
     unknown = [name for name in overrides if name not in names]
     if unknown:
         raise BertlabError(f"{where} names stage {unknown[0]!r}; stages: {names}")
-    return [dataclasses.replace(s, args=s.args + overrides[s.name]) if s.name in overrides else s for s in stages]
+    out = []
+    for stage in stages:
+        args = list(stage.args)
+        extra = overrides.get(stage.name, [])
+        for key, value in zip(extra[::2], extra[1::2]):
+            own = [i for i in range(len(args) - 1) if args[i] == key]
+            if own:
+                args[own[-1] + 1] = value
+            else:
+                args += [key, value]
+        out.append(dataclasses.replace(stage, args=args) if extra else stage)
+    return out
+
+
+def skip_stages(
+    stages: list[Stage], skip: list[str], where: str = "--skip", overrides: dict[str, list[str]] | None = None
+) -> list[Stage]:
+    """``stages`` without the ones named in ``skip`` (a shorter pipeline, e.g. the 4-stage one without its domain
+    and task MLM). A stage that started from the stage before it starts from the last one still run, or from
+    its own config's model when none is left before it. A name that is no stage, skipping every stage, skipping
+    a stage that ``overrides`` change, and skipping one that a kept stage names (``init_from``,
+    ``{export:NAME}``, ...) are errors. Apply the overrides first: one may replace a placeholder."""
+    names = [s.name for s in stages]
+    unknown = [name for name in skip if name not in names]
+    if unknown:
+        raise BertlabError(f"{where} names stage {unknown[0]!r}; stages: {names}")
+    changed = sorted(set(overrides or {}) & set(skip))
+    if changed:
+        raise BertlabError(f"{where} skips {changed[0]!r}, which set changes")
+    kept = [s for s in stages if s.name not in skip]
+    if not kept:
+        raise BertlabError(f"{where} skips every stage of {names}")
+    for stage in kept:
+        named = {stage.init_from} | set(re.findall(r"\{(?:export|dir|ckpt):([^}]*)\}", " ".join(stage.args)))
+        read = sorted(named & set(skip))
+        if read:
+            raise BertlabError(f"{where} skips {read[0]!r}, which stage {stage.name!r} starts from or reads")
+    return kept
 
 
 def stage_dir(root: str, name: str) -> str:

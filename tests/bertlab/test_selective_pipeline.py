@@ -1,5 +1,5 @@
-"""The shipped selective / entropy pipelines end to end on a tiny BERT (their stage wiring, caches and skips),
-and their bad input through the real CLI."""
+"""The shipped selective pipeline, and the same without Model_b as the entropy arms run it, end to end on a tiny
+BERT (their stage wiring, caches and skips), and their bad input through the real CLI."""
 
 from __future__ import annotations
 
@@ -81,14 +81,30 @@ def _stage(root, name) -> dict:
         return {s["name"]: s for s in json.load(f)["stages"]}[name]
 
 
+ENTROPY = [  # the `entropy` arm of configs/ablations/fine_food_masking.yaml: Model_0 scores, no Model_b
+    "--data.init_args.masker",
+    json.dumps(
+        {
+            "class_path": "datamodules.maskers.EntropyMasker",
+            "init_args": {"mlm_probability": 0.15, "temperature": 0.25, "fill": "random"},
+        }
+    ),
+    "--data.init_args.scorer",
+    '{"kind": "entropy", "model": "{export:model0}", "divergence": "entropy"}',
+]
+
+
 @pytest.mark.parametrize("recipe", ["selective", "entropy"])
 def test_shipped_pipeline_runs_and_skips_when_unchanged(recipe, tiny_bert_dir, tiny_csvs, tmp_path):
-    path = os.path.join(ROOT, f"configs/pipelines/fine_food_{recipe}.yaml")
+    path = os.path.join(ROOT, "configs/pipelines/fine_food_selective.yaml")
     cache, root = str(tmp_path / "cache"), str(tmp_path / "run")
     overrides = _overrides(tiny_bert_dir, tiny_csvs, cache)
+    skip = []
     if recipe == "entropy":
         del overrides["model_b"]
-    summary = run_pipeline(path, root, overrides={k: list(v) for k, v in overrides.items()})
+        overrides["mlm"] = overrides["mlm"] + ENTROPY
+        skip = ["model_b"]
+    summary = run_pipeline(path, root, overrides={k: list(v) for k, v in overrides.items()}, skip=skip)
     names = ["model0", "model_b", "mlm", "finetune"] if recipe == "selective" else ["model0", "mlm", "finetune"]
     assert [s["name"] for s in summary["stages"]] == names
     assert all(s["status"] == "ran" for s in summary["stages"])
@@ -98,7 +114,7 @@ def test_shipped_pipeline_runs_and_skips_when_unchanged(recipe, tiny_bert_dir, t
     if recipe == "selective":
         assert "test/f1" in _stage(root, "model_b")["metrics"]["test"]  # Model_b's token-level F1, in a JSON
         assert len(os.listdir(os.path.join(cache, "token_labels"))) == 2  # the labels (.npz) and their summary
-    again = run_pipeline(path, root, overrides=overrides)
+    again = run_pipeline(path, root, overrides=overrides, skip=skip)
     assert all(s["status"] == "skipped (unchanged)" for s in again["stages"])
 
 

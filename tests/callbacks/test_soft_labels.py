@@ -162,7 +162,7 @@ def test_teacher_dump_student_chain_through_the_cli(tiny_bert_dir, tiny_csvs, tm
     assert (student / "export" / "config.json").is_file()
 
 
-@pytest.mark.parametrize("name,start", [("self_distill", "none"), ("snownlp_self_distill", "init")])
+@pytest.mark.parametrize("name,start", [("self_distill", "none"), ("snownlp_self_distill", "none")])
 def test_self_distill_pipeline_files_are_well_formed(name, start):
     root, stages = load_pipeline(str(ROOT / f"configs/pipelines/{name}.yaml"))
     teacher, dump, student = stages[-3:]
