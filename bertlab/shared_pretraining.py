@@ -35,7 +35,7 @@ from bertlab.core.yaml_files import read_yaml
 from bertlab.pipeline_spec import STAGE_FILE, Stage, export_dir, stage_dir
 
 if TYPE_CHECKING:  # bertlab.ablation_spec runs the checks below when a file loads
-    from bertlab.ablation_spec import Ablation, Arm
+    from bertlab.ablation_types import Ablation, Arm
 
 
 def pretrain_seed_of(spec: Ablation, seed: int) -> int | None:
