@@ -14,7 +14,7 @@ materialising the order, and skips what an interrupted pass drew (``resume_at``)
 Memory is per example, so it is kept small: an order is ``int32`` below 2**31 examples (``permutation``, the very
 shuffle of ``rng.permutation(n)``), lengths are kept in the smallest unsigned dtype that holds them, and the
 length-grouped order is sorted in place and gathered into one preallocated array. A pass holds 4 bytes per example
-(its order), the length-grouped sampler 2 more (the lengths), and building its order peaks at ~10.
+(its order), the length-grouped sampler 1–2 more (the lengths), and building its order peaks at ~10.
 """
 
 from __future__ import annotations

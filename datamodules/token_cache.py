@@ -5,8 +5,8 @@ second run with the same inputs reads the arrays back instead of re-tokenising. 
 flat ``int32`` token streams plus ``int64`` offsets, both read from their files when an example is asked for
 (``FileArray``, ``pread``): nothing per example is held in memory. ``lengths()`` (for the length-grouped sampler)
 is the one per-example array, computed a block of offsets at a time in the smallest unsigned dtype that holds
-the longest example (``uint16`` up to 65,535 tokens): 2 bytes per example instead of the 16 that the offsets
-and their ``int64`` difference took in memory before.
+the longest example (``uint8`` up to 255 tokens, ``uint16`` up to 65,535): 1–2 bytes per example instead of the
+16 that the offsets and their ``int64`` difference took in memory before. The files are as they were.
 
 How a text is cut (``head`` / ``tail`` / ``head_tail``, pairs longest-first) is ``bertlab.core.truncation``,
 the same file that ships in exports.
