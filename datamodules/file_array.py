@@ -16,8 +16,8 @@ import numpy as np
 
 
 class FileArray:
-    """The 1-D array in the ``.npy`` file ``path``: ``len()``, ``dtype``, contiguous slices ``a[i:j]``, and
-    ``np.asarray(a)`` for all of it."""
+    """The 1-D array in the ``.npy`` file ``path``: ``len()``, ``dtype``, contiguous slices ``a[i:j]``, items
+    ``a[i]``, and ``np.asarray(a)`` for all of it."""
 
     def __init__(self, path: str):
         self.path = path
@@ -35,9 +35,14 @@ class FileArray:
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, key: slice) -> np.ndarray:
+    def __getitem__(self, key: slice | int):
+        if isinstance(key, (int, np.integer)):
+            i = int(key) + self.length if key < 0 else int(key)
+            if not 0 <= i < self.length:
+                raise IndexError(f"{self.path}: index {key} out of range for {self.length} items")
+            return self[i : i + 1][0]
         if not isinstance(key, slice):
-            raise TypeError(f"FileArray takes slices, not {type(key).__name__}")
+            raise TypeError(f"FileArray takes slices and integers, not {type(key).__name__}")
         start, stop, step = key.indices(self.length)
         if step != 1:
             raise ValueError("FileArray takes contiguous slices (step 1)")

@@ -41,7 +41,7 @@ class Scorer:
 
 class MLMDataset(torch.utils.data.Dataset):
     """Example ``i`` of a split's cached ``arrays``: ``input_ids``, ``idx`` (= i), and ``word_ids`` / ``scores``
-    where the masker uses them. Holds only the offsets in memory."""
+    where the masker uses them. Holds nothing per example in memory (``TokenArrays`` reads from its files)."""
 
     def __init__(self, arrays: TokenArrays, word_ids: bool, scores=None):
         self.arrays, self.word_ids, self.scores = arrays, word_ids, scores
@@ -58,6 +58,6 @@ class MLMDataset(torch.utils.data.Dataset):
         if self.word_ids:
             item["word_ids"] = item.pop("token_type_ids")
         if self.scores is not None:
-            a, b = self.arrays.offsets[i], self.arrays.offsets[i + 1]
+            a, b = self.arrays.span(i)
             item["scores"] = np.asarray(self.scores[a:b], dtype=np.float32)
         return item

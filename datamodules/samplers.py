@@ -10,6 +10,11 @@ and a dynamic one reseeds per epoch. Lightning's DDP wrapper passes ``set_epoch`
 ``RankSampler`` gives one DDP rank its part of such an order, as ``DistributedSampler`` does (padded to a
 multiple of the ranks with the pass's first examples, then every ``num_replicas``-th from ``rank``), without
 materialising the order, and skips what an interrupted pass drew (``resume_at``) exactly.
+
+Memory is per example, so it is kept small: an order is ``int32`` below 2**31 examples (``permutation``, the very
+shuffle of ``rng.permutation(n)``), lengths are kept in the smallest unsigned dtype that holds them, and the
+length-grouped order is sorted in place and gathered into one preallocated array. A pass holds 4 bytes per example
+(its order), the length-grouped sampler 1–2 more (the lengths), and building its order peaks at ~10.
 """
 
 from __future__ import annotations
@@ -19,6 +24,21 @@ from collections.abc import Iterator
 
 import numpy as np
 from torch.utils.data import DistributedSampler, Sampler
+
+
+def permutation(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``rng.permutation(n)``, drawn identically (``Generator.permutation(n)`` shuffles ``arange(n)`` in place, the
+    same swaps whatever the dtype), in ``int32`` where ``n`` fits it: half the bytes per example."""
+    order = np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)
+    rng.shuffle(order)
+    return order
+
+
+def compact(lengths) -> np.ndarray:
+    """Non-negative integer ``lengths`` in the smallest unsigned dtype that holds the longest (``uint16`` below
+    65,536); a copy only when they are not in it already."""
+    lengths = np.asarray(lengths)
+    return lengths.astype(np.min_scalar_type(int(lengths.max(initial=0))), copy=False)
 
 
 class ShuffleSampler(Sampler[int]):
@@ -38,7 +58,7 @@ class ShuffleSampler(Sampler[int]):
         self.epoch = epoch
 
     def order(self, rng: np.random.Generator) -> np.ndarray:
-        return rng.permutation(self.n)
+        return permutation(rng, self.n)
 
     def __iter__(self) -> Iterator[int]:
         rng = np.random.default_rng([self.seed, self.epoch])
@@ -50,27 +70,34 @@ class ShuffleSampler(Sampler[int]):
 class LengthGroupedSampler(ShuffleSampler):
     """Shuffled order in which neighbours have similar lengths, so padding is small.
 
-    Shuffle, cut into mega-batches of ``mega_batch_mult × batch_size``, sort each by length,
-    then shuffle the order of the resulting batches (as HF's ``group_by_length``). The order
-    depends only on (seed, epoch); the epoch advances at every ``__iter__``. A fit resumed mid-epoch sets
+    Shuffle, cut into mega-batches of ``mega_batch_mult × batch_size``, sort each by length (longest first,
+    ties in shuffled order), then shuffle the order of the resulting batches (as HF's ``group_by_length``). The
+    order depends only on (seed, epoch); the epoch advances at every ``__iter__``. A fit resumed mid-epoch sets
     ``resume_at`` to skip the examples the interrupted pass already drew.
     """
 
     def __init__(self, lengths: np.ndarray, batch_size: int, seed: int = 0, mega_batch_mult: int = 50):
         super().__init__(len(lengths), seed)
-        self.lengths = np.asarray(lengths)
+        self.lengths = compact(lengths)
         self.batch_size = batch_size
         self.mega = max(batch_size * mega_batch_mult, batch_size)
 
     def order(self, rng: np.random.Generator) -> np.ndarray:
-        perm = rng.permutation(self.n)
-        batches = []
-        for start in range(0, len(perm), self.mega):
+        perm, n, size = permutation(rng, self.n), self.n, self.batch_size
+        if not n:
+            return perm
+        for start in range(0, n, self.mega):  # each mega-batch sorted in place
             chunk = perm[start : start + self.mega]
-            chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
-            batches.extend(chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size))
-        order = rng.permutation(len(batches))
-        return np.concatenate([batches[b] for b in order]) if batches else perm
+            chunk[:] = chunk[np.argsort(-self.lengths[chunk].astype(np.int64), kind="stable")]
+        # a mega-batch is a whole number of batches, so batch b is perm[b*size : (b+1)*size], the last one short
+        full, short = divmod(n, size)
+        order = rng.permutation(full + (short > 0))
+        rows, out = perm[: full * size].reshape(full, size), np.empty_like(perm)
+        k = int(np.flatnonzero(order == full)[0]) if short else full  # where the short batch goes
+        np.take(rows, order[:k], axis=0, out=out[: k * size].reshape(k, size), mode="clip")
+        out[k * size : k * size + short] = perm[full * size :]
+        np.take(rows, order[k + 1 :], axis=0, out=out[k * size + short :].reshape(-1, size), mode="clip")
+        return out
 
 
 class EpochSampler(ShuffleSampler):

@@ -2,8 +2,11 @@
 
 The cache key is (data fingerprint, tokenizer fingerprint, max_length, truncation), so a
 second run with the same inputs reads the arrays back instead of re-tokenising. Arrays are
-flat ``int32`` token streams plus offsets; an example's tokens are read from the file when it is
-asked for (``FileArray``), so only the offsets are held in memory.
+flat ``int32`` token streams plus ``int64`` offsets, both read from their files when an example is asked for
+(``FileArray``, ``pread``): nothing per example is held in memory. ``lengths()`` (for the length-grouped sampler)
+is the one per-example array, computed a block of offsets at a time in the smallest unsigned dtype that holds
+the longest example (``uint8`` up to 255 tokens, ``uint16`` up to 65,535): 1–2 bytes per example instead of the
+16 that the offsets and their ``int64`` difference took in memory before. The files are as they were.
 
 How a text is cut (``head`` / ``tail`` / ``head_tail``, pairs longest-first) is ``bertlab.core.truncation``,
 the same file that ships in exports.
@@ -72,23 +75,35 @@ def tokenize(
 
 
 class TokenArrays:
-    """Ragged token arrays: one flat stream on disk plus per-example offsets in memory."""
+    """Ragged token arrays: one flat stream and its offsets on disk, read example by example."""
 
-    def __init__(self, directory: str):
+    def __init__(self, directory: str, block: int = 1 << 16):
         self.directory = directory
         self.ids = FileArray(os.path.join(directory, "input_ids.npy"))
-        self.offsets = np.load(os.path.join(directory, "offsets.npy"))
+        self.offsets = FileArray(os.path.join(directory, "offsets.npy"))
         types = os.path.join(directory, "token_type_ids.npy")
         self.types = FileArray(types) if os.path.exists(types) else None
+        self.block = block  # offsets read at a time by ``lengths()``
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
+    def span(self, i: int) -> tuple[int, int]:
+        """Where example ``i`` lies in the flat token stream (and in arrays aligned with it)."""
+        a, b = self.offsets[i : i + 2]
+        return int(a), int(b)
+
     def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
+        """Every example's token count, in the smallest unsigned dtype that holds the longest."""
+        blocks = range(0, len(self), self.block)
+        diff = lambda i: np.diff(self.offsets[i : i + self.block + 1])  # noqa: E731
+        out = np.empty(len(self), np.min_scalar_type(max((int(diff(i).max()) for i in blocks), default=0)))
+        for i in blocks:
+            out[i : i + self.block] = diff(i)
+        return out
 
     def get(self, i: int) -> dict:
-        a, b = self.offsets[i], self.offsets[i + 1]
+        a, b = self.span(i)
         out = {"input_ids": np.asarray(self.ids[a:b], dtype=np.int64)}
         if self.types is not None:
             out["token_type_ids"] = np.asarray(self.types[a:b], dtype=np.int64)
@@ -170,6 +185,6 @@ def _build(final: str, key: str, build: Callable[[], tuple | Iterable[tuple]], m
         built = build()  # (ids, types), or an iterator of such chunks
         write_array_chunks(tmp, [built] if isinstance(built, tuple) else built)
         with open(os.path.join(tmp, "meta.json"), "w") as f:
-            n = len(np.load(os.path.join(tmp, "offsets.npy"))) - 1
+            n = len(FileArray(os.path.join(tmp, "offsets.npy"))) - 1
             json.dump({"key": key, "n": n, **(meta or {})}, f, indent=1, default=str)
         fault_point("cache_write")

@@ -1,4 +1,4 @@
-"""``FileArray``: slices equal to the saved array's, for either ``.npy`` header version; the file is never
+"""``FileArray``: slices and items equal to the saved array's, for either ``.npy`` header version; the file is never
 mapped into the process; a copy for another process (pickle, fork) opens its own descriptor; bad slices and
 a truncated file raise."""
 
@@ -25,6 +25,7 @@ def test_slices_equal_the_saved_array_and_nothing_is_mapped(tmp_path, dtype):
     for lo, hi in [(0, 1), (5, 4100), (10_000, 10_007), (3, 3), (9_990, 20_000), (-7, None)]:
         np.testing.assert_array_equal(a[lo:hi], values[lo:hi])
     assert a[3:3].dtype == np.dtype(dtype)
+    assert [a[i] for i in (0, 4100, 10_006, -1, np.int64(7))] == [values[i] for i in (0, 4100, 10_006, -1, 7)]
     np.testing.assert_array_equal(np.asarray(a), values)
     assert np.asarray(a, dtype=np.float64).dtype == np.float64 and np.array_equal(a, values)
     assert not _mapped(path)
@@ -60,8 +61,10 @@ def test_bad_slices_and_a_truncated_file_raise(tmp_path):
     path = str(tmp_path / "a.npy")
     np.save(path, np.arange(100, dtype=np.int32))
     a = FileArray(path)
-    with pytest.raises(TypeError, match="takes slices"):
-        a[3]
+    with pytest.raises(TypeError, match="takes slices and integers"):
+        a[[3]]
+    with pytest.raises(IndexError, match="out of range"):
+        a[100]
     with pytest.raises(ValueError, match="contiguous"):
         a[0:10:2]
     os.truncate(path, os.path.getsize(path) - 40)  # the last 10 values gone

@@ -6,7 +6,7 @@ import pytest
 from bertlab.core.errors import BertlabError
 from bertlab.core.models import load_tokenizer
 from datamodules.file_array import FileArray
-from datamodules.token_cache import SpecialTemplate, cache_key, cached_arrays, tokenize
+from datamodules.token_cache import SpecialTemplate, TokenArrays, cache_key, cached_arrays, tokenize, write_arrays
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def test_cache_is_built_once_and_read_back_from_disk(tmp_path, tok):
     first, built = cached_arrays(str(tmp_path), key, build)
     second, built_again = cached_arrays(str(tmp_path), key, build)
     assert (built, built_again, len(calls)) == (True, False, 1)
-    assert isinstance(second.ids, FileArray)  # read per example, never mapped or loaded whole
+    assert isinstance(second.ids, FileArray) and isinstance(second.offsets, FileArray)  # never whole in memory
     assert [len(second.get(i)["input_ids"]) for i in range(3)] == [4, 3, 6]
     assert np.array_equal(first.get(2)["input_ids"], second.get(2)["input_ids"])
     assert cache_key(data="d", max_length=16) != cache_key(data="d", max_length=32)
@@ -121,3 +121,13 @@ def test_raw_stream_becomes_the_npy_file_np_save_writes(tmp_path, dtype, out_dty
     np.save(tmp_path / "ref.npy", values.astype(out_dtype))
     assert (tmp_path / "x.npy").read_bytes() == (tmp_path / "ref.npy").read_bytes()
     assert not (tmp_path / "x.raw").exists()
+
+
+@pytest.mark.parametrize("longest,dtype", [(200, np.uint8), (300, np.uint16), (70_000, np.uint32)])
+def test_lengths_are_the_offsets_differences_in_the_smallest_unsigned_dtype(tmp_path, longest, dtype):
+    lengths = np.random.default_rng(0).integers(0, 200, 1_000)  # the longest one decides the dtype
+    lengths[517] = longest
+    write_arrays(str(tmp_path), [[7] * n for n in lengths], None)
+    arrays = TokenArrays(str(tmp_path), block=64)  # many blocks, the last one short
+    assert arrays.lengths().dtype == dtype and np.array_equal(arrays.lengths(), lengths)
+    assert arrays.span(517) == (int(lengths[:517].sum()), int(lengths[:518].sum())) and len(arrays) == 1_000
