@@ -249,7 +249,7 @@ def _arm_args(table: str) -> dict[str, dict]:
     return {arm["name"]: arm.get("args") or {} for arm in arms}
 
 
-HEADS = {
+RECIPE_HEADS = {
     "head_mean": "MeanHead",
     "head_concat_all": "ConcatAllHead",
     "head_concat_last4": "LastKHead",
@@ -261,8 +261,9 @@ HEADS = {
 def test_the_recipes_tables_measure_every_recipe_and_pick_heads_by_class_path(table):
     arms = _arm_args(table)
     knowledge = "knowledge_vader" if table == "fine_food_recipes" else "knowledge_encoder"
-    assert {"baseline", "layer_decay_0.95", "multitask_label_desc", knowledge, "self_distill", *HEADS} <= set(arms)
-    for name, head in HEADS.items():
+    recipes = {"baseline", "layer_decay_0.95", "multitask_label_desc", knowledge, "self_distill", *RECIPE_HEADS}
+    assert recipes <= set(arms)
+    for name, head in RECIPE_HEADS.items():
         spelled = arms[name]["model.init_args.head"]
         assert (spelled if isinstance(spelled, str) else spelled["class_path"]) == head
         assert hasattr(heads, head)  # composed in tests/test_configs.py; here: the class the arm names exists
