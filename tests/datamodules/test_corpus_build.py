@@ -122,3 +122,20 @@ def test_a_killed_build_resumes_without_redoing_finished_shards(tiny_bert_dir, t
     fresh.setup()
     for split in ("train", "val"):
         assert _items(resumed.datasets[split]) == _items(fresh.datasets[split])
+
+
+def test_offsets_are_written_a_shard_at_a_time_and_equal_np_save(tmp_path):
+    rng = np.random.default_rng(0)
+    shards, every = [], []
+    for i, n in enumerate([5, 0, 17, 1, 9]):  # an empty shard too
+        lengths = rng.integers(1, 300, size=n).astype(np.int32)
+        every.append(lengths)
+        shards.append(str(tmp_path / f"shard-{i}.npz"))
+        np.savez(shards[-1], train_lengths=lengths)
+    out = str(tmp_path / "offsets.npy")
+    n, total, longest = corpus_build.write_offsets(shards, "train_lengths", out)
+    lengths = np.concatenate(every)
+    expected = str(tmp_path / "expected.npy")
+    np.save(expected, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
+    assert open(out, "rb").read() == open(expected, "rb").read()  # byte for byte, as caches built before
+    assert (n, total, longest) == (len(lengths), int(lengths.sum()), int(lengths.max()))
