@@ -10,23 +10,11 @@ card (e.g. a run from before cards existed) is left alone.
 
 from __future__ import annotations
 
-import json
 import os
 
-from bertlab.ablation_report import compare_table, mean_std
+from bertlab.ablation_report import compare_table, mean_std, run_export
 from bertlab.core.files import atomic_path
 from callbacks import model_card
-
-
-def export_dir(root: str, arm: str, seed: int | str) -> str | None:
-    """The export of a finished run's scored (last) stage, from its ``summary.json``."""
-    summary = os.path.join(root, arm, f"seed{seed}", "summary.json")
-    if not os.path.isfile(summary):
-        return None
-    with open(summary) as f:
-        stages = json.load(f).get("stages") or [{}]
-    export = stages[-1].get("export")
-    return export if export and os.path.isdir(export) else None
 
 
 def arm_facts(meta: dict, results: dict, arm: str) -> dict:
@@ -68,8 +56,8 @@ def annotate_cards(root: str, meta: dict, results: dict) -> int:
             continue
         facts = arm_facts(meta, results, arm)
         for seed in per.get("_runs", {}):
-            where = export_dir(root, arm, seed)
-            card = model_card.read_card(where) if where else None
+            where = run_export(root, arm, seed)
+            card = model_card.read_card(where) if where else None  # None: no bertlab card there
             if card is None:
                 continue
             new = {**facts, "seed": int(seed)}

@@ -27,14 +27,19 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
 
 
-def run_dir(root: str, arm: str, seed: int | str) -> str | None:
-    """Where a finished run's scored (last) stage wrote its ``test_metrics.json``, from its ``summary.json``."""
+def run_export(root: str, arm: str, seed: int | str) -> str | None:
+    """The export of a finished run's scored (last) stage, from its ``summary.json``."""
     summary = os.path.join(root, arm, f"seed{seed}", "summary.json")
     if not os.path.isfile(summary):
         return None
     with open(summary) as f:
         stages = json.load(f).get("stages") or [{}]
-    export = stages[-1].get("export")
+    return stages[-1].get("export") or None
+
+
+def run_dir(root: str, arm: str, seed: int | str) -> str | None:
+    """Where a finished run's scored (last) stage wrote its ``test_metrics.json``."""
+    export = run_export(root, arm, seed)
     return os.path.dirname(export) if export else None
 
 
