@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MLM_CONFIG = os.path.join(ROOT, "configs/mlm/fine_food_tapt.yaml")
 QUIET = [
     "--trainer.logger",
     "false",
@@ -57,4 +58,32 @@ def tiny_args(model_dir: str, csvs: dict, root: str, cache: str) -> list[str]:
         "--trainer.default_root_dir",
         root,
         *QUIET,
+    ]
+
+
+def mlm_args(model_dir: str, cache: str, root: str, *extra: str) -> list[str]:
+    """A 2-step MLM fit of ``model_dir`` with no task texts (``extra`` gives the corpus or what a test changes)."""
+    return [
+        "--config",
+        MLM_CONFIG,
+        "--model.init_args.model_name_or_path",
+        model_dir,
+        "--data.init_args.task",
+        "null",
+        "--data.init_args.max_length",
+        "32",
+        "--data.init_args.loader.batch_size",
+        "8",
+        "--data.init_args.cache_dir",
+        cache,
+        "--trainer.max_steps",
+        "2",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.callbacks",
+        "[]",
+        *QUIET,
+        "--trainer.default_root_dir",
+        root,
+        *extra,
     ]

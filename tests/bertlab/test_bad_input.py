@@ -9,10 +9,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.bertlab.cli_helpers import QUIET, ROOT, run_cli, tiny_args
+from tests.bertlab.cli_helpers import ROOT, mlm_args, run_cli, tiny_args
 from tests.conftest import make_texts
 
-MLM_CONFIG = os.path.join(ROOT, "configs/mlm/fine_food_tapt.yaml")
 TINY_CONFIG = os.path.join(ROOT, "tests/configs/tiny_test.yaml")
 
 
@@ -216,31 +215,7 @@ def mlm_fit(tiny_bert_dir, tmp_path):
     root = tmp_path / "mlm"
 
     def run(*extra):
-        return run_cli(
-            "fit",
-            "--config",
-            MLM_CONFIG,
-            "--model.init_args.model_name_or_path",
-            tiny_bert_dir,
-            "--data.init_args.task",
-            "null",
-            "--data.init_args.max_length",
-            "32",
-            "--data.init_args.loader.batch_size",
-            "8",
-            "--data.init_args.cache_dir",
-            str(tmp_path / "cache"),
-            "--trainer.max_steps",
-            "2",
-            "--trainer.accelerator",
-            "cpu",
-            "--trainer.callbacks",
-            "[]",
-            *QUIET,
-            "--trainer.default_root_dir",
-            str(root),
-            *extra,
-        )
+        return run_cli("fit", *mlm_args(tiny_bert_dir, str(tmp_path / "cache"), str(root), *extra))
 
     run.root = root
     return run

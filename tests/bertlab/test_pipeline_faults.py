@@ -31,11 +31,10 @@ import torch
 import yaml
 
 from bertlab.core.faults import SITES
-from tests.bertlab.cli_helpers import ROOT, cli_env
+from tests.bertlab.cli_helpers import MLM_CONFIG, ROOT, cli_env
 from tests.conftest import make_texts
 
 TINY_CONFIG = os.path.join(ROOT, "tests/configs/tiny_test.yaml")
-MLM_CONFIG = os.path.join(ROOT, "configs/mlm/fine_food_tapt.yaml")
 QUIET = {
     "trainer.logger": False,
     "trainer.enable_progress_bar": False,

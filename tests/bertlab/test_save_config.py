@@ -10,8 +10,8 @@ import os
 import pandas as pd
 import pytest
 
-from tests.bertlab.cli_helpers import QUIET, tiny_args
-from tests.bertlab.test_bad_input import MLM_CONFIG, assert_error
+from tests.bertlab.cli_helpers import mlm_args, tiny_args
+from tests.bertlab.test_bad_input import assert_error
 from tests.bertlab.test_preflight import run_main
 from tests.conftest import make_texts
 
@@ -47,33 +47,8 @@ def test_a_run_that_passes_its_checks_writes_its_config(two_label_run):
 def _mlm(tiny_bert_dir, tmp_path, root, *extra) -> list[str]:
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(make_texts(100, seed=9)[0]) + "\n")
-    return [
-        "fit",
-        "--config",
-        MLM_CONFIG,
-        "--model.init_args.model_name_or_path",
-        tiny_bert_dir,
-        "--data.init_args.task",
-        "null",
-        "--data.init_args.corpus",
-        f"[{corpus}]",
-        "--data.init_args.max_length",
-        "32",
-        "--data.init_args.loader.batch_size",
-        "8",
-        "--data.init_args.cache_dir",
-        str(tmp_path / "cache"),
-        "--trainer.max_steps",
-        "2",
-        "--trainer.accelerator",
-        "cpu",
-        "--trainer.callbacks",
-        "[]",
-        *QUIET,
-        "--trainer.default_root_dir",
-        str(root),
-        *extra,
-    ]
+    corpus_arg = ["--data.init_args.corpus", f"[{corpus}]"]
+    return ["fit", *mlm_args(tiny_bert_dir, str(tmp_path / "cache"), str(root), *corpus_arg, *extra)]
 
 
 def _three_labels(tiny_bert_dir, tiny_csvs, tmp_path, root, ckpt, *extra) -> list[str]:

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from bertlab.cli import main
-from tests.bertlab.cli_helpers import QUIET, ROOT, tiny_args
+from tests.bertlab.cli_helpers import MLM_CONFIG, QUIET, tiny_args
 from tests.conftest import make_texts
 
 CHECKPOINT = "pytorch_lightning.callbacks.ModelCheckpoint"
@@ -115,9 +115,6 @@ def test_resume_is_bit_identical(tiny_bert_dir, tiny_csvs, tmp_path, runs, shuff
 
 
 # ---- MLM: 95 training lines / 8 = 12 steps an epoch, 2 epochs; validation every 4 steps
-
-
-MLM_CONFIG = os.path.join(ROOT, "configs/mlm/fine_food_tapt.yaml")
 
 
 def _mlm_fit(model, corpus, root, shuffle="grouped", *extra, stop=False) -> dict[str, torch.Tensor] | None:
