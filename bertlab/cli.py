@@ -13,7 +13,9 @@ import sys
 
 if __name__ == "__main__":  # `python -m bertlab.cli`: choose the allocator before torch allocates anything
     from bertlab.allocator import preload_and_reexecute
+    from bertlab.core.lifetime import tie_to_starter
 
+    tie_to_starter()  # a pipeline's stage dies with its pipeline
     preload_and_reexecute()
 
 from bertlab.core.errors import BertlabError  # noqa: E402

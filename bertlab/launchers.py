@@ -24,7 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bertlab.core.errors import BertlabError
-from bertlab.core.files import atomic_path
+from bertlab.core.files import atomic_path, held_locks
+from bertlab.core.lifetime import child_env as tied
+from bertlab.core.lifetime import tie_to_starter
 
 
 @dataclass
@@ -84,6 +86,7 @@ def _child(path: str) -> int:
     import pickle
     import traceback
 
+    tie_to_starter()
     with open(path, "rb") as f:
         job, cwd = pickle.load(f)
     try:
@@ -108,7 +111,8 @@ def _start(job: Job, env: dict[str, str]) -> int:
     try:
         with open(job.log, "a") as log:
             cmd = [sys.executable, "-m", "bertlab.launchers", job.log + ".job.pkl"]
-            return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env).returncode
+            run = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=tied(child_env), pass_fds=held_locks())
+            return run.returncode
     finally:
         os.remove(job.log + ".job.pkl")
 

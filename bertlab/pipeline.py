@@ -30,9 +30,10 @@ import time
 
 from bertlab.allocator import allocator_in_use
 from bertlab.core.errors import BertlabError
-from bertlab.core.faults import fault_point
-from bertlab.core.files import atomic_path, exclusive_dir
+from bertlab.core.faults import fault_point, in_stage
+from bertlab.core.files import atomic_path, exclusive_dir, held_locks
 from bertlab.core.fingerprint import fingerprint
+from bertlab.core.lifetime import child_env
 from bertlab.core.provenance import provenance
 from bertlab.pipeline_spec import (
     STAGE_FILE,
@@ -60,7 +61,7 @@ def _fingerprint(stage: Stage, args: list[str], upstream: str) -> str:
 def _run(cmd: list[str], where: str) -> None:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
-    proc = subprocess.run(cmd, env=env)
+    proc = subprocess.run(cmd, env=child_env(env), pass_fds=held_locks())  # it dies with us, and holds our lock
     if proc.returncode != 0:
         raise BertlabError(f"stage {where} failed with exit code {proc.returncode}: {' '.join(cmd)}")
 
@@ -210,9 +211,10 @@ def _run_stages(stages, root, label, force, extra_args, check_only) -> dict | No
             return None
         else:
             print(f"[bertlab pipeline] {stage.name}: running", flush=True)
-            metrics = run_stage(stage, root, args)
+            with in_stage(stage.name):
+                metrics = run_stage(stage, root, args)
+                fault_point("stage_record")
             status = "ran"
-            fault_point("stage_record")
             with atomic_path(record_path) as tmp, open(tmp, "w") as f:
                 json.dump(
                     {

@@ -134,4 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from bertlab.core.lifetime import tie_to_starter
+
+    tie_to_starter()  # a pipeline's stage dies with its pipeline
     sys.exit(main())

@@ -34,6 +34,7 @@ import numpy as np
 from bertlab.core.errors import BertlabError
 from bertlab.core.faults import fault_point
 from bertlab.core.files import atomic_path
+from bertlab.core.lifetime import tie_to
 from datamodules.corpus import Source, byte_ranges, doc_hash, read_range
 from datamodules.mlm_sequences import Layout, Sequencer
 
@@ -118,8 +119,12 @@ def _mix(h: np.ndarray) -> np.ndarray:
 _sequencer: Sequencer | None = None
 
 
-def _init_worker(tokenizer_json: str, layout: Layout) -> None:
+def _init_worker(tokenizer_json: str, layout: Layout, stage: int | None = None) -> None:
+    """Set up a tokenizing worker; a forked one (``stage``: the pid that forked it) dies with its stage, which
+    it would otherwise outlive, writing shards into a cache entry no one locks any more."""
     global _sequencer
+    if stage is not None:
+        tie_to(stage)
     _sequencer = Sequencer(tokenizer_json, layout)
 
 
@@ -178,7 +183,7 @@ def build(
     shard_texts = [texts[s.source][s.lo : s.hi] if s.source in texts else None for s in shards]
     workers = max(1, min(workers, len(shards)))
     ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    pool = ctx.Pool(workers, _init_worker, (tokenizer_json, layout)) if workers > 1 else None
+    pool = ctx.Pool(workers, _init_worker, (tokenizer_json, layout, os.getpid())) if workers > 1 else None
     try:
         plan_path = os.path.join(work, "plan.npz")
         if not os.path.isfile(plan_path):

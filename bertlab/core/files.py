@@ -144,11 +144,21 @@ def file_lock(path: str) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+_held: list[int] = []
+
+
+def held_locks() -> tuple[int, ...]:
+    """The file descriptors of the ``exclusive_dir`` locks this process holds: a child started to write into
+    those directories inherits them (``pass_fds``), so a lock outlives a killed parent until its children die
+    too (``bertlab.core.lifetime``)."""
+    return tuple(_held)
+
+
 @contextlib.contextmanager
 def exclusive_dir(directory: str, what: str = "run directory") -> Iterator[None]:
     """Hold ``directory``'s own lock for as long as something writes into it; a second writer (another
     ``bertlab ablate`` on the same root, two arms that would share a directory) is refused at once, not queued.
-    ``flock``: the lock goes with its holder, even at ``kill -9``."""
+    ``flock``: the lock goes with its last holder, even at ``kill -9``; children given ``held_locks()`` share it."""
     import fcntl
 
     from bertlab.core.errors import BertlabError
@@ -164,8 +174,10 @@ def exclusive_dir(directory: str, what: str = "run directory") -> Iterator[None]
                 f"{what} {directory} is in use by {holder}; wait for it to finish, or give this run another root"
             ) from None
         f.seek(0), f.truncate(), f.write(f"pid {os.getpid()} on {socket.gethostname()}"), f.flush()
+        _held.append(f.fileno())
         try:
             yield
         finally:
+            _held.remove(f.fileno())
             f.truncate(0)
             fcntl.flock(f, fcntl.LOCK_UN)

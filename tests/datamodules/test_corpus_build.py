@@ -4,10 +4,12 @@ plan, shard-by-shard tokenizing in worker processes, and a build killed mid-way 
 import multiprocessing
 import os
 import signal
+import threading
 import time
 
 import numpy as np
 import pytest
+import tqdm
 
 from datamodules import corpus, corpus_build, mlm_sequences
 from datamodules.corpus import byte_ranges, content_hash, doc_hash, read_range
@@ -105,6 +107,9 @@ def test_a_killed_build_resumes_without_redoing_finished_shards(tiny_bert_dir, t
         time.sleep(0.02)
     os.kill(child.pid, signal.SIGKILL)
     child.join()
+    # the forked child shared tqdm's write lock with this process and may have died holding it (a real stage is a
+    # process of its own): take a fresh one, or the resumed build's progress bar would wait on it forever
+    monkeypatch.setattr(tqdm.tqdm, "_lock", threading.RLock(), raising=False)
     (building,) = [d for d in os.listdir(os.path.join(cache, "tokens")) if d.endswith(".build")]
     finished = {f for f in os.listdir(os.path.join(cache, "tokens", building)) if f.startswith("shard-")}
     assert len(finished) >= 3 and not os.path.exists(os.path.join(cache, "tokens", building[: -len(".build")]))
