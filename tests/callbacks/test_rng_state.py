@@ -9,6 +9,7 @@ the uninterrupted fit, classification and MLM (``RNGState``; ``--ckpt_path`` on 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -103,14 +104,21 @@ def _fit(model, csvs, root, shuffle="grouped", *extra, stop=False) -> dict[str, 
     ],
 )
 def test_resume_is_bit_identical(tiny_bert_dir, tiny_csvs, tmp_path, runs, shuffle, checkpoint):
-    base, weights = runs(
-        "classify", shuffle, lambda root, sh, stop=False: _fit(tiny_bert_dir, tiny_csvs, root, sh, stop=stop)
-    )
+    fit = functools.partial(_fit, tiny_bert_dir, tiny_csvs)
+    _resumes_bit_identically(runs("classify", shuffle, fit), fit, tmp_path, shuffle, checkpoint, last_step=10)
+
+
+def _resumes_bit_identically(run, fit, tmp_path, shuffle: str, checkpoint: str, last_step: int) -> None:
+    """Resuming ``fit`` from ``checkpoint`` of ``run`` (its folder and uninterrupted weights) ends with the
+    uninterrupted weights, bit for bit; the checkpoint holds the RNG states and the step its name says
+    (``last_step`` for ``last.ckpt``)."""
+    base, weights = run
     ckpt = base / checkpoint.replace("/", "/checkpoints/")
     saved = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert any("RNGState" in key for key in saved["callbacks"])
-    assert saved["global_step"] == int(checkpoint.split("step=")[1].split(".")[0]) if "step=" in checkpoint else 10
-    resumed = _fit(tiny_bert_dir, tiny_csvs, tmp_path / "resumed", shuffle, "--ckpt_path", str(ckpt))
+    step = int(checkpoint.split("step=")[1].split(".")[0]) if "step=" in checkpoint else last_step
+    assert saved["global_step"] == step
+    resumed = fit(tmp_path / "resumed", shuffle, "--ckpt_path", str(ckpt))
     assert same(weights, resumed) == []
 
 
@@ -151,11 +159,5 @@ def corpus(tmp_path_factory):
 )
 def test_mlm_resume_is_bit_identical(tiny_bert_dir, tmp_path, runs, corpus, shuffle, checkpoint):
     """Masks come from the masker's own generator."""
-    base, weights = runs(
-        "mlm", shuffle, lambda root, sh, stop=False: _mlm_fit(tiny_bert_dir, corpus, root, sh, stop=stop)
-    )
-    ckpt = base / checkpoint.replace("/", "/checkpoints/")
-    saved = torch.load(ckpt, map_location="cpu", weights_only=True)
-    assert saved["global_step"] == int(checkpoint.split("step=")[1].split(".")[0]) if "step=" in checkpoint else 16
-    resumed = _mlm_fit(tiny_bert_dir, corpus, tmp_path / "resumed", shuffle, "--ckpt_path", str(ckpt))
-    assert same(weights, resumed) == []
+    fit = functools.partial(_mlm_fit, tiny_bert_dir, corpus)
+    _resumes_bit_identically(runs("mlm", shuffle, fit), fit, tmp_path, shuffle, checkpoint, last_step=16)
