@@ -8,7 +8,8 @@ their stage, and 4 kills from outside at seeded delays (two of the process group
 process alone). They run in two sequences side by side. In each, the site kills come one after another on one
 root, each rerun killed at a later moment than the one before (so it first has to recover from the previous
 kill); a rerun to the end is checked; then the outside kills run the same way on a fresh root, and a last rerun
-is checked. Every site moment must come, and each kind of outside kill must land.
+is checked. The site moments must come (one miss is tolerated, see the test), every site among them, and
+each kind of outside kill must land.
 """
 
 from __future__ import annotations
@@ -236,8 +237,12 @@ def test_a_pipeline_killed_at_20_moments_finishes_as_if_never_killed(pipeline_fi
         ]
         events = [e for r in runs for e in r.result()]
     print(f"\nreference {reference['seconds']:.0f} s; kills {time.monotonic() - t0:.0f} s:", *events, sep="\n")
+    # a site moment comes again in the rerun unless two tokenizing workers raced at the kill (one may finish a shard
+    # the rerun then skips): it has not happened here, and one such miss is tolerated; every site must be hit
     missed = [m for kind, m, code, _ in events if kind == "site" and code != -signal.SIGKILL]
-    assert not missed, f"site moments that never came: {missed}"
+    assert len(missed) <= 1, f"site moments that never came: {missed}"
+    fired = {m[0].rpartition("/")[2] for kind, m, code, _ in events if kind == "site" and code == -signal.SIGKILL}
+    assert fired == set(SITES), f"the fault points never reached: {set(SITES) - fired}"
     outside_kinds = {kind for kind, _, code, _ in events if kind != "site" and code == -signal.SIGKILL}
     assert outside_kinds == {"pid", "group"}, f"outside kills that never landed: {events}"
 
