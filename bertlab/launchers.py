@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 
 from bertlab.core.errors import BertlabError
 from bertlab.core.files import atomic_path, held_locks
-from bertlab.core.lifetime import child_env as tied
-from bertlab.core.lifetime import tie_to_starter
+from bertlab.core.lifetime import child_env, tie_to_starter
 
 
 @dataclass
@@ -106,12 +105,12 @@ def _start(job: Job, env: dict[str, str]) -> int:
     os.makedirs(os.path.dirname(job.log), exist_ok=True)
     with atomic_path(job.log + ".job.pkl") as tmp, open(tmp, "wb") as f:
         pickle.dump((job, os.getcwd()), f)
-    child_env = {**os.environ, **env}
-    child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
+    run_env = child_env({**os.environ, **env})  # it dies with this process
+    run_env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))
     try:
         with open(job.log, "a") as log:
             cmd = [sys.executable, "-m", "bertlab.launchers", job.log + ".job.pkl"]
-            run = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=tied(child_env), pass_fds=held_locks())
+            run = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=run_env, pass_fds=held_locks())
             return run.returncode
     finally:
         os.remove(job.log + ".job.pkl")
