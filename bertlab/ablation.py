@@ -45,7 +45,6 @@ from bertlab.launchers import Failure, Job, add_launcher_args, launcher_from_arg
 from bertlab.pipeline import preflight_stages, run_stages
 from bertlab.pipeline_spec import Stage
 from bertlab.shared_pretraining import (
-    check_nesting,
     fine_tune_source,
     fine_tune_stale,
     pretrain_root,
@@ -210,9 +209,16 @@ def run_ablation(
 ) -> tuple[str, list[Failure]]:
     """Run every chosen arm × seed through ``launch``; the report covers every run that has finished."""
     spec = load_ablation(path)
-    if seeds:
+    if seeds and len(spec.pretraining_seeds) > 1:  # nested: a subset of the file's seeds, nested as in the file
+        outside = [s for s in seeds if s not in spec.seeds]
+        if outside:
+            raise BertlabError(
+                f"--seeds {outside}: not among {path}'s seeds {spec.seeds}, which nest under pretrain_seeds "
+                f"{spec.pretraining_seeds}; --seeds picks among them (add more to the file to run more)"
+            )
+    elif seeds:
         spec.seeds = seeds
-        check_nesting(spec, path)
+    run_seeds = seeds or spec.seeds
     chosen = [a for a in spec.arms if not arms or a.name in arms]
     unknown = set(arms or []) - {a.name for a in spec.arms}
     if unknown:
@@ -224,7 +230,7 @@ def run_ablation(
     os.makedirs(spec.root, exist_ok=True)
     # each run directory is locked by the run writing it (run_stages): two `bertlab ablate --arms` processes may
     # share a root, and one that reaches a directory the other is writing stops there with a clear error
-    failures = _launch_all(spec, chosen, launch, path, allow_mixed, rerun_stale)
+    failures = _launch_all(spec, chosen, run_seeds, launch, allow_mixed, rerun_stale)
     results = _record(os.path.join(spec.root, "results.json"), None, None, None, spec.metrics)
     order = [a.name for a in spec.arms if a.name in results]
     mixed = sorted({c or "unrecorded" for a in order for t in results[a].get("_runs", {}).values() for c in codes(t)})
@@ -241,13 +247,14 @@ def run_ablation(
     return report, failures
 
 
-def _launch_all(spec, chosen, launch, path, allow_mixed, rerun_stale) -> list[Failure]:
-    """The shared pre-training jobs first (each group × pre-training seed once, so that the seeds' runs never
-    race to run them), then every arm × seed that has not finished on this training code."""
+def _launch_all(spec, chosen, seeds, launch, allow_mixed, rerun_stale) -> list[Failure]:
+    """The shared pre-training jobs first (each group × pre-training seed that ``seeds`` nest under, once, so that
+    the seeds' runs never race to run them), then every arm × seed that has not finished on this training code."""
     current = code_hash()
     shared, groups, stale = [], set(), []
+    needed = {pretrain_seed_of(spec, seed) for seed in seeds}
     for arm in chosen:
-        for pseed in spec.pretraining_seeds if arm.pipeline else []:
+        for pseed in [p for p in spec.pretraining_seeds if p in needed] if arm.pipeline else []:
             if shared_pretraining(spec, arm) is None or (arm.group, pseed) in groups:
                 continue
             groups.add((arm.group, pseed))
@@ -261,7 +268,7 @@ def _launch_all(spec, chosen, launch, path, allow_mixed, rerun_stale) -> list[Fa
                 shared.append(Job(f"{arm.group}/pretrain_seed{pseed}", run_pretraining, job_args, log, _wandb(arm)))
     store, jobs, finished_runs = os.path.join(spec.root, "results.json"), [], []
     for arm in chosen:
-        for seed in spec.seeds:
+        for seed in seeds:
             name = f"{arm.name}/seed{seed}"
             finished = _run_arm(spec, arm, seed, check_only=True)
             old = finished is not None and codes(finished) != {current}

@@ -442,7 +442,9 @@ def test_an_arms_set_reaches_its_stage_in_the_shared_pre_training_and_in_the_pre
     assert "--trainer.max_steps 2" not in " ".join(checked[0])
 
 
-def test_pretrain_seeds_nest_the_fine_tune_seeds_under_each_pre_training_run(tmp_path, monkeypatch):
+def _nested_ablation(tmp_path, monkeypatch) -> tuple[str, dict, list]:
+    """A 2-stage pipeline arm with seeds 0-3 nested under pretrain_seeds [3, 4], run by a fake ``run_stages``
+    that records each call (root, extra args, stage args): (the file, its spec, the calls)."""
     import bertlab.ablation as ablation
 
     calls, done = [], set()
@@ -470,7 +472,14 @@ def test_pretrain_seeds_nest_the_fine_tune_seeds_under_each_pre_training_run(tmp
     spec.pop("pretrain_seed")
     path = _write(tmp_path / "nested.yaml", spec)
     monkeypatch.setattr(ablation, "code_hash", lambda: "x")
-    ablation.run_ablation(path)
+    return path, spec, calls
+
+
+def test_pretrain_seeds_nest_the_fine_tune_seeds_under_each_pre_training_run(tmp_path, monkeypatch):
+    from bertlab.ablation import run_ablation
+
+    path, spec, calls = _nested_ablation(tmp_path, monkeypatch)
+    run_ablation(path)
     out = str(tmp_path / "out")
     pre = {
         root: extra[extra.index("--seed_everything") + 1]
@@ -488,6 +497,24 @@ def test_pretrain_seeds_nest_the_fine_tune_seeds_under_each_pre_training_run(tmp
     bad = _write(tmp_path / "uneven.yaml", spec | {"seeds": [0, 1, 2]})
     with pytest.raises(BertlabError, match="3 seeds do not split evenly over 2 pretrain_seeds"):
         load_ablation(bad)
+
+
+def test_seeds_on_the_command_line_keep_the_files_nesting(tmp_path, monkeypatch):
+    """``--seeds 1`` runs fine-tune seed 1 from the pre-training run the whole file gives it (pretrain seed 3, the
+    first of seeds 0-3's two groups), and no other pre-training run; a seed outside the file's cannot be nested."""
+    from bertlab.ablation import run_ablation
+
+    path, _, calls = _nested_ablation(tmp_path, monkeypatch)
+    out = str(tmp_path / "out")
+    run_ablation(path, seeds=[1])
+    assert [root for root, *_ in calls] == [os.path.join(out, "tapt", p) for p in ("pretrain_seed3", "seed1")]
+    assert calls[1][2][0][-1] == os.path.join(out, "tapt", "pretrain_seed3", "mlm", "export")
+    run_ablation(path, seeds=[2])  # the second group: pretrain seed 4 runs now
+    assert [root for root, *_ in calls[2:]] == [os.path.join(out, "tapt", p) for p in ("pretrain_seed4", "seed2")]
+    runs = json.load(open(os.path.join(out, "results.json")))["tapt"]["_runs"]
+    assert {s: r["pretrain_seed"] for s, r in runs.items()} == {"1": 3, "2": 4}
+    with pytest.raises(BertlabError, match=r"--seeds \[7\]: not among .*'s seeds \[0, 1, 2, 3\]"):
+        run_ablation(path, seeds=[0, 7])
 
 
 def test_pretrain_seed_refuses_a_last_stage_that_names_earlier_files(tmp_path):
