@@ -14,7 +14,6 @@ each kind of outside kill must land.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import glob
 import json
@@ -36,6 +35,7 @@ import yaml
 
 from bertlab.core.faults import SITES
 from tests.bertlab.cli_helpers import MLM_CONFIG, ROOT, cli_env
+from tests.bertlab.run_locks import locked, until
 from tests.conftest import make_texts
 
 TINY_CONFIG = os.path.join(ROOT, "tests/configs/tiny_test.yaml")
@@ -263,16 +263,7 @@ def _processes_in(root: str) -> list[int]:
 def _released(root: str, seconds: float = 10) -> bool:
     """Whether, within ``seconds``, every process naming ``root`` has gone and the root's lock is free. (A dying
     process keeps its files, and so the lock it shares, a moment after its command line has gone.)"""
-    deadline, path = time.monotonic() + seconds, os.path.join(root, ".bertlab.lock")
-    while time.monotonic() < deadline:
-        if not _processes_in(root):
-            if not os.path.exists(path):
-                return True
-            with open(path, "a+") as lock, contextlib.suppress(BlockingIOError):
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return True
-        time.sleep(0.1)
-    return False
+    return until(lambda: not _processes_in(root) and not locked(root), seconds)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG and /proc are Linux's")

@@ -3,7 +3,6 @@ lock until it has; one started without them outlives the parent and leaves the d
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 import subprocess
@@ -14,6 +13,7 @@ import time
 import pytest
 
 from tests.bertlab.cli_helpers import ROOT
+from tests.bertlab.run_locks import locked, until
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 
@@ -34,29 +34,12 @@ PARENT = textwrap.dedent(
 )
 
 
-def _locked(run: str) -> bool:
-    with open(os.path.join(run, ".bertlab.lock"), "a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(f, fcntl.LOCK_UN)
-        return False
-
-
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().split(") ")[1][0] != "Z"  # a zombie has already let go of everything
     except FileNotFoundError:
         return False
-
-
-def _until(condition, seconds: float = 10) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return condition()
 
 
 @pytest.mark.parametrize("tied", [True, False])
@@ -68,15 +51,15 @@ def test_a_child_dies_with_its_parent_only_when_tied(tmp_path, tied):
     )
     kid = int(parent.stdout.readline())
     try:
-        assert _locked(run)
+        assert locked(run)
         parent.kill()
         assert parent.wait(timeout=10) == -signal.SIGKILL
         if tied:
-            assert _until(lambda: not _alive(kid)), "the tied child outlived its parent"
-            assert not _locked(run)
+            assert until(lambda: not _alive(kid)), "the tied child outlived its parent"
+            assert not locked(run)
         else:  # what happened before: the child runs on, in a directory nobody locks
             time.sleep(1)
-            assert _alive(kid) and not _locked(run)
+            assert _alive(kid) and not locked(run)
     finally:
         if _alive(kid):
             os.kill(kid, signal.SIGKILL)
@@ -92,9 +75,9 @@ def test_the_lock_stays_held_while_a_child_that_shares_it_lives(tmp_path):
     try:
         parent.kill()
         parent.wait(timeout=10)
-        assert _locked(run)
+        assert locked(run)
         os.kill(kid, signal.SIGKILL)
-        assert _until(lambda: not _locked(run))
+        assert until(lambda: not locked(run))
     finally:
         if _alive(kid):
             os.kill(kid, signal.SIGKILL)

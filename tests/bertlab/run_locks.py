@@ -1,0 +1,31 @@
+"""Watching a run directory's lock from outside, as a rerun would meet it: whether it is held, and waiting for a
+condition (a holder dying) with a deadline."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Callable
+
+
+def locked(directory: str) -> bool:
+    """Whether some process holds ``directory``'s ``exclusive_dir`` lock (never, when it has no lock file)."""
+    path = os.path.join(directory, ".bertlab.lock")
+    if not os.path.exists(path):
+        return False
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+
+
+def until(condition: Callable[[], bool], seconds: float = 10) -> bool:
+    """Whether ``condition`` holds within ``seconds`` (polled every 50 ms)."""
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
