@@ -19,6 +19,7 @@ tokenizer's buffers. A progress bar reports tokens/s.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import multiprocessing
@@ -255,6 +256,16 @@ def _assemble(final: str, paths: list[str], words: bool, meta: dict, started: fl
     return stats
 
 
+@contextlib.contextmanager
+def _npy(out: str, dtype, n: int) -> Iterator:
+    """``out`` open for writing a 1-D ``.npy`` of ``n`` items of ``dtype``, its header written: the caller writes
+    the items' bytes in order, a shard at a time."""
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": (n,)}
+    with open(out, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        yield f
+
+
 def write_offsets(paths: list[str], name: str, out: str) -> tuple[int, int, int]:
     """``offsets.npy`` (int64, one more than the sequences) from the shards' ``name`` lengths, one shard in memory
     at a time (the whole corpus's lengths were ~40 bytes a document at the peak); returns (sequences, tokens,
@@ -265,9 +276,7 @@ def write_offsets(paths: list[str], name: str, out: str) -> tuple[int, int, int]
             lengths = z[name]
         n, longest = n + len(lengths), max(longest, int(lengths.max(initial=0)))
     total = 0
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.int64)), "fortran_order": False, "shape": (n + 1,)}
-    with open(out, "wb") as f:
-        np.lib.format.write_array_header_1_0(f, header)
+    with _npy(out, np.int64, n + 1) as f:
         f.write(np.zeros(1, np.int64).tobytes())
         for p in paths:
             with np.load(p) as z:
@@ -278,9 +287,7 @@ def write_offsets(paths: list[str], name: str, out: str) -> tuple[int, int, int]
 
 
 def _concat(paths: list[str], name: str, out: str, dtype, n: int) -> None:
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": (n,)}
-    with open(out, "wb") as f:
-        np.lib.format.write_array_header_1_0(f, header)
+    with _npy(out, dtype, n) as f:
         for p in paths:
             with np.load(p) as z:
                 f.write(z[name].astype(dtype, copy=False).tobytes())
