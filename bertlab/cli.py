@@ -18,8 +18,10 @@ if __name__ == "__main__":  # `python -m bertlab.cli`: choose the allocator befo
     tie_to_starter()  # a pipeline's stage dies with its pipeline
     preload_and_reexecute()
 
+from bertlab.core.environment import set_defaults  # noqa: E402
 from bertlab.core.errors import BertlabError  # noqa: E402
-from bertlab.engine import run_lightning  # noqa: E402  (sets the offline environment before torch loads)
+
+set_defaults()  # offline, before any subcommand loads torch or transformers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             from bertlab.demo import main as demo_main
 
             return demo_main(args[1:])
+        from bertlab.engine import run_lightning  # Lightning loads only for the subcommands that train or predict
+
         run_lightning(argv)
     except SystemExit as e:
         resume = getattr(e, "bertlab_resume", None)  # set by GracefulStop on SIGTERM / SIGINT
@@ -83,11 +87,11 @@ def find_ours(error: BaseException | None) -> Exception | None:
     """The error behind ``error`` that is the user's to fix, following ``__cause__``/``__context__``:
     a ``BertlabError``, or Lightning's ``MisconfigurationException`` (conflicting trainer settings,
     e.g. ``enable_checkpointing: false`` with a ModelCheckpoint in the callbacks)."""
-    from lightning_fabric.utilities.exceptions import MisconfigurationException
-
+    fabric = sys.modules.get("lightning_fabric.utilities.exceptions")  # not loaded: none of its errors can exist
+    ours = (BertlabError,) + ((fabric.MisconfigurationException,) if fabric else ())
     seen = set()
     while error is not None and id(error) not in seen:
-        if isinstance(error, (BertlabError, MisconfigurationException)):
+        if isinstance(error, ours):
             return error
         seen.add(id(error))
         error = error.__cause__ or error.__context__

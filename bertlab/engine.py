@@ -11,10 +11,9 @@ import json
 import os
 import sys
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # bertlab never downloads; fail fast instead of hanging
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("WANDB_MODE", "offline")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from bertlab.core.environment import set_defaults
+
+set_defaults()  # offline, before torch and transformers load
 
 import pytorch_lightning as pl  # noqa: E402
 from pytorch_lightning.cli import LightningCLI  # noqa: E402

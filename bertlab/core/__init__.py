@@ -1,6 +1,7 @@
 """The base floor: what every component shares, importing no other project code.
 
 * ``errors`` — ``BertlabError``, the one exception type for bad input;
+* ``environment`` — the environment defaults every command runs under (offline, before torch loads);
 * ``models`` — built-in model names and local model/tokenizer directories (nothing is downloaded);
 * ``hf_loading`` — ``from_pretrained`` on a local directory, quietly and with clear errors;
 * ``files`` — ``atomic_path``: the one way a file or directory is written atomically;
