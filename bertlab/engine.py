@@ -69,10 +69,21 @@ def write_json(path: str, payload) -> None:
         json.dump(payload, f, indent=1, sort_keys=True, default=str)
 
 
-def default_loggers(root: str, wandb_args) -> list:
+def resumed_version(root: str, ckpt_path) -> int | None:
+    """K when a fit resumes from a checkpoint under ``ROOT/csv/version_K``: it logs on in that version, so its
+    ModelCheckpoint keeps its folder, and with it the best score and paths it restores (Lightning drops them when
+    the folder moved, and a resumed fit would then choose another best checkpoint)."""
+    if not isinstance(ckpt_path, str) or not os.path.isfile(ckpt_path):
+        return None
+    rel = os.path.relpath(os.path.abspath(ckpt_path), os.path.join(os.path.abspath(root), "csv"))
+    head = rel.split(os.sep)[0]
+    return int(head[len("version_") :]) if head.startswith("version_") and head[8:].isdigit() else None
+
+
+def default_loggers(root: str, wandb_args, version: int | None = None) -> list:
     from pytorch_lightning.loggers import CSVLogger, WandbLogger
 
-    loggers = [CSVLogger(save_dir=root, name="csv")]
+    loggers = [CSVLogger(save_dir=root, name="csv", version=version)]
     if os.environ.get("WANDB_MODE", "offline") != "disabled":
         os.makedirs(root, exist_ok=True)
         loggers.append(
@@ -85,6 +96,26 @@ def default_loggers(root: str, wandb_args) -> list:
             )
         )
     return loggers
+
+
+def write_metrics(trainer: pl.Trainer, name: str) -> None:
+    """``ROOT/NAME_metrics.json``: what the run logged last, with its provenance (rank 0 writes it)."""
+    if trainer.is_global_zero:
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        metrics["provenance"] = provenance(str(trainer.precision), allocator_in_use())
+        write_json(os.path.join(trainer.default_root_dir, f"{name}_metrics.json"), metrics)
+
+
+class FitRecord(pl.Callback):
+    """Writes the fit's record, ``fit_metrics.json``, as training ends, before the export. A fit killed after that
+    and resumed from its final checkpoint has nothing left to train, so Lightning runs no training hook at all:
+    the record its attempt wrote stands (``BertlabCLI.after_fit``)."""
+
+    ended = False
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.ended = True
+        write_metrics(trainer, "fit")
 
 
 class PreflightDone(Exception):
@@ -158,30 +189,38 @@ class BertlabCLI(LightningCLI):
 
     def _instantiate_trainer(self, config, callbacks):
         if config.get("logger") in (None, True):  # default: CSV + W&B under the run's root
+            root = config.get("default_root_dir") or os.getcwd()
+            resumes = self.config[self.subcommand].get("ckpt_path") if self.subcommand == "fit" else None
             config["logger"] = default_loggers(
-                config.get("default_root_dir") or os.getcwd(), self.config_init[self.subcommand]["wandb"]
+                root, self.config_init[self.subcommand]["wandb"], resumed_version(root, resumes)
             )
         precision, why = resolve_precision(config.get("precision", AUTO), config.get("accelerator", "auto"))
         if config.get("precision") == AUTO:
             rank_zero_info(f"bertlab: precision auto -> {precision} ({why}); override with --trainer.precision")
         config["precision"] = precision
         rank_zero_info(f"bertlab: allocator {allocator_in_use()}; BERTLAB_ALLOCATOR=system|tcmalloc|auto chooses")
-        return super()._instantiate_trainer(config, [*callbacks, GracefulStop(), RNGState(), LeaveProcessGroup()])
-
-    def _dump_metrics(self, name: str) -> None:
-        if self.trainer.is_global_zero:
-            metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items()}
-            metrics["provenance"] = provenance(str(self.trainer.precision), allocator_in_use())
-            write_json(os.path.join(self.trainer.default_root_dir, f"{name}_metrics.json"), metrics)
+        self.fit_record = FitRecord()
+        ours = [GracefulStop(), RNGState(), LeaveProcessGroup(), self.fit_record]
+        return super()._instantiate_trainer(config, [*callbacks, *ours])
 
     def after_fit(self) -> None:
-        self._dump_metrics("fit")
+        if self.fit_record.ended:
+            return
+        resumed = self.config[self.subcommand].get("ckpt_path") is not None
+        # a resumed fit whose checkpoint was taken at the very end of training: no step ran, so nothing was logged
+        if resumed and os.path.isfile(os.path.join(self.trainer.default_root_dir, "fit_metrics.json")):
+            rank_zero_info("bertlab: fit_metrics.json stands as written when training ended")
+            return
+        if resumed:
+            rank_zero_info("bertlab: the fit resumed at its end, before its record was written; validating for it")
+            self.trainer.validate(self.model, datamodule=self.datamodule, verbose=False)
+        write_metrics(self.trainer, "fit")  # (ddp_spawn: training ran in other processes)
 
     def after_validate(self) -> None:
-        self._dump_metrics("validate")
+        write_metrics(self.trainer, "validate")
 
     def after_test(self) -> None:
-        self._dump_metrics("test")
+        write_metrics(self.trainer, "test")
 
 
 # The blocks every stage shares, loaded before any --config (jsonargparse's default config files).

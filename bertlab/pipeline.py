@@ -15,7 +15,8 @@ several pipelines; keys beside ``include`` override the file's.
 
 Re-runs: a finished stage is skipped when its export exists and its fingerprint — its config
 files' contents, its arguments and the fingerprints of all stages before it — is unchanged.
-So a changed stage re-runs together with every stage after it.
+So a changed stage re-runs together with every stage after it. A ``fit`` stage that an earlier attempt left
+part-way resumes from that attempt's latest checkpoint (``bertlab.stage_attempt``).
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 
+from bertlab import stage_attempt
 from bertlab.allocator import allocator_in_use
 from bertlab.core.errors import BertlabError
 from bertlab.core.faults import fault_point, in_stage
@@ -66,30 +67,29 @@ def _run(cmd: list[str], where: str) -> None:
         raise BertlabError(f"stage {where} failed with exit code {proc.returncode}: {' '.join(cmd)}")
 
 
-def clear_attempt(out: str) -> None:
-    """Remove what an earlier attempt at a stage left in its folder ``out`` (checkpoints, logs, its config, metrics
-    and record) before the stage runs again, keeping the export, which the new run replaces atomically at its end.
-    Lightning's ``ModelCheckpoint`` would otherwise write ``-v1`` names beside the old checkpoints, and the folder
-    would mix two runs. The folder itself is left to the stage to create: a stage refused at its start leaves none."""
-    if not os.path.isdir(out):
-        return
-    for entry in os.scandir(out):
-        if entry.name == "export":
-            continue
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(entry.path)
-        else:
-            os.remove(entry.path)
-
-
-def run_stage(stage: Stage, root: str, args: list[str]) -> dict:
+def run_stage(stage: Stage, root: str, args: list[str], fingerprint: str = "") -> dict:
+    """Run one stage in its own process; a ``fit`` that an earlier attempt left part-way resumes from its latest
+    checkpoint (``bertlab.stage_attempt``)."""
     out = stage_dir(root, stage.name)
-    clear_attempt(out)
+    resume = stage_attempt.resume_point(out, fingerprint, stage.name) if stage.subcommand == "fit" else None
+    if resume is None:
+        stage_attempt.clear(out)
+    else:
+        print(f"[bertlab pipeline] {stage.name}: resuming from {resume}", flush=True)
+    stage_attempt.begin(out, fingerprint)
+    try:
+        return _run_stage_process(stage, root, args, out, ["--ckpt_path", resume] if resume else [])
+    except BertlabError:
+        stage_attempt.refused(out)
+        raise
+
+
+def _run_stage_process(stage: Stage, root: str, args: list[str], out: str, resume: list[str]) -> dict:
     if stage.kind == "init_model":
         _run([sys.executable, "-m", "bertlab.scratch", "--out", export_dir(root, stage.name), *args], stage.name)
         return {}
     base = [sys.executable, "-m", "bertlab.cli", *stage_command(stage, root, args)]
-    _run(base, stage.name)
+    _run(base + resume, stage.name)
     metrics = {"fit": read_json(os.path.join(out, "fit_metrics.json"))}
     if stage.test:
         info = read_json(os.path.join(export_dir(root, stage.name), "bertlab_export.json"))
@@ -212,7 +212,7 @@ def _run_stages(stages, root, label, force, extra_args, check_only) -> dict | No
         else:
             print(f"[bertlab pipeline] {stage.name}: running", flush=True)
             with in_stage(stage.name):
-                metrics = run_stage(stage, root, args)
+                metrics = run_stage(stage, root, args, fp)
                 fault_point("stage_record")
             status = "ran"
             with atomic_path(record_path) as tmp, open(tmp, "w") as f:

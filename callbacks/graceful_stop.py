@@ -65,7 +65,7 @@ class GracefulStop(pl.Callback):
         self._previous = {}
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx) -> None:
-        fault_point("train_step")  # the crash tests' SIGKILL between two steps (``bertlab.core.faults``)
+        fault_point("train_step", trainer.global_step)  # the crash tests' SIGKILL between steps (bertlab.core.faults)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore()

@@ -3,8 +3,9 @@
 ``BERTLAB_FAULT=SITE:N`` sends SIGKILL to this process's whole process group the N-th time ``SITE`` is reached:
 the stage, its tokenizing workers and the ``bertlab pipeline`` that started them all die at once, as in a lost
 machine or ``kill -9`` of a job. ``BERTLAB_FAULT=STAGE/SITE:N`` counts only the visits inside the pipeline stage
-``STAGE`` (the pipeline names the stage it runs in ``BERTLAB_STAGE``): a rerun, which starts a killed stage again
-from its start, meets that stage's moments under the same numbers. ``BERTLAB_FAULT_DIR=DIR`` counts the visits
+``STAGE`` (the pipeline names the stage it runs in ``BERTLAB_STAGE``), and a training step is numbered by its global
+step: a rerun, which starts a killed stage again from its start or resumes its fit from a checkpoint, meets that
+stage's later moments under the same numbers. ``BERTLAB_FAULT_DIR=DIR`` counts the visits
 across every process of the run (a line per visit in ``DIR/visits``, in order: ``STAGE/SITE`` inside a stage);
 without it each process counts its own. With ``BERTLAB_FAULT_DIR`` alone the visits are only recorded: how a test
 learns which moments a whole run passes through. Unset, as outside the tests, a visit costs one environment lookup.
@@ -46,14 +47,19 @@ def _count(visit: str, target: str, directory: str | None) -> int:
     return sum(_names(v, target) for v in seen) if _names(visit, target) else 0
 
 
-def fault_point(site: str) -> None:
-    """Kill the run here when ``BERTLAB_FAULT`` names this visit of ``site`` (see the module docstring)."""
+def fault_point(site: str, number: int | None = None) -> None:
+    """Kill the run here when ``BERTLAB_FAULT`` names this visit of ``site`` (see the module docstring).
+    ``number``: the visit's own number, where it has one that a rerun keeps (a training step's global step: a
+    resumed fit does not pass the steps before its checkpoint again), in place of counting the visits."""
     spec, directory = os.environ.get("BERTLAB_FAULT"), os.environ.get("BERTLAB_FAULT_DIR")
     if not spec and not directory:
         return
     stage = os.environ.get("BERTLAB_STAGE")
     target, _, at = (spec or "").partition(":")
-    n = _count(f"{stage}/{site}" if stage else site, target, directory)
+    visit = f"{stage}/{site}" if stage else site
+    n = _count(visit, target, directory)
+    if number is not None and n:
+        n = number
     if at.isdigit() and n == int(at):
         os.killpg(os.getpgid(0), signal.SIGKILL)
 

@@ -213,7 +213,8 @@ def _chain(pipeline: str, work: str, sites: list, outside: list, reference: dict
                 (os.killpg if kind == "group" else os.kill)(proc.pid, signal.SIGKILL)
                 code = _wait(proc, log)
                 assert _released(root), "a stage outlived its pipeline, or its lock did"  # then the rerun may start
-        events.append((kind, moment, code, round(time.monotonic() - t0, 1)))
+        resumed = "resuming from" in open(log).read()  # a fit stage the kill before left part-way
+        events.append((kind, moment, code, round(time.monotonic() - t0, 1), resumed))
         assert code in (0, -signal.SIGKILL), f"{kind} {moment}: exit code {code}\n{open(log).read()[-3000:]}"
         if code == 0:  # the moment never came in this rerun: it finished, and must be whole
             assert_as_if_never_killed(root, reference)
@@ -239,12 +240,54 @@ def test_a_pipeline_killed_at_20_moments_finishes_as_if_never_killed(pipeline_fi
     print(f"\nreference {reference['seconds']:.0f} s; kills {time.monotonic() - t0:.0f} s:", *events, sep="\n")
     # a site moment comes again in the rerun unless two tokenizing workers raced at the kill (one may finish a shard
     # the rerun then skips): it has not happened here, and one such miss is tolerated; every site must be hit
-    missed = [m for kind, m, code, _ in events if kind == "site" and code != -signal.SIGKILL]
+    missed = [m for kind, m, code, *_ in events if kind == "site" and code != -signal.SIGKILL]
     assert len(missed) <= 1, f"site moments that never came: {missed}"
-    fired = {m[0].rpartition("/")[2] for kind, m, code, _ in events if kind == "site" and code == -signal.SIGKILL}
+    fired = {m[0].rpartition("/")[2] for kind, m, code, *_ in events if kind == "site" and code == -signal.SIGKILL}
     assert fired == set(SITES), f"the fault points never reached: {set(SITES) - fired}"
-    outside_kinds = {kind for kind, _, code, _ in events if kind != "site" and code == -signal.SIGKILL}
+    outside_kinds = {kind for kind, _, code, *_ in events if kind != "site" and code == -signal.SIGKILL}
     assert outside_kinds == {"pid", "group"}, f"outside kills that never landed: {events}"
+    assert sum(e[-1] for e in events) >= 2, f"no rerun resumed a fit from its checkpoint: {events}"
+
+
+@pytest.mark.slow
+def test_a_killed_fit_stage_resumes_from_its_last_checkpoint(pipeline_file, reference, tmp_path):
+    """Killed after its 5th step, the MLM stage (a checkpoint every 2 steps, logged as users log) resumes at step 4
+    on the rerun, in the same log version: it trains steps 5 and 6 only, and ends with the uninterrupted weights."""
+    root, log, logged = str(tmp_path / "root"), str(tmp_path / "log"), ["--set", "mlm.trainer.logger=true"]
+    code = _wait(_start(pipeline_file, root, log, fault="mlm/train_step:5", extra=logged), log)
+    assert code == -signal.SIGKILL, open(log).read()[-3000:]
+    visits = str(tmp_path / "visits")
+    assert _wait(_start(pipeline_file, root, log, visits=visits, extra=logged), log) == 0, open(log).read()[-3000:]
+    assert re.search(r"mlm: resuming from \S+/mlm/csv/version_0/checkpoints/last\.ckpt", open(log).read())
+    with open(os.path.join(visits, "visits")) as f:
+        assert f.read().split().count("mlm/train_step") == 2
+    assert os.listdir(os.path.join(root, "mlm", "csv")) == ["version_0"]
+    mine, theirs = _weights(root, "mlm"), _weights(reference["root"], "mlm")
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in theirs)
+
+
+def _fit_record(root: str, stage: str) -> dict:
+    with open(os.path.join(root, stage, "stage.json")) as f:
+        return {k: v for k, v in json.load(f)["metrics"]["fit"].items() if k != "provenance"}
+
+
+@pytest.mark.slow
+def test_a_fit_resumed_at_its_end_keeps_its_record(pipeline_file, reference, tmp_path):
+    """Killed while exporting, the MLM stage resumes from its step-6 checkpoint with nothing left to train (so no
+    training hook runs): the record its attempt wrote as training ended stands. Had the kill also come before that
+    record, the stage validates again for it: the same validation metrics, and no training ones."""
+    root, log = str(tmp_path / "root"), str(tmp_path / "log")
+    assert _wait(_start(pipeline_file, root, log, fault="mlm/export:1"), log) == -signal.SIGKILL
+    assert _wait(_start(pipeline_file, root, log), log) == 0, open(log).read()[-3000:]
+    assert "mlm: resuming from" in open(log).read()
+    assert _fit_record(root, "mlm") == _fit_record(reference["root"], "mlm")
+    assert_as_if_never_killed(root, reference)
+    for name in ("stage.json", "fit_metrics.json"):  # as if killed before the record was written
+        os.remove(os.path.join(root, "mlm", name))
+    assert _wait(_start(pipeline_file, root, log), log) == 0, open(log).read()[-3000:]
+    assert "validating for it" in open(log).read()
+    ref = _fit_record(reference["root"], "mlm")
+    assert _fit_record(root, "mlm") == {k: v for k, v in ref.items() if k.startswith("val/")}
 
 
 def _processes_in(root: str) -> list[int]:

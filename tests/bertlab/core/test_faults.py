@@ -58,3 +58,24 @@ def test_the_visits_are_recorded_by_stage(tmp_path):
     assert code == 0
     with open(tmp_path / "visits" / "visits") as f:
         assert f.read().split() == [f"{s}/{v}" for s in ("mlm", "finetune") for v in ("train_step",) * 3 + ("export",)]
+
+
+def test_a_numbered_visit_is_named_by_its_number_not_by_counting():
+    """A resumed fit starts at its checkpoint's step: its first training step is global step 5, and
+    ``train_step:5`` must name it, while ``train_step:1`` (a step it never passes again) names nothing."""
+    run = (
+        "from bertlab.core.faults import fault_point\n"
+        "for step in (5, 6):\n"
+        "    print(step, flush=True)\n"
+        "    fault_point('train_step', step)\n"
+    )
+    for fault, expected in [("train_step:5", (-signal.SIGKILL, ["5"])), ("train_step:1", (0, ["5", "6"]))]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BERTLAB_")} | {"BERTLAB_FAULT": fault}
+        proc = subprocess.run(
+            [sys.executable, "-c", run],
+            env=env | {"PYTHONPATH": ROOT},
+            capture_output=True,
+            text=True,
+            start_new_session=True,
+        )
+        assert (proc.returncode, proc.stdout.splitlines()) == expected
