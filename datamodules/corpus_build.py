@@ -10,8 +10,8 @@
 3. **Tokenize**: a pool of ``workers`` processes, one shard per task, each writes ``shard-NNNNN.npz`` (its
    train and val sequences) atomically as it finishes. A build killed mid-way keeps its plan and finished
    shards in ``tokens/KEY.build``; the next build tokenizes only the missing shards.
-4. **Assemble**: shards are appended into one flat ``TokenArrays`` per split (``tokens/KEY/train``,
-   ``tokens/KEY/val``), renamed into place at once, and the build directory is removed.
+4. **Assemble** (``corpus_assembly``): shards are appended into one flat ``TokenArrays`` per split
+   (``tokens/KEY/train``, ``tokens/KEY/val``), renamed into place at once, and the build directory is removed.
 
 The plan and the tokenizing run in child processes, so the training process never holds the hashes or the
 tokenizer's buffers. A progress bar reports tokens/s.
@@ -19,9 +19,7 @@ tokenizer's buffers. A progress bar reports tokens/s.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import json
 import multiprocessing
 import os
 import shutil
@@ -37,6 +35,7 @@ from bertlab.core.faults import fault_point
 from bertlab.core.files import atomic_path
 from bertlab.core.lifetime import tie_to
 from datamodules.corpus import Source, byte_ranges, doc_hash, read_range
+from datamodules.corpus_assembly import assemble
 from datamodules.mlm_sequences import Layout, Sequencer
 
 SHARD_BYTES = 8 << 20  # ~2M tokens of review text: a few seconds of one core, ~10 MB of tokens
@@ -207,7 +206,8 @@ def build(
             pool.join()
     documents = {k: int((assign == v).sum()) for k, v in SPLITS.items()}
     timing = {"workers": workers, "shards": len(shards), "resumed_shards": len(shards) - len(todo)}
-    stats = _assemble(final, paths, layout.words, {**meta, "documents": documents, "build": timing}, started)
+    meta = {**meta, "documents": documents, "build": timing}
+    stats = assemble(final, paths, tuple(SPLITS), layout.words, meta, started)
     shutil.rmtree(work, ignore_errors=True)
     return stats
 
@@ -230,67 +230,6 @@ def _progress(done, n_shards: int, finished: int, workers: int) -> None:
             tokens += n
             bar.update(1)
             bar.set_postfix_str(f"{tokens / max(time.perf_counter() - start, 1e-9):,.0f} tokens/s, {workers} workers")
-
-
-def _assemble(final: str, paths: list[str], words: bool, meta: dict, started: float) -> dict:
-    """Append the shards into one flat token stream per split, renamed into ``final`` at once."""
-    stats = dict(meta)
-    with atomic_path(final, directory=True, replace=False) as tmp:
-        for split in SPLITS:
-            directory = os.path.join(tmp, split)
-            os.makedirs(directory)
-            unk, tokens = 0, 0
-            for p in paths:
-                with np.load(p) as z:
-                    unk, tokens = unk + int(z[f"{split}_unk"]), tokens + int(z[f"{split}_tokens"])
-            n, total, longest = write_offsets(paths, f"{split}_lengths", os.path.join(directory, "offsets.npy"))
-            _concat(paths, f"{split}_ids", os.path.join(directory, "input_ids.npy"), np.int32, total)
-            if words:  # word ids index a sequence's words: they fit int8 at max_length <= 128
-                dtype = np.int8 if longest <= 128 else np.int32
-                _concat(paths, f"{split}_types", os.path.join(directory, "token_type_ids.npy"), dtype, total)
-            stats[split] = {"sequences": n, "tokens": total, "text_tokens": tokens, "unk": unk}
-        stats["build"]["seconds"] = time.perf_counter() - started  # the plan, the tokenizing and the assembly
-        with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
-            json.dump(stats, f, indent=1, default=str)
-        fault_point("cache_write")
-    return stats
-
-
-@contextlib.contextmanager
-def _npy(out: str, dtype, n: int) -> Iterator:
-    """``out`` open for writing a 1-D ``.npy`` of ``n`` items of ``dtype``, its header written: the caller writes
-    the items' bytes in order, a shard at a time."""
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": (n,)}
-    with open(out, "wb") as f:
-        np.lib.format.write_array_header_1_0(f, header)
-        yield f
-
-
-def write_offsets(paths: list[str], name: str, out: str) -> tuple[int, int, int]:
-    """``offsets.npy`` (int64, one more than the sequences) from the shards' ``name`` lengths, one shard in memory
-    at a time (the whole corpus's lengths were ~40 bytes a document at the peak); returns (sequences, tokens,
-    longest)."""
-    n = longest = 0
-    for p in paths:
-        with np.load(p) as z:
-            lengths = z[name]
-        n, longest = n + len(lengths), max(longest, int(lengths.max(initial=0)))
-    total = 0
-    with _npy(out, np.int64, n + 1) as f:
-        f.write(np.zeros(1, np.int64).tobytes())
-        for p in paths:
-            with np.load(p) as z:
-                ends = total + np.cumsum(z[name], dtype=np.int64)
-            f.write(ends.tobytes())
-            total = int(ends[-1]) if len(ends) else total
-    return n, total, longest
-
-
-def _concat(paths: list[str], name: str, out: str, dtype, n: int) -> None:
-    with _npy(out, dtype, n) as f:
-        for p in paths:
-            with np.load(p) as z:
-                f.write(z[name].astype(dtype, copy=False).tobytes())
 
 
 # ------------------------------------------------------------ reading the documents back (inspection, messages)

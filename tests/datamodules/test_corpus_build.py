@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tqdm
 
-from datamodules import corpus, corpus_build, mlm_sequences
+from datamodules import corpus, corpus_assembly, corpus_build, mlm_sequences
 from datamodules.corpus import byte_ranges, content_hash, doc_hash, read_range
 from datamodules.corpus_build import DROP, TRAIN, VAL, Cut, plan
 from datamodules.mlm import MLMDataModule
@@ -138,7 +138,7 @@ def test_offsets_are_written_a_shard_at_a_time_and_equal_np_save(tmp_path):
         shards.append(str(tmp_path / f"shard-{i}.npz"))
         np.savez(shards[-1], train_lengths=lengths)
     out = str(tmp_path / "offsets.npy")
-    n, total, longest = corpus_build.write_offsets(shards, "train_lengths", out)
+    n, total, longest = corpus_assembly.write_offsets(shards, "train_lengths", out)
     lengths = np.concatenate(every)
     expected = str(tmp_path / "expected.npy")
     np.save(expected, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
