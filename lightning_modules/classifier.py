@@ -20,12 +20,7 @@ Recipes, each a config switch that is off by default:
 
 from __future__ import annotations
 
-import copy
-import functools
-import importlib
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -34,8 +29,9 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from bertlab.core.errors import BertlabError
 from bertlab.core.hf_loading import from_pretrained, register_output_capture
+from lightning_modules.classifier_export import export_classifier
+from lightning_modules.classifier_options import Distillation, LabelDescriptions, build_head
 from lightning_modules.cpu_kernels import FastDropout, use_cpu_kernels
-from lightning_modules.custom_export import export_custom
 from lightning_modules.fresh_start import (
     FreshStart,
     describe,
@@ -295,114 +291,7 @@ class TextClassifier(SharedStepModule):
                 f"({sorted((self.hparams.id2label or {}).values())}); use the training data's label set"
             )
 
-    def _hf_config(self):
-        config = copy.deepcopy(self.encoder.config)
-        id2label = {
-            int(k): str(v)
-            for k, v in (self.hparams.id2label or {i: f"LABEL_{i}" for i in range(self.hparams.num_labels)}).items()
-        }
-        config.num_labels = self.hparams.num_labels
-        config.id2label, config.label2id = id2label, {v: k for k, v in id2label.items()}
-        return config
-
-    def _native_state(self, hf_model) -> dict | None:
-        """State dict for HF's own ``*ForSequenceClassification``, when our head computes exactly what it does."""
-        if not isinstance(self.head, ClsHead) or self.fusion is not None:
-            return None
-        prefix = hf_model.base_model_prefix
-        state = {f"{prefix}.{k}": v for k, v in self.encoder.state_dict().items() if not k.startswith("pooler.")}
-        head, clf = self.head.dense.state_dict(), self.classifier.state_dict()
-        base = getattr(hf_model, prefix)
-        if getattr(base, "pooler", None) is not None and isinstance(
-            getattr(hf_model, "classifier", None), nn.Linear
-        ):  # BERT family
-            state.update({f"{prefix}.pooler.dense.{k}": v for k, v in head.items()})
-            state.update({f"classifier.{k}": v for k, v in clf.items()})
-        elif hasattr(getattr(hf_model, "classifier", None), "out_proj"):  # RoBERTa family: dense, tanh, out_proj
-            state.update({f"classifier.dense.{k}": v for k, v in head.items()})
-            state.update({f"classifier.out_proj.{k}": v for k, v in clf.items()})
-        else:
-            return None
-        return state if set(state) == set(hf_model.state_dict()) else None
-
     def export_pretrained(self, directory: str, knowledge=None) -> bool:
-        """Write a ``save_pretrained`` directory; returns True when it is HF-native (no custom code).
-
-        Other heads and knowledge fusion export ``modeling_bertlab`` custom code (``custom_export``); ``knowledge``
-        is the data's ``Knowledge``, which says whether the vectors can travel with the export.
-        """
-        from transformers import AutoModelForSequenceClassification
-
-        config = self._hf_config()
-        hf_model = AutoModelForSequenceClassification.from_config(config)
-        state = self._native_state(hf_model)
-        if state is not None:
-            hf_model.load_state_dict({k: v.detach().cpu() for k, v in state.items()}, strict=True)
-            hf_model.save_pretrained(directory)
-            return True
-        h = self.hparams
-        spec = {
-            "knowledge_fusion": h.knowledge_fusion,
-            "knowledge_dim": h.knowledge_dim,
-        }
-        export_custom(
-            config, self.encoder, self.head, self.classifier, self.fusion, spec, directory, knowledge, self.dropout.p
-        )
-        return False
-
-
-def build_head(head, hidden_size: int, num_layers: int) -> Head:
-    """The head for an encoder of this width and depth. ``head`` is what the config gives (a class, or the
-    callable jsonargparse makes of ``class_path`` + ``init_args``), a checkpoint's ``{class_path, init_args}``,
-    or None (``ClsHead``); a bad option is a ``BertlabError`` naming the head."""
-    if head is None:
-        head = ClsHead
-    elif isinstance(head, str):
-        raise BertlabError(
-            f"model head {head!r}: heads are chosen by class_path, e.g. `head: MeanHead` or `head: {{class_path: "
-            "lightning_modules.heads.LastKHead, init_args: {k: 4}}`; see docs/extending.md for the old names"
-        )
-    elif isinstance(head, dict):
-        module, _, name = head["class_path"].rpartition(".")
-        head = functools.partial(getattr(importlib.import_module(module), name), **(head.get("init_args") or {}))
-    cls = next(
-        (a for a in (head, getattr(head, "func", None), *getattr(head, "args", ())) if isinstance(a, type)), head
-    )
-    try:
-        built = head(hidden_size, num_layers)
-    except (ValueError, TypeError) as e:
-        raise BertlabError(f"model head {getattr(cls, '__name__', cls)}: {e}") from None
-    if not isinstance(built, Head):
-        raise BertlabError(f"model head {getattr(cls, '__name__', cls)} is not a lightning_modules.heads.Head")
-    return built
-
-
-@dataclass
-class LabelDescriptions:
-    """Multi-task training with label descriptions: loss = CE + ``weight`` · InfoNCE(example, its label's
-    description) at temperature ``temperature``; ``descriptions`` maps every label name to a sentence."""
-
-    descriptions: dict[str, str]
-    weight: float = 0.1
-    temperature: float = 0.1
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(float(self.weight)) and self.weight >= 0):
-            raise BertlabError(f"label_descriptions.weight must be a finite number >= 0, got {self.weight}")
-
-
-@dataclass
-class Distillation:
-    """Self-knowledge distillation from a teacher's soft labels (Hinton et al. 2015): ``losses.kd_loss``
-    with temperature T and α, the weight of the soft-label term."""
-
-    temperature: float = 2.0
-    alpha: float = 0.5
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(float(self.temperature)) and self.temperature > 0):
-            raise BertlabError(
-                f"distill.temperature must be a finite number > 0, got {self.temperature}; 1 to 4 is usual"
-            )
-        if not 0.0 <= float(self.alpha) <= 1.0:
-            raise BertlabError(f"distill.alpha (the weight of the soft-label term) must be in [0, 1], got {self.alpha}")
+        """Write a ``save_pretrained`` directory; returns True when it is HF-native (no custom code); see
+        ``classifier_export``. ``knowledge`` is the data's ``Knowledge``."""
+        return export_classifier(self, directory, knowledge)

@@ -15,7 +15,8 @@ import torch
 
 import lightning_modules.heads as heads
 from bertlab.core.errors import BertlabError
-from lightning_modules.classifier import Distillation, LabelDescriptions, TextClassifier
+from lightning_modules.classifier import TextClassifier
+from lightning_modules.classifier_options import Distillation, LabelDescriptions
 from lightning_modules.heads import ClsHead, ConcatAllHead, LastKHead, LayerCnnHead, MeanHead
 from lightning_modules.losses import kd_loss, label_description_contrastive
 
