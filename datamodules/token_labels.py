@@ -26,10 +26,7 @@ recall and F1.
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
-from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
@@ -40,9 +37,10 @@ from torch.utils.data import DataLoader, Dataset
 from bertlab.core.errors import BertlabError
 from bertlab.core.hardware import INFERENCE_PRECISIONS, inference_dtype
 from bertlab.core.models import load_tokenizer
-from datamodules import sources
+from datamodules import sentence_labels, sources
 from datamodules.buffer_rule import buffer_rule_labels, continuation_table, continuation_word_ids, word_runs
 from datamodules.scoring_run import remove_parts, run_in_chunks
+from datamodules.sentence_labels import UNLABELLED, SentenceLabels, TagCollator, TaggedSentences
 from datamodules.sentences import check_splitter, split_documents
 from datamodules.splits import Splits
 from datamodules.stopwords import is_stopword, word_text
@@ -55,36 +53,8 @@ from datamodules.task_scorer import (
 )
 from datamodules.token_cache import SpecialTemplate, cache_key, default_cache_dir, tokenize, tokenizer_fingerprint
 
-UNLABELLED = -1  # specials, and the sentences Model_0 misclassifies
 TAGS = {0: "other", 1: "important"}
 MISCLASSIFIED = ("zeros", "drop")
-FIELDS = ("ids", "offsets", "labels", "doc")
-
-
-@dataclass
-class SentenceLabels:
-    """One split's sentences, flat: token ids with specials (``offsets`` delimit sentence i), the raw
-    buffer-rule label per token (1 / 0, ``UNLABELLED`` at specials and in misclassified sentences) and
-    the index of the document each sentence came from."""
-
-    ids: np.ndarray
-    offsets: np.ndarray
-    labels: np.ndarray
-    doc: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.doc)
-
-    def row(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
-        return self.ids[lo:hi], self.labels[lo:hi]
-
-    @property
-    def correct(self) -> np.ndarray:
-        """Per sentence: did Model_0 classify it correctly (so that it has buffer-rule labels)?"""
-        if not len(self):
-            return np.zeros(0, dtype=bool)
-        return np.add.reduceat((self.labels != UNLABELLED).astype(np.int64), self.offsets[:-1]) > 0
 
 
 class TokenLabelDataModule(pl.LightningDataModule):
@@ -242,14 +212,13 @@ class TokenLabelDataModule(pl.LightningDataModule):
         self.labels_path = path
         if os.path.isfile(path):
             self.labels_built_now = False
-            with np.load(path) as f:
-                out = {s: SentenceLabels(*(f[f"{s}_{k}"] for k in FIELDS)) for s in ("train", "val")}
+            out = sentence_labels.load(path)
         else:
             model = load_sequence_classifier(h.model0, task.label_names, role="Model_0")
             template = SpecialTemplate.from_tokenizer(self.tokenizer)
             parts = path[: -len(".npz")] + ".parts"  # finished chunks, for a resume after a kill
             out = {s: self._label_split(s, model, template, parts) for s in ("train", "val")}
-            _save_npz(path, out, self.summary(out))
+            sentence_labels.save(path, out, self.summary(out))
             remove_parts(parts)
             self.labels_built_now = True
         self._check(out["train"])
@@ -331,10 +300,10 @@ class TokenLabelDataModule(pl.LightningDataModule):
         if len(docs) - n_val < 1:
             raise BertlabError(f"only {len(docs)} document(s) with labelled sentences: too few to hold one out")
         held = set(docs[np.random.default_rng(self.hparams.seed).permutation(len(docs))[:n_val]].tolist())
-        self.datasets["train"] = _TaggedDataset(train, flat, [i for i in rows if int(train.doc[i]) not in held])
-        self.datasets["val"] = _TaggedDataset(train, flat, [i for i in rows if int(train.doc[i]) in held])
+        self.datasets["train"] = TaggedSentences(train, flat, [i for i in rows if int(train.doc[i]) not in held])
+        self.datasets["val"] = TaggedSentences(train, flat, [i for i in rows if int(train.doc[i]) in held])
         val_rows, val_flat = self.targets(self.labels["val"])
-        self.datasets["test"] = _TaggedDataset(self.labels["val"], val_flat, val_rows)
+        self.datasets["test"] = TaggedSentences(self.labels["val"], val_flat, val_rows)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         h = self.hparams
@@ -343,7 +312,7 @@ class TokenLabelDataModule(pl.LightningDataModule):
             batch_size=h.batch_size if shuffle else (h.eval_batch_size or h.batch_size),
             shuffle=shuffle,
             generator=torch.Generator().manual_seed(h.seed) if shuffle else None,
-            collate_fn=_TagCollator(self.tokenizer.pad_token_id),
+            collate_fn=TagCollator(self.tokenizer.pad_token_id),
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -354,53 +323,3 @@ class TokenLabelDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", False)
-
-
-class _TaggedDataset(Dataset):
-    def __init__(self, sentences: SentenceLabels, flat_targets: np.ndarray, rows: list[int]):
-        self.sentences, self.flat, self.rows = sentences, flat_targets, rows
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, n: int) -> dict:
-        i = self.rows[n]
-        lo, hi = int(self.sentences.offsets[i]), int(self.sentences.offsets[i + 1])
-        labels = self.flat[lo:hi].astype(np.int64)
-        return {
-            "input_ids": self.sentences.ids[lo:hi].astype(np.int64),
-            "labels": np.where(labels < 0, -100, labels),
-            "idx": i,
-        }
-
-
-class _TagCollator:
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
-
-    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        width = max(len(f["input_ids"]) for f in features)
-        ids = torch.full((len(features), width), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(features), width), -100, dtype=torch.long)
-        for r, f in enumerate(features):
-            ids[r, : len(f["input_ids"])] = torch.as_tensor(f["input_ids"])
-            labels[r, : len(f["labels"])] = torch.as_tensor(f["labels"])
-        return {
-            "input_ids": ids,
-            "attention_mask": (
-                torch.arange(width) < torch.tensor([len(f["input_ids"]) for f in features])[:, None]
-            ).long(),
-            "labels": labels,
-            "idx": torch.tensor([f["idx"] for f in features]),
-        }
-
-
-def _save_npz(path: str, labels: dict[str, SentenceLabels], summary: dict) -> None:
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".labels-", suffix=".npz", dir=directory)
-    with os.fdopen(fd, "wb") as f:
-        np.savez(f, **{f"{s}_{k}": getattr(sl, k) for s, sl in labels.items() for k in FIELDS})
-    os.replace(tmp, path)
-    with open(path[: -len(".npz")] + ".json", "w") as f:
-        json.dump(summary, f, indent=1)

@@ -10,9 +10,10 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from bertlab.core.errors import BertlabError
+from datamodules.sentence_labels import UNLABELLED
 from datamodules.splits import Splits
 from datamodules.stopwords import is_stopword
-from datamodules.token_labels import UNLABELLED, TokenLabelDataModule
+from datamodules.token_labels import TokenLabelDataModule
 from tests.conftest import make_texts
 from tests.selective_models import save_classifier
 
