@@ -31,13 +31,8 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from bertlab.core.errors import BertlabError
 from bertlab.core.models import load_tokenizer
-from lightning_modules.masked_lm import (
-    encoder_hidden,
-    load_mlm_model,
-    masked_lm_loss,
-    mlm_head_fn,
-    sparse_mlm_logits,
-)
+from lightning_modules.mlm_model import load_mlm_model
+from lightning_modules.mlm_objective import encoder_hidden, masked_lm_loss, mlm_head_fn, sparse_mlm_logits
 from lightning_modules.param_groups import build_param_groups, configure_adamw
 from lightning_modules.shared_step import SharedStepModule
 

@@ -114,7 +114,7 @@ def test_nothing_to_read_gives_no_rows_but_a_graph(tiny_bert_dir):
 def test_mlm_loss_and_gradients_equal_hf_full_forward(tiny_bert_dir):
     from transformers import AutoModelForMaskedLM
 
-    from lightning_modules.masked_lm import masked_lm_loss, mlm_head_fn, sparse_mlm_logits
+    from lightning_modules.mlm_objective import masked_lm_loss, mlm_head_fn, sparse_mlm_logits
 
     ids, mask = _inputs()
     labels = torch.where(_read_mask(mask), ids, torch.full_like(ids, -100))

@@ -17,7 +17,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from bertlab.core.errors import BertlabError
-from lightning_modules.masked_lm import MaskedLM, MLMStats, ScratchBert, masked_lm_loss, mlm_head_fn
+from lightning_modules.masked_lm import MaskedLM
+from lightning_modules.mlm_model import ScratchBert
+from lightning_modules.mlm_objective import MLMStats, masked_lm_loss, mlm_head_fn
 from lightning_modules.param_groups import build_param_groups
 from tests.conftest import quiet_trainer
 
