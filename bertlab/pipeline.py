@@ -67,11 +67,12 @@ def _run(cmd: list[str], where: str) -> None:
         raise BertlabError(f"stage {where} failed with exit code {proc.returncode}: {' '.join(cmd)}")
 
 
-def run_stage(stage: Stage, root: str, args: list[str], fingerprint: str = "") -> dict:
+def run_stage(stage: Stage, root: str, args: list[str], fingerprint: str = "", fresh: bool = False) -> dict:
     """Run one stage in its own process; a ``fit`` that an earlier attempt left part-way resumes from its latest
-    checkpoint (``bertlab.stage_attempt``)."""
+    checkpoint (``bertlab.stage_attempt``), unless ``fresh``."""
     out = stage_dir(root, stage.name)
-    resume = stage_attempt.resume_point(out, fingerprint, stage.name) if stage.subcommand == "fit" else None
+    resumable = stage.kind == "lightning" and stage.subcommand == "fit" and not fresh
+    resume = stage_attempt.resume_point(out, fingerprint, stage.name) if resumable else None
     if resume is None:
         stage_attempt.clear(out)
     else:
@@ -212,7 +213,7 @@ def _run_stages(stages, root, label, force, extra_args, check_only) -> dict | No
         else:
             print(f"[bertlab pipeline] {stage.name}: running", flush=True)
             with in_stage(stage.name):
-                metrics = run_stage(stage, root, args, fp)
+                metrics = run_stage(stage, root, args, fp, fresh=force)
                 fault_point("stage_record")
             status = "ran"
             with atomic_path(record_path) as tmp, open(tmp, "w") as f:

@@ -1,10 +1,12 @@
 """What an unfinished attempt at a pipeline stage left in its folder: a checkpoint to resume from, or debris.
 
 A ``fit`` stage that was stopped part-way (SIGKILL, a lost machine, a scheduler's time limit, Ctrl-C, a crash)
-resumes from the latest checkpoint its attempt wrote, when that attempt ran the same stage (``attempt.json``
-holds its fingerprint) and the checkpoint loads. Lightning restores the weights, the optimiser, the loops and
-the callbacks, and bertlab the random streams (``callbacks/rng_state.py``), so on CPU the stage ends as an
-uninterrupted one would. Any other attempt's leftovers are removed and the stage runs from its start.
+resumes from the latest checkpoint its attempt wrote, when that attempt ran the same stage on the same code
+(``attempt.json`` holds the stage's fingerprint and ``provenance.code_hash``) and the checkpoint loads; a forced
+rerun (``--force``, an ablation's stale or ``--rerun-stale`` runs) never resumes. Lightning restores the weights,
+the optimiser, the loops and the callbacks, and bertlab the random streams (``callbacks/rng_state.py``), so on
+CPU the stage ends as an uninterrupted one would. Any other attempt's leftovers are removed and the stage runs
+from its start.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import shutil
 
 from bertlab.core.errors import BertlabError
 from bertlab.core.files import atomic_path
+from bertlab.core.provenance import code_hash
 from bertlab.pipeline_spec import read_json
 
 ATTEMPT_FILE = "attempt.json"
@@ -29,9 +32,17 @@ def checkpoints(out: str) -> list[str]:
 
 
 def resume_point(out: str, fingerprint: str, stage: str) -> str | None:
-    """The checkpoint with the most optimiser steps that an attempt at this very stage wrote, or None. One that
-    does not load (cut short by a full disk or a copy across file systems) is named and passed over."""
-    if read_json(os.path.join(out, ATTEMPT_FILE)).get("fingerprint") != fingerprint:
+    """The checkpoint with the most optimiser steps that an attempt at this very stage, on this very code, wrote,
+    or None. One that does not load (cut short by a full disk or a copy across file systems) is named and passed
+    over."""
+    attempt = read_json(os.path.join(out, ATTEMPT_FILE))
+    if not attempt or not checkpoints(out):
+        return None
+    if attempt.get("fingerprint") != fingerprint:
+        print(f"[bertlab pipeline] {stage}: its checkpoints are of another config; running it from its start")
+        return None
+    if attempt.get("code") != code_hash():
+        print(f"[bertlab pipeline] {stage}: its checkpoints are of other bertlab code; running it from its start")
         return None
     from bertlab.core.hf_loading import check_checkpoint  # torch: only where a checkpoint is there to read
 
@@ -68,7 +79,7 @@ def begin(out: str, fingerprint: str) -> None:
     """Record that an attempt at the stage with ``fingerprint`` is under way in ``out``."""
     os.makedirs(out, exist_ok=True)
     with atomic_path(os.path.join(out, ATTEMPT_FILE)) as tmp, open(tmp, "w") as f:
-        json.dump({"fingerprint": fingerprint}, f)
+        json.dump({"fingerprint": fingerprint, "code": code_hash()}, f)
 
 
 def refused(out: str) -> None:

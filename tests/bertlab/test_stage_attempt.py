@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 
 from bertlab import stage_attempt
@@ -67,3 +68,29 @@ def test_a_resumed_fit_logs_on_in_its_checkpoints_version(tmp_path):
     assert resumed_version(str(root), inside) == 3
     assert resumed_version(str(root), elsewhere) is None  # another run's: a new version here
     assert resumed_version(str(root), "last") is None and resumed_version(str(root), None) is None
+
+
+def test_an_attempt_on_other_code_is_not_resumed(tmp_path, capsys, monkeypatch):
+    out = str(tmp_path / "mlm")
+    stage_attempt.begin(out, "fp1")
+    _ckpt(tmp_path / "mlm" / "checkpoints" / "last.ckpt", 6)
+    monkeypatch.setattr(stage_attempt, "code_hash", lambda: "another")
+    assert stage_attempt.resume_point(out, "fp1", "mlm") is None
+    assert "mlm: its checkpoints are of other bertlab code; running it from its start" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "fresh, subcommand, resumes", [(False, "fit", True), (True, "fit", False), (False, "predict", False)]
+)
+def test_only_an_unforced_fit_resumes(tmp_path, monkeypatch, fresh, subcommand, resumes):
+    """``--force`` (and an ablation's stale or --rerun-stale runs, which force) starts over: a stale fine-tune's
+    checkpoints are of a pre-training that has since changed under the same fingerprint."""
+    from bertlab import pipeline
+
+    root, seen = str(tmp_path), []
+    stage_attempt.begin(os.path.join(root, "ft"), "fp")
+    last = _ckpt(tmp_path / "ft" / "csv" / "version_0" / "checkpoints" / "last.ckpt", 4)
+    monkeypatch.setattr(pipeline, "_run_stage_process", lambda stage, root, args, out, resume: seen.append(resume))
+    pipeline.run_stage(pipeline.Stage("ft", subcommand=subcommand), root, [], "fp", fresh=fresh)
+    assert seen == [["--ckpt_path", last] if resumes else []]
+    assert os.path.exists(last) == resumes  # starting over clears the attempt's checkpoints
