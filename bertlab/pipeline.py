@@ -67,7 +67,7 @@ def _run(cmd: list[str], where: str) -> None:
         raise BertlabError(f"stage {where} failed with exit code {proc.returncode}: {' '.join(cmd)}")
 
 
-def run_stage(stage: Stage, root: str, args: list[str], fingerprint: str = "", fresh: bool = False) -> dict:
+def run_stage(stage: Stage, root: str, args: list[str], fingerprint: str, fresh: bool = False) -> dict:
     """Run one stage in its own process; a ``fit`` that an earlier attempt left part-way resumes from its latest
     checkpoint (``bertlab.stage_attempt``), unless ``fresh``."""
     out = stage_dir(root, stage.name)
