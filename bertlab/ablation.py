@@ -21,155 +21,32 @@ training code: runs whose code differs from the code running now are refused (``
 again, ``--allow-mixed`` builds the table anyway and shows each run's commit).
 
 Runs are grouped in W&B by the ablation's name, with the arm as job type, and tagged by arm and seed.
-Finished runs are skipped on re-run, so an interrupted ablation resumes. Where the runs execute
+Finished runs are skipped on re-run, so an interrupted ablation resumes, and a killed run resumes its fit from
+its last checkpoint (``bertlab.stage_attempt``). One run is ``bertlab.ablation_run``. Where the runs execute
 (here one by one, here N at a time, or one SLURM job each) is ``bertlab.launchers``' business.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import os
 from collections.abc import Callable
 
 from bertlab.ablation_cards import annotate_cards
 from bertlab.ablation_report import table_meta, write_report
+from bertlab.ablation_run import codes, preflight_arm, record, run_arm, run_one, run_pretraining, stage_provenance
 from bertlab.ablation_spec import Ablation, Arm, load_ablation, parse_seeds
 from bertlab.core.errors import BertlabError
-from bertlab.core.files import atomic_path, file_lock
 from bertlab.core.provenance import code_hash
 from bertlab.curve_report import write_curve
 from bertlab.help import ABLATE_EXAMPLES
 from bertlab.launchers import Failure, Job, add_launcher_args, launcher_from_args, run_local
-from bertlab.pipeline import preflight_stages, run_stages
-from bertlab.pipeline_spec import Stage
 from bertlab.shared_pretraining import (
-    fine_tune_source,
-    fine_tune_stale,
     pretrain_root,
     pretrain_seed_of,
     shared_pretraining,
 )
 from bertlab.stats import MIN_UNITS
-
-
-def _seed_args(spec: Ablation, arm: Arm, seed: int) -> list[str]:
-    return ["--seed_everything", str(seed), "--wandb.group", spec.name] + [
-        "--wandb.tags",
-        json.dumps([arm.name, f"seed{seed}"]),
-    ]
-
-
-def _single_stage(spec: Ablation, arm: Arm) -> Stage:
-    return Stage(name="run", config=spec.base + arm.config, args=spec.args + arm.args, init_from="none", test=True)
-
-
-def _preflight(spec: Ablation, arm: Arm) -> None:
-    """The CLI's pre-flight check on every stage of an arm (its first seed), before any arm trains."""
-    seed = spec.seeds[0]
-    root, extra = os.path.join(spec.root, arm.name, f"seed{seed}"), _seed_args(spec, arm, seed)
-    if arm.pipeline:
-        preflight_stages(arm.stages(), root, spec.args + arm.args + extra)
-    else:
-        preflight_stages([_single_stage(spec, arm)], root, extra)
-
-
-def _run_arm(spec: Ablation, arm: Arm, seed: int, check_only: bool = False, force: bool = False) -> dict | None:
-    """The run's test metrics; with ``check_only``, None unless every stage of it has finished unchanged."""
-    root = os.path.join(spec.root, arm.name, f"seed{seed}")
-    extra = _seed_args(spec, arm, seed)
-    pre_record: dict = {}
-    if arm.pipeline:
-        stages = arm.stages()
-        pseed = pretrain_seed_of(spec, seed)
-        shared = shared_pretraining(spec, arm, stages, pseed)
-        if shared is not None:
-            pre_summary = run_pretraining(spec, arm, pseed, check_only=True)
-            if pre_summary is None:
-                if check_only:
-                    return None
-                pre_summary = run_pretraining(spec, arm, pseed)
-            pre, last, shared_root, _ = shared
-            source = fine_tune_source(arm, pre, shared_root)
-            if arm.from_milestone is not None and not os.path.isdir(source):
-                if check_only:
-                    return None
-                raise BertlabError(f"arm {arm.name}: the shared pre-training finished without milestone {source!r}")
-            extra_last = ["--model.init_args.model_name_or_path", source]
-            stages = [dataclasses.replace(last, init_from="none", args=last.args + extra_last)]
-            if fine_tune_stale(root, last, shared_root, pre):
-                if check_only:
-                    return None
-                print(f"[bertlab ablate] {arm.name}/seed{seed}: its shared pre-training ran again; re-running")
-                force = True
-            pre_record = {"pretrain_seed": pseed, "pretrain_provenance": _stage_provenance(pre_summary)}
-            fit = ((pre_summary or {}).get("stages") or [{}])[-1].get("metrics", {}).get("fit", {})
-            pre_record["pretrain_metrics"] = {k: v for k, v in fit.items() if k != "provenance"}
-        summary = run_stages(
-            stages,
-            root,
-            arm.pipeline,
-            force=force,
-            extra_args=spec.args + arm.args + extra,
-            check_only=check_only,
-        )
-    else:
-        stage = _single_stage(spec, arm)
-        summary = run_stages([stage], root, arm.name, force=force, extra_args=extra, check_only=check_only)
-    if summary is None:
-        return None
-    last = summary["stages"][-1]["metrics"]
-    val = {k: v for k, v in last.get("fit", {}).items() if k.startswith("val/")}  # for choices made on validation
-    return {**last.get("test", {}), "fit": val, **pre_record}
-
-
-def _stage_provenance(summary: dict | None) -> list[dict]:
-    """The provenance of each shared pre-training stage's fit (what trained the model the fine-tune starts from)."""
-    return [
-        s["metrics"]["fit"]["provenance"]
-        for s in (summary or {}).get("stages", [])
-        if "provenance" in (s.get("metrics") or {}).get("fit", {})
-    ]
-
-
-def run_pretraining(
-    spec: Ablation, arm: Arm, pretrain_seed: int | None = None, check_only: bool = False, force: bool = False
-) -> dict | None:
-    """Run an arm's shared stages once for ``pretrain_seed`` (under ROOT/GROUP/pretrain_seedP; skipped when done).
-    With ``check_only``, run nothing: None unless they have all finished unchanged."""
-    pre, _, shared_root, args = shared_pretraining(spec, arm, pretrain_seed=pretrain_seed)
-    return run_stages(pre, shared_root, arm.pipeline, force=force, extra_args=args, check_only=check_only)
-
-
-def _record(store: str, arm: str | None, seed: int | None, test: dict | None, metrics: list[str]) -> dict:
-    """Merge one run into ``results.json`` under a file lock (several ``bertlab ablate --arms`` may share it)."""
-    with file_lock(store):
-        results = json.load(open(store)) if os.path.isfile(store) else {}
-        if arm is not None:
-            per = results.setdefault(arm, {})
-            runs = per.setdefault("_runs", {})
-            runs[str(seed)] = test
-            for m in metrics:
-                per[m] = [runs[s][m] for s in sorted(runs, key=int) if m in runs[s]]
-            with atomic_path(store) as tmp, open(tmp, "w") as f:
-                json.dump(results, f, indent=1)
-    return results
-
-
-def run_one(spec: Ablation, arm: Arm, seed: int, force: bool = False) -> dict:
-    """One arm × seed, recorded in ``results.json``: what a launcher runs, here or on a cluster node."""
-    test = _run_arm(spec, arm, seed, force=force)
-    _record(os.path.join(spec.root, "results.json"), arm.name, seed, test, spec.metrics)
-    return test
-
-
-def codes(test: dict | None) -> set[str]:
-    """The training-code hashes behind one run: its fine-tune's and its shared pre-training's."""
-    test = test or {}
-    found = {(test.get("provenance") or {}).get("code")}
-    found |= {p.get("code") for p in test.get("pretrain_provenance") or []}
-    return found
 
 
 def seed_warnings(spec: Ablation, arms: list[Arm]) -> list[str]:
@@ -224,14 +101,14 @@ def run_ablation(
     if unknown:
         raise BertlabError(f"{path}: no arm(s) {sorted(unknown)}; arms: {[a.name for a in spec.arms]}")
     for arm in chosen:  # every arm's every stage, before the first one trains
-        _preflight(spec, arm)
+        preflight_arm(spec, arm)
     for line in seed_warnings(spec, chosen):
         print(f"[bertlab ablate] warning: {line}", flush=True)
     os.makedirs(spec.root, exist_ok=True)
     # each run directory is locked by the run writing it (run_stages): two `bertlab ablate --arms` processes may
     # share a root, and one that reaches a directory the other is writing stops there with a clear error
     failures = _launch_all(spec, chosen, run_seeds, launch, allow_mixed, rerun_stale)
-    results = _record(os.path.join(spec.root, "results.json"), None, None, None, spec.metrics)
+    results = record(os.path.join(spec.root, "results.json"), None, None, None, spec.metrics)
     order = [a.name for a in spec.arms if a.name in results]
     mixed = sorted({c or "unrecorded" for a in order for t in results[a].get("_runs", {}).values() for c in codes(t)})
     if len(mixed) > 1 and not allow_mixed:
@@ -259,7 +136,7 @@ def _launch_all(spec, chosen, seeds, launch, allow_mixed, rerun_stale) -> list[F
                 continue
             groups.add((arm.group, pseed))
             done = run_pretraining(spec, arm, pseed, check_only=True)
-            old = done is not None and {p.get("code") for p in _stage_provenance(done)} != {current}
+            old = done is not None and {p.get("code") for p in stage_provenance(done)} != {current}
             if old and not rerun_stale and not allow_mixed:
                 stale.append(f"{arm.group}/pretrain_seed{pseed}")
             if done is None or (old and rerun_stale):
@@ -270,7 +147,7 @@ def _launch_all(spec, chosen, seeds, launch, allow_mixed, rerun_stale) -> list[F
     for arm in chosen:
         for seed in seeds:
             name = f"{arm.name}/seed{seed}"
-            finished = _run_arm(spec, arm, seed, check_only=True)
+            finished = run_arm(spec, arm, seed, check_only=True)
             old = finished is not None and codes(finished) != {current}
             if old and not rerun_stale and not allow_mixed:
                 stale.append(name)
@@ -286,7 +163,7 @@ def _launch_all(spec, chosen, seeds, launch, allow_mixed, rerun_stale) -> list[F
         )
     for arm, seed, finished in finished_runs:  # no job, not even a short one on a cluster
         print(f"[bertlab ablate] {arm.name}/seed{seed}: finished, skipped", flush=True)
-        _record(store, arm.name, seed, finished, spec.metrics)
+        record(store, arm.name, seed, finished, spec.metrics)
     failures = launch(shared, spec.root) if shared else []
     failed = {f.name.split("/")[0] for f in failures}
     jobs = [j for j in jobs if not any(a.name == j.name.split("/")[0] and a.group in failed for a in chosen)]

@@ -194,7 +194,7 @@ def write_report(spec: Ablation, results: dict, command: str) -> str:
     count_mcnemar(spec.root, results, meta)
     store = os.path.join(spec.root, "results.json")
     # keep what the table needs beside the runs (bertlab report reads only this), under the lock with which
-    # `bertlab.ablation._record` merges runs: another `bertlab ablate --arms` may be recording one right now
+    # `bertlab.ablation_run.record` merges runs: another `bertlab ablate --arms` may be recording one right now
     with file_lock(store):
         if os.path.isfile(store):
             with open(store) as f:

@@ -379,6 +379,7 @@ def _ablation_with_pipeline(tmp_path, stages: list[dict], pretrain_seed=0) -> st
 
 def test_pretrain_seed_runs_the_stages_before_the_last_once_and_each_seed_fine_tunes_from_them(tmp_path, monkeypatch):
     import bertlab.ablation as ablation
+    import bertlab.ablation_run as ablation_run
 
     calls, done = [], set()
 
@@ -391,7 +392,7 @@ def test_pretrain_seed_runs_the_stages_before_the_last_once_and_each_seed_fine_t
             done.add(key)
         return {"stages": [{"metrics": {"test": {"test/acc": 0.5, "test/f1": 0.5}}}]}
 
-    monkeypatch.setattr(ablation, "run_stages", fake_run_stages)
+    monkeypatch.setattr(ablation_run, "run_stages", fake_run_stages)
     path = _ablation_with_pipeline(
         tmp_path,
         [
@@ -416,6 +417,7 @@ def test_pretrain_seed_runs_the_stages_before_the_last_once_and_each_seed_fine_t
 
 def test_an_arms_set_reaches_its_stage_in_the_shared_pre_training_and_in_the_preflight(tmp_path, monkeypatch):
     import bertlab.ablation as ablation
+    import bertlab.ablation_run as ablation_run
 
     calls, checked = [], []
 
@@ -424,7 +426,7 @@ def test_an_arms_set_reaches_its_stage_in_the_shared_pre_training_and_in_the_pre
             calls.append({s.name: list(s.args) for s in stages})
         return None if check_only else {"stages": [{"metrics": {"test": {"test/acc": 0.5, "test/f1": 0.5}}}]}
 
-    monkeypatch.setattr(ablation, "run_stages", fake_run_stages)
+    monkeypatch.setattr(ablation_run, "run_stages", fake_run_stages)
     monkeypatch.setattr("bertlab.engine.preflight_stage", lambda cmd, pending: checked.append(cmd))
     stages = [
         {"name": "mlm", "config": [TINY_CONFIG], "init_from": "none", "args": {"trainer.max_steps": 2}},
@@ -446,6 +448,7 @@ def _nested_ablation(tmp_path, monkeypatch) -> tuple[str, dict, list]:
     """A 2-stage pipeline arm with seeds 0-3 nested under pretrain_seeds [3, 4], run by a fake ``run_stages``
     that records each call (root, extra args, stage args): (the file, its spec, the calls)."""
     import bertlab.ablation as ablation
+    import bertlab.ablation_run as ablation_run
 
     calls, done = [], set()
 
@@ -459,7 +462,7 @@ def _nested_ablation(tmp_path, monkeypatch) -> tuple[str, dict, list]:
         prov = {"provenance": {"code": "x"}}
         return {"stages": [{"metrics": {"test": {"test/acc": 0.5, **prov}, "fit": prov}}]}
 
-    monkeypatch.setattr(ablation, "run_stages", fake_run_stages)
+    monkeypatch.setattr(ablation_run, "run_stages", fake_run_stages)
     path = _ablation_with_pipeline(
         tmp_path,
         [
@@ -566,6 +569,7 @@ def _milestone_ablation(tmp_path, arms: list[dict], milestones=(1, 2)) -> str:
 
 def test_a_pretrain_group_runs_one_mlm_and_each_arm_fine_tunes_from_its_milestone(tmp_path, monkeypatch):
     import bertlab.ablation as ablation
+    import bertlab.ablation_run as ablation_run
 
     calls, done = [], set()
 
@@ -581,7 +585,7 @@ def test_a_pretrain_group_runs_one_mlm_and_each_arm_fine_tunes_from_its_mileston
                     os.makedirs(os.path.join(root, "mlm", "milestones", f"step-{step}"), exist_ok=True)
         return {"stages": [{"metrics": {"test": {"test/acc": 0.5, "test/f1": 0.5}}}]}
 
-    monkeypatch.setattr(ablation, "run_stages", fake_run_stages)
+    monkeypatch.setattr(ablation_run, "run_stages", fake_run_stages)
     path = _milestone_ablation(
         tmp_path,
         [
@@ -698,6 +702,7 @@ def test_a_baseline_must_name_an_arm(tmp_path):
 def test_a_fine_tune_older_than_its_shared_pre_training_runs_again(tmp_path, monkeypatch):
     """The fine-tune's fingerprint names the shared export's path only: a re-run pre-training must not be missed."""
     import bertlab.ablation as ablation
+    import bertlab.ablation_run as ablation_run
 
     calls = []
     out = tmp_path / "out"
@@ -708,7 +713,7 @@ def test_a_fine_tune_older_than_its_shared_pre_training_runs_again(tmp_path, mon
         prov = {"provenance": {"code": "x"}}  # every stage "finished", on the code running now
         return {"stages": [{"metrics": {"test": {"test/acc": 0.5, "test/f1": 0.5, **prov}, "fit": prov}}]}
 
-    monkeypatch.setattr(ablation, "run_stages", fake_run_stages)
+    monkeypatch.setattr(ablation_run, "run_stages", fake_run_stages)
     monkeypatch.setattr(ablation, "code_hash", lambda: "x")
     path = _ablation_with_pipeline(
         tmp_path,
@@ -757,6 +762,7 @@ def test_ablate_refuses_twin_arm_names_and_bad_seeds_in_one_line(tmp_path, capsy
 
 def test_ablate_builds_no_table_from_two_training_codes(tmp_path, monkeypatch):
     import bertlab.ablation as ablation
+    import bertlab.ablation_run as ablation_run
 
     code = {"now": "new"}
 
@@ -771,9 +777,9 @@ def test_ablate_builds_no_table_from_two_training_codes(tmp_path, monkeypatch):
         test = {"test/acc": 0.5 + 0.01 * seed, "provenance": {"code": open(done).read(), "commit": "c" * 40}}
         return {"stages": [{"metrics": {"test": test}}]}
 
-    monkeypatch.setattr(ablation, "run_stages", fake_run_stages)
+    monkeypatch.setattr(ablation_run, "run_stages", fake_run_stages)
     monkeypatch.setattr(ablation, "code_hash", lambda: code["now"])
-    monkeypatch.setattr(ablation, "_preflight", lambda spec, arm: None)
+    monkeypatch.setattr(ablation, "preflight_arm", lambda spec, arm: None)
     spec = {"name": "abl", "root": str(tmp_path / "out"), "base": [TINY_CONFIG], "seeds": [0, 1]}
     path = _write(tmp_path / "abl.yaml", spec | {"arms": [{"name": "base"}, {"name": "arm"}]})
     ablation.run_ablation(path, arms=["base"])
