@@ -29,13 +29,11 @@ import sys
 import time
 
 from bertlab import stage_attempt
-from bertlab.allocator import allocator_in_use
 from bertlab.core.errors import BertlabError
 from bertlab.core.faults import fault_point, in_stage
 from bertlab.core.files import atomic_path, exclusive_dir, held_locks
 from bertlab.core.fingerprint import fingerprint
 from bertlab.core.lifetime import child_env
-from bertlab.core.provenance import provenance
 from bertlab.pipeline_spec import (
     STAGE_FILE,
     Stage,
@@ -49,6 +47,7 @@ from bertlab.pipeline_spec import (
     skip_stages,
     stage_dir,
 )
+from bertlab.pipeline_summary import write_summary
 
 
 def _fingerprint(stage: Stage, args: list[str], upstream: str) -> str:
@@ -241,31 +240,6 @@ def _run_stages(stages, root, label, force, extra_args, check_only) -> dict | No
         upstream, prev = fp, export_dir(root, stage.name)
     write_summary(root, summary)
     return summary
-
-
-def _fmt(metrics: dict, keys=("val/acc", "val/f1", "val/loss", "val/perplexity", "probe/best_acc")) -> str:
-    return ", ".join(f"{k} {metrics[k]:.4f}" for k in keys if k in metrics)
-
-
-def write_summary(root: str, summary: dict) -> None:
-    os.makedirs(root, exist_ok=True)
-    summary["provenance"] = provenance(allocator=allocator_in_use())
-    with open(os.path.join(root, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    lines = [
-        f"# Pipeline {summary['pipeline']}",
-        "",
-        "| stage | status | final validation | test | export |",
-        "|---|---|---|---|---|",
-    ]
-    for s in summary["stages"]:
-        fit, test = s["metrics"].get("fit", {}), s["metrics"].get("test", {})
-        lines.append(
-            f"| {s['name']} | {s['status']} | {_fmt(fit)} | {_fmt(test, ('test/acc', 'test/f1', 'test/loss'))} | "
-            f"{s['export']} |"
-        )
-    with open(os.path.join(root, "summary.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
 
 
 def main(argv: list[str]) -> int:
