@@ -277,5 +277,6 @@ def _plot(spec: Ablation, results: dict) -> None:
     ax.set_ylabel(metric)
     ax.set_title(f"{spec.name}: mean ± std over seeds {spec.seeds}")
     fig.tight_layout()
-    fig.savefig(os.path.join(spec.root, "results.png"), dpi=120)
+    with atomic_path(os.path.join(spec.root, "results.png")) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)

@@ -27,6 +27,8 @@ import time
 import pytorch_lightning as pl
 import torch
 
+from bertlab.core.files import atomic_path
+
 
 def peak_rss_mb() -> float:
     """This process's peak resident set size in MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
@@ -116,7 +118,5 @@ class StepTimer(pl.Callback):
             return
         out = self.summary(pl_module)
         path = self.output_path or os.path.join(trainer.default_root_dir, "step_times.json")
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(f"{path}.tmp", "w") as f:
+        with atomic_path(path) as tmp, open(tmp, "w") as f:
             json.dump(out, f, indent=1)
-        os.replace(f"{path}.tmp", path)
