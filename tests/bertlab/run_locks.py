@@ -1,5 +1,5 @@
-"""Watching a run directory's lock from outside, as a rerun would meet it: whether it is held, and waiting for a
-condition (a holder dying) with a deadline."""
+"""Watching a run directory's lock (or any lock file) from outside, as a rerun would meet it: whether it is held,
+and waiting for a condition (a holder dying) with a deadline."""
 
 from __future__ import annotations
 
@@ -11,7 +11,11 @@ from collections.abc import Callable
 
 def locked(directory: str) -> bool:
     """Whether some process holds ``directory``'s ``exclusive_dir`` lock (never, when it has no lock file)."""
-    path = os.path.join(directory, ".bertlab.lock")
+    return held(os.path.join(directory, ".bertlab.lock"))
+
+
+def held(path: str) -> bool:
+    """Whether some process holds a ``flock`` on the file ``path`` (never, when there is no such file)."""
     if not os.path.exists(path):
         return False
     with open(path, "a+") as f:

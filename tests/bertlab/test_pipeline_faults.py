@@ -14,7 +14,6 @@ each kind of outside kill must land.
 
 from __future__ import annotations
 
-import fcntl
 import glob
 import json
 import os
@@ -35,7 +34,7 @@ import yaml
 
 from bertlab.core.faults import SITES
 from tests.bertlab.cli_helpers import MLM_CONFIG, ROOT, cli_env
-from tests.bertlab.run_locks import locked, until
+from tests.bertlab.run_locks import held, locked, until
 from tests.conftest import make_texts
 
 TINY_CONFIG = os.path.join(ROOT, "tests/configs/tiny_test.yaml")
@@ -178,9 +177,8 @@ def assert_as_if_never_killed(root: str, reference: dict) -> None:
     assert not debris, debris
     empty = [p for p in _tree(root) if p.endswith("/") and not os.listdir(os.path.join(root, p))]
     assert not empty, f"empty folders: {empty}"
-    for lock in glob.glob(os.path.join(root, "**", "*.lock"), recursive=True) + [os.path.join(root, ".bertlab.lock")]:
-        with open(lock, "a+") as f:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody holds it
+    locks = glob.glob(os.path.join(root, "**", "*.lock"), recursive=True) + [os.path.join(root, ".bertlab.lock")]
+    assert not [lock for lock in locks if held(lock)], "a lock is still held"
     assert os.path.getsize(os.path.join(root, ".bertlab.lock")) == 0  # no holder recorded
     assert _tree(root) == _tree(ref)
 
