@@ -77,7 +77,8 @@ def resumed_version(root: str, ckpt_path) -> int | None:
         return None
     rel = os.path.relpath(os.path.abspath(ckpt_path), os.path.join(os.path.abspath(root), "csv"))
     head = rel.split(os.sep)[0]
-    return int(head[len("version_") :]) if head.startswith("version_") and head[8:].isdigit() else None
+    number = head.removeprefix("version_")
+    return int(number) if number != head and number.isdigit() else None
 
 
 def default_loggers(root: str, wandb_args, version: int | None = None) -> list:

@@ -35,8 +35,8 @@ def resume_point(out: str, fingerprint: str, stage: str) -> str | None:
     """The checkpoint with the most optimiser steps that an attempt at this very stage, on this very code, wrote,
     or None. One that does not load (cut short by a full disk or a copy across file systems) is named and passed
     over."""
-    attempt = read_json(os.path.join(out, ATTEMPT_FILE))
-    if not attempt or not checkpoints(out):
+    attempt, found = read_json(os.path.join(out, ATTEMPT_FILE)), checkpoints(out)
+    if not attempt or not found:
         return None
     if attempt.get("fingerprint") != fingerprint:
         print(f"[bertlab pipeline] {stage}: its checkpoints are of another config; running it from its start")
@@ -47,7 +47,7 @@ def resume_point(out: str, fingerprint: str, stage: str) -> str | None:
     from bertlab.core.hf_loading import check_checkpoint  # torch: only where a checkpoint is there to read
 
     best, best_key = None, None
-    for path in checkpoints(out):
+    for path in found:
         try:
             step = int(check_checkpoint(path, "checkpoint").get("global_step", -1))
         except BertlabError as e:
