@@ -2,11 +2,10 @@
 
 1. **Shards.** Each text file is cut into byte ranges of ``SHARD_BYTES`` at line starts; texts held in memory
    (tables, built-ins, the task's train texts) into runs of ``TEXTS_PER_SHARD``.
-2. **Plan** (one worker, one pass): a 64-bit content hash per document (``corpus.doc_hash``, 8 bytes each).
-   A document is kept at its first occurrence unless its hash is among the task's held-out texts; the
-   validation documents are the kept ones with the smallest hashes (``round(n · val_fraction)`` of them, so
-   the cut depends on the seed and the content, not on any order), and ``max_documents`` keeps the smallest
-   by a second mix of the hash. No text is held; no global permutation.
+2. **Plan** (one worker, one pass over the text): a 64-bit content hash per document (``corpus.doc_hash``)
+   decides which documents are dropped (repeats, the task's held-out texts), which train and which validate
+   (``datamodules.corpus_plan``: out of core, one byte a document in memory). No text is held; no global
+   permutation.
 3. **Tokenize**: a pool of ``workers`` processes, one shard per task, each writes ``shard-NNNNN.npz`` (its
    train and val sequences) atomically as it finishes. A build killed mid-way keeps its plan and finished
    shards in ``tokens/KEY.build``; the next build tokenizes only the missing shards.
@@ -36,11 +35,11 @@ from bertlab.core.files import atomic_path
 from bertlab.core.lifetime import tie_to
 from datamodules.corpus import Source, byte_ranges, doc_hash, read_range
 from datamodules.corpus_assembly import assemble
+from datamodules.corpus_plan import DROP, TRAIN, VAL, Cut, plan, plan_stream
 from datamodules.mlm_sequences import Layout, Sequencer
 
 SHARD_BYTES = 8 << 20  # ~2M tokens of review text: a few seconds of one core, ~10 MB of tokens
 TEXTS_PER_SHARD = 50_000
-DROP, TRAIN, VAL = 0, 1, 2
 SPLITS = {"train": TRAIN, "val": VAL}
 
 
@@ -53,15 +52,6 @@ class Shard:
     path: str | None
     lo: int
     hi: int
-
-
-@dataclass(frozen=True)
-class Cut:
-    """Which documents train, which validate: chosen by content hash."""
-
-    seed: int
-    val_fraction: float
-    max_documents: int | None
 
 
 def default_workers() -> int:
@@ -84,36 +74,6 @@ def shard_docs(shard: Shard, texts: list[str] | None) -> Iterator[str]:
     return read_range(shard.path, shard.lo, shard.hi) if texts is None else iter(texts)
 
 
-def plan(doc_hashes: list[np.ndarray], held_out: np.ndarray, cut: Cut) -> np.ndarray:
-    """DROP / TRAIN / VAL per document (int8), from the documents' hashes in stream order."""
-    hashes = np.concatenate(doc_hashes) if doc_hashes else np.zeros(0, np.uint64)
-    keep = np.zeros(len(hashes), dtype=bool)
-    keep[np.unique(hashes, return_index=True)[1]] = True  # first occurrences
-    keep &= ~np.isin(hashes, held_out)
-    kept = np.flatnonzero(keep)
-    del keep
-    if cut.max_documents and len(kept) > cut.max_documents:
-        kept = np.sort(kept[np.argpartition(_mix(hashes[kept]), cut.max_documents)[: cut.max_documents]])
-    assign = np.zeros(len(hashes), dtype=np.int8)
-    if not len(kept):
-        return assign
-    n_val = int(round(len(kept) * cut.val_fraction)) if cut.val_fraction > 0 else 0
-    assign[kept] = TRAIN
-    if n_val and n_val < len(kept):
-        assign[kept[np.argpartition(hashes[kept], n_val)[:n_val]]] = VAL
-    elif n_val:
-        assign[kept] = VAL
-    return assign
-
-
-def _mix(h: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser: a second, independent ordering of the hashes (for ``max_documents``)."""
-    with np.errstate(over="ignore"):
-        h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return h ^ (h >> np.uint64(31))
-
-
 # ------------------------------------------------------------ worker side
 
 _sequencer: Sequencer | None = None
@@ -129,13 +89,10 @@ def _init_worker(tokenizer_json: str, layout: Layout, stage: int | None = None) 
 
 
 def _plan_task(shards: list[Shard], texts: list[list[str] | None], held_out, cut, path) -> None:
-    hashes = [
-        np.fromiter((doc_hash(d, cut.seed) for d in shard_docs(s, t)), dtype=np.uint64) for s, t in zip(shards, texts)
-    ]
-    counts = np.array([len(h) for h in hashes], dtype=np.int64)
-    assign = plan(hashes, held_out, cut)
+    chunks = (np.fromiter((doc_hash(d, cut.seed) for d in shard_docs(s, t)), np.uint64) for s, t in zip(shards, texts))
+    assign, counts = plan_stream(chunks, held_out, cut, os.path.join(os.path.dirname(path), "plan-buckets"))
     with atomic_path(path) as tmp:
-        np.savez(tmp, assign=assign, counts=counts)
+        np.savez(tmp, assign=assign, counts=np.array(counts, dtype=np.int64))
 
 
 def tokenize_shard(shard: Shard, texts: list[str] | None, assign: np.ndarray, path: str) -> int:

@@ -1,5 +1,5 @@
-"""``datamodules.corpus`` and ``datamodules.corpus_build``: byte-range shards, the content hash, the hash-based
-plan, shard-by-shard tokenizing in worker processes, and a build killed mid-way that resumes."""
+"""``datamodules.corpus`` and ``datamodules.corpus_build``: byte-range shards, the content hash, shard-by-shard
+tokenizing in worker processes, and a build killed mid-way that resumes (the plan: ``test_corpus_plan``)."""
 
 import multiprocessing
 import os
@@ -12,8 +12,7 @@ import pytest
 import tqdm
 
 from datamodules import corpus, corpus_assembly, corpus_build, mlm_sequences
-from datamodules.corpus import byte_ranges, content_hash, doc_hash, read_range
-from datamodules.corpus_build import DROP, TRAIN, VAL, Cut, plan
+from datamodules.corpus import byte_ranges, content_hash, read_range
 from datamodules.mlm import MLMDataModule
 from tests.conftest import make_texts
 
@@ -44,22 +43,6 @@ def test_content_hash_reads_a_file_only_when_it_changed(tmp_path, monkeypatch):
     assert content_hash(path, str(tmp_path / "cache")) == first and reads == []  # size + mtime: not read
     _corpus(tmp_path / "c.txt", ["one", "three"])
     assert content_hash(path, str(tmp_path / "cache")) != first and reads == [path]
-
-
-def test_plan_dedups_removes_held_out_and_cuts_val_by_hash():
-    docs = [f"doc {i}" for i in range(200)]
-    stream = docs + docs[:50] + ["held out"]
-    hashes = np.array([doc_hash(d, 7) for d in stream], dtype=np.uint64)
-    held = np.array([doc_hash("held out", 7), doc_hash("doc 3", 7)], dtype=np.uint64)
-    assign = plan([hashes[:120], hashes[120:]], np.sort(held), Cut(7, 0.1, None))
-    assert (assign[200:] == DROP).all() and assign[3] == DROP  # repeats and held-out texts
-    assert (assign == VAL).sum() == round(0.1 * 199) and (assign == TRAIN).sum() == 199 - round(0.1 * 199)
-    # the cut depends on the content only: the same documents in another order get the same split
-    order = np.random.default_rng(0).permutation(200)
-    again = plan([hashes[:200][order]], np.sort(held), Cut(7, 0.1, None))
-    assert np.array_equal(again, assign[:200][order])
-    sample = plan([hashes], np.sort(held), Cut(7, 0.1, 50))
-    assert (sample != DROP).sum() == 50 and (sample == VAL).sum() == 5
 
 
 def _dm(tiny_bert_dir, tmp_path, path, **kwargs):
