@@ -9,7 +9,8 @@ on-disk cache by every core (``datamodules.corpus_build``), and training reads t
 corpus for task-adaptive pre-training (Gururangan et al. 2020; Sun et al. 2019's "within-task"); its val and
 test texts never do, and are also removed from the other corpus entries.
 
-``mode``: ``line_by_line`` or ``packed`` (``datamodules.mlm_sequences``).
+``mode``: ``line_by_line`` or ``packed`` (``datamodules.mlm_sequences``). The corpus, its cache key and its
+token cache are an ``MLMCorpus`` (``datamodules.mlm_corpus``).
 
 Selective / entropy masking: a ``scorer`` scores every train token once, before training
 (``datamodules.corpus_scoring``); the scores are cached beside the tokens and feed ``SelectiveMasker``.
@@ -22,7 +23,6 @@ text again), and each rank's train loader draws its own part (``samplers.RankSam
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Callable
 from functools import cached_property
@@ -34,22 +34,20 @@ import torch
 from torch.utils.data import DataLoader
 
 from bertlab.core.errors import BertlabError
-from bertlab.core.files import atomic_path, file_lock
-from bertlab.core.fingerprint import fingerprint
+from bertlab.core.files import atomic_path
 from bertlab.core.models import load_tokenizer
-from datamodules import corpus_build
 from datamodules.batching import Loader
-from datamodules.corpus import Source, doc_hash, identify, open_entry, texts_source
-from datamodules.corpus_build import Cut
+from datamodules.corpus_plan import Cut
 from datamodules.corpus_scoring import check_scorer, check_scores, resolve_scorer, score_corpus, scorer_fingerprint
-from datamodules.coverage import DEFAULT_MAX_UNK, SAMPLE, refuse_uncovered
+from datamodules.coverage import DEFAULT_MAX_UNK
 from datamodules.file_array import FileArray
 from datamodules.maskers import DynamicMasker, SelectiveMasker, StaticMasker
+from datamodules.mlm_corpus import MLMCorpus, layout
 from datamodules.mlm_dataset import MLMDataset, Scorer
-from datamodules.mlm_sequences import MODES, Layout
+from datamodules.mlm_sequences import MODES
 from datamodules.samplers import EpochSampler, LengthGroupedEpochSampler, RankSampler
 from datamodules.splits import Splits
-from datamodules.token_cache import TokenArrays, cache_key, default_cache_dir, tokenizer_fingerprint
+from datamodules.token_cache import TokenArrays, default_cache_dir
 
 __all__ = ["MLMDataModule", "Scorer"]
 
@@ -138,100 +136,34 @@ class MLMDataModule(pl.LightningDataModule):
 
         return ClassificationDataModule(self.hparams.tokenizer, splits=self.task)
 
-    # ------------------------------------------------------------ the corpus and its cache
-
     @cached_property
-    def _task_texts(self) -> tuple[list[str], np.ndarray]:
-        """(the task's train texts, or none; the sorted hashes of its val and test texts)."""
-        if self.task is None:
-            return [], np.zeros(0, np.uint64)
-        frames = self.task.read()
-        held = {t.strip() for split in ("val", "test") if split in frames for t in frames[split]["text"]}
-        hashes = np.unique(np.fromiter((doc_hash(t, self.hparams.seed) for t in held), np.uint64, len(held)))
-        train = frames["train"]["text"].astype(str).tolist() if self.hparams.task_train_texts else []
-        return train, hashes
-
-    @cached_property
-    def sources(self) -> list[Source]:
-        """The corpus as streamed sources: the task's train texts first (a duplicate keeps its first place)."""
-        train, _ = self._task_texts
-        task = [texts_source("the task's train texts", train)] if train else []
-        return task + [open_entry(e) for e in self.hparams.corpus or []]
-
-    @cached_property
-    def cache_key(self) -> str:
-        """Names the corpus by content (files by their streamed hash, remembered by size and mtime; the task's
-        held-out texts as a hash of the set) with everything that shapes the sequences and the cut."""
+    def corpus(self) -> MLMCorpus:
+        """The corpus, its cache key and its token cache (``datamodules.mlm_corpus``)."""
         h = self.hparams
-        return cache_key(
-            kind="mlm-corpus",
-            sources=[identify(s, self.cache_dir) for s in self.sources],
-            held_out=fingerprint(self._task_texts[1].tobytes()),
-            tokenizer=tokenizer_fingerprint(self.tokenizer),
-            max_length=h.max_length,
-            mode=h.mode,
-            words=h.chinese_whole_word,
-            cut=dataclasses.astuple(self._cut),
+        return MLMCorpus(
+            entries=list(h.corpus or []),
+            task=self.task,
+            task_train_texts=h.task_train_texts,
+            tokenizer=self.tokenizer,
+            layout=layout(self.tokenizer, h.mode, h.max_length, h.chinese_whole_word),
+            cut=Cut(h.seed, h.val_fraction, h.max_documents),
+            cache_dir=self.cache_dir,
+            workers=h.tokenize_workers,
         )
-
-    @property
-    def _cut(self) -> Cut:
-        h = self.hparams
-        return Cut(h.seed, h.val_fraction, h.max_documents)
-
-    @property
-    def cache_path(self) -> str:
-        return os.path.join(self.cache_dir, "tokens", self.cache_key)
-
-    def _layout(self) -> Layout:
-        tok, h = self.tokenizer, self.hparams
-        cls_id, sep_id = tok.cls_token_id, tok.sep_token_id
-        if cls_id is None or sep_id is None:
-            cls_id, sep_id = tok.bos_token_id, tok.eos_token_id
-        return Layout(h.mode, h.max_length, h.chinese_whole_word, cls_id, sep_id, tok.unk_token_id)
-
-    def _build_cache(self) -> bool:
-        """Tokenize the corpus into the cache unless it is there; True when this call built it. Concurrent
-        builders take turns on the entry's lock: the first builds, the others then find it."""
-        final = self.cache_path
-        if os.path.isfile(os.path.join(final, "meta.json")):
-            return False
-        with file_lock(os.path.join(self.cache_dir, "locks", f"tokens-{self.cache_key}")):
-            if os.path.isfile(os.path.join(final, "meta.json")):
-                return False
-            corpus_build.build(
-                final,
-                self.sources,
-                self._task_texts[1],
-                self.tokenizer.backend_tokenizer.to_str(),
-                self._layout(),
-                self._cut,
-                self.hparams.tokenize_workers or corpus_build.default_workers(),
-                meta={"key": self.cache_key, "mode": self.hparams.mode},
-            )
-        return True
 
     @property
     def documents(self) -> dict[str, list[str]]:
         """train/val documents, deduplicated, without the task's val/test texts (the corpus is read again:
         for inspection and tests; training reads the cached tokens)."""
-        return corpus_build.documents(self.sources, self._task_texts[1], self._cut)
-
-    def _check_coverage(self, meta: dict) -> None:
-        h, train = self.hparams, meta["train"]
-        where = f"the MLM corpus ({', '.join(h.corpus or []) or 'the task train texts'})"
-        share = train["unk"] / train["text_tokens"] if train["text_tokens"] else 0.0
-        sample = lambda: corpus_build.first_documents(self.sources, SAMPLE)  # noqa: E731
-        refuse_uncovered(self.tokenizer, share, train["text_tokens"], sample, where, h.max_unk_fraction)
+        return self.corpus.documents()
 
     def _open(self) -> None:
-        with open(os.path.join(self.cache_path, "meta.json"), encoding="utf-8") as f:
-            meta = json.load(f)
-        self._check_coverage(meta)
+        meta = self.corpus.meta()
+        self.corpus.check_coverage(meta, self.hparams.max_unk_fraction)
         for split in ("train", "val"):
             if split in self.datasets or not meta[split]["sequences"]:
                 continue
-            arrays = TokenArrays(os.path.join(self.cache_path, split))
+            arrays = TokenArrays(os.path.join(self.corpus.path, split))
             # only training batches are masked by the scores (validation uses a fixed static mask)
             scored = self.scorer_spec is not None and isinstance(self.masker, SelectiveMasker) and split == "train"
             self.datasets[split] = MLMDataset(
@@ -241,7 +173,7 @@ class MLMDataModule(pl.LightningDataModule):
     def _scores(self, arrays: TokenArrays) -> FileArray:
         """Score every token once with the scorer, cached beside the tokens and keyed by the scorer's content."""
         spec = self.scorer_spec
-        path = os.path.join(self.cache_path, f"scores-{scorer_fingerprint(spec)}.npy")
+        path = os.path.join(self.corpus.path, f"scores-{scorer_fingerprint(spec)}.npy")
         self.scores_built_now = not os.path.isfile(path)
         if self.scores_built_now:
             labels = self.task_data.label_names if self.task is not None else None
@@ -255,13 +187,13 @@ class MLMDataModule(pl.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Once per node (Lightning's local rank 0; the other ranks wait): tokenize the corpus into the cache."""
-        built = self._build_cache()
+        built = self.corpus.build()
         self.built_now = {"train": built, "val": built}
 
     def setup(self, stage: str | None = None) -> None:
         """Every rank: open the cache (building it here only when ``prepare_data`` did not run)."""
         if not self.built_now:
-            built = self._build_cache()
+            built = self.corpus.build()
             self.built_now = {"train": built, "val": built}
         self._open()
 
