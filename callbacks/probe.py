@@ -15,13 +15,11 @@ are saved to ``<default_root_dir>/probe/best.ckpt`` (weights only). ``best_model
 ``patience`` probes in a row without improvement training stops (with ``stop``); rank 0's
 decision is broadcast, so every rank stops at the same step.
 
-The task is a labelled data module (duck-typed: ``frames``, ``label2id``, ``encode``, ``collator_for``;
-``ClassificationDataModule`` has them): ``task`` when given (a ``class_path``), else the training data
-module's ``task_data`` (``MLMDataModule`` builds it from its own ``task``, whose val/test texts the MLM
-corpus already excludes). Texts are encoded with the tokenizer being trained with
-(``trainer.datamodule.tokenizer``), because the encoder's embeddings are indexed by that vocabulary;
-the task's own tokenizer is used only when the data module has none. The module must offer
-``hidden_states(input_ids, attention_mask, token_type_ids)`` (``MaskedLM`` does).
+The probe itself (its examples, the pooled features, the regression) is ``callbacks.linear_probe``. Its task is
+``task`` when given (a ``class_path``), else the training data module's ``task_data`` (``MLMDataModule`` builds it
+from its own ``task``, whose val/test texts the MLM corpus already excludes), encoded with the training data
+module's tokenizer. The module must offer ``hidden_states(input_ids, attention_mask, token_type_ids)``
+(``MaskedLM`` does).
 """
 
 from __future__ import annotations
@@ -36,6 +34,7 @@ from pytorch_lightning.utilities import rank_zero_info
 
 from bertlab.core.errors import BertlabError
 from bertlab.core.files import atomic_path
+from callbacks.linear_probe import fit_logreg, pool, probe_examples
 
 PROBES = ("logreg",)
 POOLINGS = ("mean", "cls")
@@ -66,25 +65,6 @@ class PatienceTracker:
         else:
             self.wait += 1
         return improved, self.wait >= self.patience
-
-
-def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """``[B, T, H] -> [B, H]``: the mean over real tokens, or the first ([CLS]) token."""
-    if pooling == "cls":
-        return hidden[:, 0]
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * m).sum(1) / m.sum(1).clamp_min(1)
-
-
-def fit_logreg(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, seed: int = 0) -> float:
-    """Val accuracy of a logistic regression on standardised features."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=seed))
-    clf.fit(x_train, y_train)
-    return float((clf.predict(x_val) == y_val).mean())
 
 
 class DownstreamProbe(pl.Callback):
@@ -161,8 +141,6 @@ class DownstreamProbe(pl.Callback):
         self.data = self.build_data(trainer.datamodule, pl_module)
 
     def build_data(self, datamodule, pl_module) -> dict:
-        from sklearn.model_selection import train_test_split
-
         task = self.task if self.task is not None else getattr(datamodule, "task_data", None)
         if task is None:
             raise BertlabError(
@@ -170,33 +148,7 @@ class DownstreamProbe(pl.Callback):
                 "datamodules.classification.ClassificationDataModule with source: fine_food); "
                 "the training data module has none either"
             )
-        frames = task.frames
-        missing = [s for s in ("train", "val") if s not in frames or "label" not in frames[s]]
-        if missing:
-            raise BertlabError(
-                f"DownstreamProbe: the task has no labelled {' or '.join(missing)} split; "
-                "give `train_file` (and `val_file` or `val_fraction`) or a built-in `source`"
-            )
-        tokenizer = getattr(datamodule, "tokenizer", None) or task.tokenizer
-        train = frames["train"]
-        if train["label"].nunique() < 2:
-            raise BertlabError(
-                f"DownstreamProbe: the task's train split has one label ({train['label'].iloc[0]!r}); "
-                "a probe needs two or more"
-            )
-        if len(train) > self.max_train_examples:
-            strat = train["label"] if train["label"].value_counts().min() >= 2 else None
-            train, _ = train_test_split(
-                train, train_size=self.max_train_examples, random_state=self.seed, stratify=strat
-            )
-        # the task's default 128 may exceed a small model's positions
-        max_length = min(task.hparams.max_length, tokenizer.model_max_length)
-        out = {}
-        for split, df in (("train", train), ("val", frames["val"])):
-            rows = task.encode(df, tokenizer, max_length)
-            out[split] = (rows, df["label"].map(task.label2id).to_numpy(np.int64))
-        out["collate"] = task.collator_for(tokenizer)
-        return out
+        return probe_examples(task, getattr(datamodule, "tokenizer", None), self.max_train_examples, self.seed)
 
     # ------------------------------------------------------------ probing
 

@@ -12,7 +12,8 @@ import pytorch_lightning as pl
 import torch
 
 from bertlab.core.errors import BertlabError
-from callbacks.probe import DownstreamProbe, PatienceTracker, pool
+from callbacks.linear_probe import pool
+from callbacks.probe import DownstreamProbe, PatienceTracker
 from datamodules.batching import Loader
 from datamodules.splits import Splits
 from tests.dm_args import grouped
