@@ -52,13 +52,15 @@ def command(arm: str, precision: str, args, out_json: str, root: str) -> list[st
     if who == "hf":
         script = os.path.join(ROOT, "benchmarks", "hf_anchors.py")
         return [sys.executable, script, task, "--precision", precision, "--steps", str(args.steps),
-                "--warmup", str(args.warmup), "--out", out_json]  # fmt: skip
+                "--warmup", str(args.warmup), "--model", args.model, "--max-length", str(args.max_length),
+                "--out", out_json]  # fmt: skip
     return [
         sys.executable, "-m", "bertlab.cli", "fit", "--config", os.path.join(ROOT, CONFIGS[task]),
         "--trainer.max_steps", str(args.warmup + args.steps), "--trainer.limit_val_batches", "0",
         "--trainer.precision", PRECISION[precision], "--trainer.default_root_dir", root,
         "--trainer.callbacks+=callbacks.step_timer.StepTimer", "--trainer.callbacks.output_path", out_json,
-        "--trainer.callbacks.warmup", str(args.warmup), *extra,
+        "--trainer.callbacks.warmup", str(args.warmup), "--model.init_args.model_name_or_path", args.model,
+        "--data.init_args.max_length", str(args.max_length), *extra,
     ]  # fmt: skip
 
 
@@ -144,6 +146,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
+    p.add_argument("--model", default="minilm", help="model directory or built-in name (a tiny one for smoke runs)")
+    p.add_argument("--max-length", type=int, default=128, help="sequence length of every arm (the configs' 128)")
     p.add_argument("--out", default="runs/bench")
     args = p.parse_args(argv)
     plan = [(a, pr) for pr in args.precisions.split(",") for a in args.arms.split(",")]

@@ -52,20 +52,21 @@ import json, sys
 sys.path.insert(0, {root!r})
 from callbacks.step_timer import peak_rss_mb
 from datamodules.mlm import MLMDataModule
-dm = MLMDataModule(tokenizer="minilm", corpus=[{corpus!r}], cache_dir={cache!r})
+dm = MLMDataModule(tokenizer={model!r}, corpus=[{corpus!r}], cache_dir={cache!r}, max_length={max_length})
 dm.prepare_data()
 dm.setup("fit")  # the cache keys are kept: this opens the cached tokens without reading the corpus again
 print(json.dumps({{"documents": sum(map(len, dm.datasets.values())), "peak_rss_mb": peak_rss_mb()}}))
 """
 
 
-def train(corpus: str, cache: str, steps: int, tmp: str, env: dict) -> dict:
+def train(corpus: str, cache: str, args, tmp: str, env: dict) -> dict:
     """``bertlab fit`` of the TAPT config on ``corpus`` for ``steps`` steps: its peak RSS and speed."""
     steps_json = os.path.join(tmp, "steps.json")
     cmd = [
         sys.executable, "-m", "bertlab.cli", "fit", "--config", "configs/mlm/fine_food_tapt.yaml",
         "--data.init_args.task", "null", "--data.init_args.corpus", json.dumps([corpus]),
-        "--data.init_args.cache_dir", cache, "--trainer.max_steps", str(steps),
+        "--data.init_args.cache_dir", cache, "--trainer.max_steps", str(args.steps),
+        "--model.init_args.model_name_or_path", args.model, "--data.init_args.max_length", str(args.max_length),
         "--trainer.limit_val_batches", "0", "--trainer.default_root_dir", os.path.join(tmp, "run"),
         "--trainer.callbacks+=callbacks.step_timer.StepTimer", "--trainer.callbacks.output_path", steps_json,
         "--trainer.callbacks.warmup", "2",
@@ -86,6 +87,8 @@ def main(argv=None) -> int:
     p.add_argument("--lines", type=int, default=1_000_000)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--baseline-lines", type=int, default=10_000)
+    p.add_argument("--model", default="minilm", help="model directory or built-in name (a tiny one for smoke runs)")
+    p.add_argument("--max-length", type=int, default=128, help="sequence length (the config's 128)")
     p.add_argument("--out", default="runs/bench/data_memory.json")
     args = p.parse_args(argv)
     env = dict(os.environ, WANDB_MODE="disabled", PYTHONPATH=ROOT)
@@ -95,7 +98,7 @@ def main(argv=None) -> int:
         write_corpus(corpus, args.lines)
         out["corpus_mb"] = os.path.getsize(corpus) / 2**20
         started = time.perf_counter()
-        code = TOKENISE.format(root=ROOT, corpus=corpus, cache=cache)
+        code = TOKENISE.format(root=ROOT, corpus=corpus, cache=cache, model=args.model, max_length=args.max_length)
         # on the allocator `bertlab fit` would tokenise with (tcmalloc where installed: bertlab.allocator)
         tok_env = preload_environment(env)
         proc = subprocess.run(
@@ -105,11 +108,11 @@ def main(argv=None) -> int:
         if proc.returncode:
             raise SystemExit(proc.stderr[-3000:])
         out["tokenise"] = json.loads(proc.stdout.strip().splitlines()[-1]) | {"seconds": time.perf_counter() - started}
-        out["train"] = train(corpus, cache, args.steps, tmp, env)
-        out["train_glibc"] = train(corpus, cache, args.steps, tmp, env | {"BERTLAB_ALLOCATOR": "system"})
+        out["train"] = train(corpus, cache, args, tmp, env)
+        out["train_glibc"] = train(corpus, cache, args, tmp, env | {"BERTLAB_ALLOCATOR": "system"})
         small = os.path.join(tmp, "small.txt")
         write_corpus(small, args.baseline_lines)
-        out["train_baseline"] = {"lines": args.baseline_lines} | train(small, cache, args.steps, tmp, env)
+        out["train_baseline"] = {"lines": args.baseline_lines} | train(small, cache, args, tmp, env)
     # what the large corpus keeps resident into training: the batches differ, so the peaks differ by more
     out["train_data_path_mb"] = out["train"]["start_rss_mb"] - out["train_baseline"]["start_rss_mb"]
     out["met"] = max(out["tokenise"]["peak_rss_mb"], out["train"]["peak_rss_mb"]) < TARGET_MB

@@ -55,6 +55,8 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default="minilm", help="model directory or built-in name (a tiny one for smoke runs)")
+    p.add_argument("--max-length", type=int, default=None, help="block / truncation length (default: the config's)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     from transformers import (
@@ -72,14 +74,14 @@ def main(argv=None) -> int:
     from bertlab.core.models import load_tokenizer, resolve_model_dir
     from datamodules.sources import fine_food
 
-    s = SETTINGS[args.task]
+    s = SETTINGS[args.task] | ({"max_length": args.max_length} if args.max_length else {})
     set_seed(args.seed)
-    tokenizer = load_tokenizer("minilm")
+    tokenizer = load_tokenizer(args.model)
     train = fine_food()["train"]
     if args.task == "mlm":
         dataset = mlm_dataset(tokenizer, train["text"].tolist(), s["max_length"])
         collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15)
-        model = AutoModelForMaskedLM.from_pretrained(resolve_model_dir("minilm"))
+        model = AutoModelForMaskedLM.from_pretrained(resolve_model_dir(args.model))
     else:
         from datasets import Dataset
 
@@ -87,7 +89,9 @@ def main(argv=None) -> int:
         enc = tokenizer(train["text"].tolist(), truncation=True, max_length=s["max_length"])
         dataset = Dataset.from_dict({**enc, "labels": [labels.index(v) for v in train["label"]]})
         collator = DataCollatorWithPadding(tokenizer)
-        model = AutoModelForSequenceClassification.from_pretrained(resolve_model_dir("minilm"), num_labels=len(labels))
+        model = AutoModelForSequenceClassification.from_pretrained(
+            resolve_model_dir(args.model), num_labels=len(labels)
+        )
     batches: list[dict] = []
 
     def collate(features):

@@ -67,18 +67,19 @@ def log(msg: str) -> None:
     print(f"[selective_scoring] {msg}", file=sys.stderr, flush=True)
 
 
-def quick_model0(out_dir: str, train, labels, n: int, max_length: int, seed: int) -> str:
-    """A cheap Model_0: MiniLM with its classifier fitted by logistic regression on the pooled outputs of ``n``
-    train reviews (a few seconds of CPU; only so that labels exist, as Model_0 must be right on a sentence)."""
+def quick_model0(out_dir: str, base: str, train, labels, n: int, max_length: int, seed: int) -> str:
+    """A cheap Model_0: ``base`` (MiniLM) with its classifier fitted by logistic regression on the pooled outputs
+    of ``n`` train reviews (a few seconds of CPU; only so that labels exist, as Model_0 must be right on a
+    sentence)."""
     from sklearn.linear_model import LogisticRegression
     from transformers import AutoModelForSequenceClassification
 
     from bertlab.core.models import load_tokenizer, resolve_model_dir
 
-    tok = load_tokenizer("minilm")
+    tok = load_tokenizer(base)
     id2label = dict(enumerate(labels))
     model = AutoModelForSequenceClassification.from_pretrained(
-        resolve_model_dir("minilm"), num_labels=2, id2label=id2label, label2id={v: k for k, v in id2label.items()}
+        resolve_model_dir(base), num_labels=2, id2label=id2label, label2id={v: k for k, v in id2label.items()}
     ).eval()
     rows = train.sample(n=min(n, len(train)), random_state=seed)
     feats = []
@@ -94,7 +95,7 @@ def quick_model0(out_dir: str, train, labels, n: int, max_length: int, seed: int
             feats.append(model.base_model(**enc).pooler_output)
     x, y = torch.cat(feats).numpy(), np.array([labels.index(v) for v in rows["label"]])
     fit = LogisticRegression(C=10.0, max_iter=2000).fit(x, y)
-    log(f"Model_0: MiniLM + a logistic head on {len(rows)} train reviews (train accuracy {fit.score(x, y):.2f})")
+    log(f"Model_0: {base} + a logistic head on {len(rows)} train reviews (train accuracy {fit.score(x, y):.2f})")
     w, b = torch.tensor(fit.coef_[0], dtype=torch.float32), float(fit.intercept_[0])
     with torch.no_grad():
         model.classifier.weight.copy_(torch.stack([-w / 2, w / 2]))
@@ -144,6 +145,7 @@ def main(argv=None) -> dict:
     p.add_argument("--scorer-seconds", type=float, default=30.0, help="time bertlab's scorer may start batches in")
     p.add_argument("--fit-reviews", type=int, default=256, help="train reviews the quick Model_0's head is fitted on")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--base", default="minilm", help="the quick Model_0's encoder (a tiny one for smoke runs)")
     p.add_argument("--out", default="runs/bench/selective_scoring.json")
     args = p.parse_args(argv)
     torch.manual_seed(args.seed)
@@ -153,7 +155,7 @@ def main(argv=None) -> dict:
     labels = sources.sort_labels(frames["train"]["label"])
     val = frames["val"].iloc[: args.n]
     model0_dir = args.model0 or quick_model0(
-        tempfile.mkdtemp(prefix="model0-"), frames["train"], labels, args.fit_reviews, 64, args.seed
+        tempfile.mkdtemp(prefix="model0-"), args.base, frames["train"], labels, args.fit_reviews, 64, args.seed
     )
     from bertlab.core.models import load_tokenizer
 
