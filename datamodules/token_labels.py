@@ -12,6 +12,8 @@ train a token classifier, Model_b, on those labels. As the authors' code does
   ``drop`` leaves it out);
 * stopwords are never important (``drop_stopwords``; ``datamodules.stopwords``).
 
+The last two make Model_b's targets from the raw labels (``datamodules.tag_targets``).
+
 This module runs the rule once and caches the raw labels on disk (misclassified sentences unlabelled;
 the two options above are applied when the datasets are built, so they reuse the file), keyed by the
 task's texts, the splitter, the tokenizer, ``max_length``/truncation, the *content* of Model_0 (a
@@ -38,12 +40,12 @@ from bertlab.core.errors import BertlabError
 from bertlab.core.hardware import INFERENCE_PRECISIONS, inference_dtype
 from bertlab.core.models import load_tokenizer
 from datamodules import sentence_labels, sources
-from datamodules.buffer_rule import buffer_rule_labels, continuation_table, continuation_word_ids, word_runs
+from datamodules.buffer_rule import buffer_rule_labels, continuation_table, continuation_word_ids
 from datamodules.scoring_run import remove_parts, run_in_chunks
 from datamodules.sentence_labels import UNLABELLED, SentenceLabels, TagCollator, TaggedSentences
 from datamodules.sentences import check_splitter, split_documents
 from datamodules.splits import Splits
-from datamodules.stopwords import is_stopword, word_text
+from datamodules.tag_targets import MISCLASSIFIED, TagTargets
 from datamodules.task_scorer import (
     check_same_tokenizer,
     classifier_probs,
@@ -54,7 +56,6 @@ from datamodules.task_scorer import (
 from datamodules.token_cache import SpecialTemplate, cache_key, default_cache_dir, tokenize, tokenizer_fingerprint
 
 TAGS = {0: "other", 1: "important"}
-MISCLASSIFIED = ("zeros", "drop")
 
 
 class TokenLabelDataModule(pl.LightningDataModule):
@@ -237,53 +238,16 @@ class TokenLabelDataModule(pl.LightningDataModule):
             )
 
     @cached_property
-    def _vocab_pieces(self) -> tuple[list[str], np.ndarray]:
-        pieces = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
-        return pieces, continuation_table(self.tokenizer)
-
-    def _stopwords(self, ids: np.ndarray, lo: int, hi: int) -> np.ndarray:
-        """Per token: does it belong to a stopword?"""
-        pieces, cont = self._vocab_pieces
-        out = np.zeros(len(ids), dtype=bool)
-        content = ids[lo : len(ids) - hi]
-        for a, b in word_runs(continuation_word_ids(content, cont)):
-            if is_stopword(word_text([pieces[int(t)] for t in content[a:b]])):
-                out[lo + a : lo + b] = True
-        return out
+    def tag_targets(self) -> TagTargets:
+        h = self.hparams
+        return TagTargets(self.tokenizer, h.misclassified, h.drop_stopwords)
 
     def targets(self, split: SentenceLabels) -> tuple[list[int], np.ndarray]:
-        """Model_b's rows (sentence indices) and its flat targets: 1 / 0, ``UNLABELLED`` at specials (and in
-        misclassified sentences under ``misclassified: drop``), with both options applied."""
-        h = self.hparams
-        template = SpecialTemplate.from_tokenizer(self.tokenizer)
-        lo, hi = len(template.prefix), len(template.suffix)
-        flat, correct = split.labels.copy(), split.correct
-        for i in range(len(split)):
-            a, b = int(split.offsets[i]), int(split.offsets[i + 1])
-            if not correct[i] and h.misclassified == "zeros":
-                flat[a + lo : b - hi] = 0
-            if h.drop_stopwords and (flat[a:b] == 1).any():
-                flat[a:b][self._stopwords(split.ids[a:b], lo, hi)] = 0
-        rows = [i for i in range(len(split)) if (flat[split.offsets[i] : split.offsets[i + 1]] != UNLABELLED).any()]
-        return rows, flat
+        """Model_b's rows and flat targets, both options applied (``datamodules.tag_targets``)."""
+        return self.tag_targets(split)
 
     def summary(self, labels: dict[str, SentenceLabels] | None = None) -> dict:
-        labels = labels or self.labels
-        out = {}
-        for split, sl in labels.items():
-            known = sl.labels != UNLABELLED
-            _, flat = self.targets(sl)
-            target = flat != UNLABELLED
-            out[split] = {
-                "documents": int(len(np.unique(sl.doc))),
-                "sentences": len(sl),
-                "correct_share": float(sl.correct.mean()) if len(sl) else 0.0,
-                "labelled_tokens": int(known.sum()),
-                "important_share": float((sl.labels[known] == 1).mean()) if known.any() else 0.0,
-                "target_tokens": int(target.sum()),
-                "target_important_share": float((flat[target] == 1).mean()) if target.any() else 0.0,
-            }
-        return out
+        return self.tag_targets.summary(labels or self.labels)
 
     # ------------------------------------------------------------ datasets
 
